@@ -1,0 +1,162 @@
+"""The run artifact contract: paths, atomic writes, probability files, metrics.json.
+
+Layout (see README "Artifact contract"):
+    runs/<competition>/folds.csv
+    runs/<competition>/<run>/config.yaml, oof.<ext>, test.<ext>, metrics.json, fold<k>/...
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+import pandas as pd
+
+PROB_FORMATS = ("csv", "parquet")
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield a temp path beside `path`; on success it replaces `path` atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+
+
+def atomic_write_json(path: str | Path, obj) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2, default=_json_default) + "\n")
+
+
+def _json_default(o):
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def atomic_write_csv(path: str | Path, df: pd.DataFrame, float_format: str | None = None) -> None:
+    with atomic_path(path) as tmp:
+        df.to_csv(tmp, index=False, float_format=float_format)
+
+
+def file_hash(path: str | Path) -> str:
+    """sha256 hex digest of a file's bytes."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+@dataclass(frozen=True)
+class RunPaths:
+    """Where one run's artifacts live: runs/<competition>/<run>/."""
+
+    root: Path
+    fmt: str = "csv"
+
+    @property
+    def config(self) -> Path:
+        return self.root / "config.yaml"
+
+    @property
+    def oof(self) -> Path:
+        return self.root / f"oof.{self.fmt}"
+
+    @property
+    def test(self) -> Path:
+        return self.root / f"test.{self.fmt}"
+
+    @property
+    def metrics(self) -> Path:
+        return self.root / "metrics.json"
+
+    def fold_dir(self, k: int) -> Path:
+        return self.root / f"fold{k}"
+
+    @staticmethod
+    def find(root: str | Path) -> "RunPaths":
+        """Open an existing run directory, detecting the probability format."""
+        root = Path(root)
+        for fmt in PROB_FORMATS:
+            if (root / f"oof.{fmt}").exists():
+                return RunPaths(root, fmt)
+        raise FileNotFoundError(f"{root}: not a finished run (no oof.csv or oof.parquet)")
+
+
+def probs_frame(ids: Sequence[str], probs: np.ndarray, classes: Sequence[str],
+                folds: np.ndarray | None = None) -> pd.DataFrame:
+    """Build the contract frame: id, [fold], one float32 column per class (or `score`).
+
+    probs: (N, C) probabilities with C == len(classes), or (N,) / (N, 1) ordinal scores
+    when classes is ["score"].
+    """
+    probs = np.asarray(probs, dtype=np.float32)
+    if probs.ndim == 1:
+        probs = probs[:, None]
+    if probs.shape != (len(ids), len(classes)):
+        raise ValueError(f"probabilities have shape {probs.shape}, expected ({len(ids)}, {len(classes)})")
+    cols = {"id": pd.Series(np.asarray(ids, dtype=object), dtype="string")}
+    if folds is not None:
+        cols["fold"] = np.asarray(folds, dtype=np.int16)
+    for j, c in enumerate(classes):
+        cols[str(c)] = probs[:, j]
+    return pd.DataFrame(cols)
+
+
+def write_probs(path: str | Path, df: pd.DataFrame) -> None:
+    """Atomically write a probability frame as CSV or Parquet (by suffix)."""
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        if path.suffix == ".parquet":
+            df.to_parquet(tmp, index=False)
+        else:
+            df.to_csv(tmp, index=False, float_format="%.7g")
+
+
+def read_probs(path: str | Path) -> pd.DataFrame:
+    """Read a probability file; `id` is always a string column, class columns float32."""
+    path = Path(path)
+    if path.suffix == ".parquet":
+        df = pd.read_parquet(path)
+        df["id"] = df["id"].astype("string")
+    else:
+        df = pd.read_csv(path, dtype={"id": "string"}, engine="c")
+    if "id" not in df.columns:
+        raise ValueError(f"{path}: missing column 'id'")
+    value_cols = [c for c in df.columns if c not in ("id", "fold")]
+    df[value_cols] = df[value_cols].astype(np.float32)
+    return df
+
+
+def split_probs(df: pd.DataFrame) -> tuple[np.ndarray, list[str], np.ndarray, np.ndarray | None]:
+    """-> ids (N,) object, class columns, values (N, C) float32, folds (N,) or None."""
+    cols = [c for c in df.columns if c not in ("id", "fold")]
+    folds = df["fold"].to_numpy(np.int16) if "fold" in df.columns else None
+    return df["id"].to_numpy(dtype=object), cols, df[cols].to_numpy(np.float32), folds
+
+
+def read_metrics(run_dir: str | Path) -> dict:
+    return json.loads((Path(run_dir) / "metrics.json").read_text())

@@ -1,0 +1,97 @@
+"""Assemble per-fold predictions into the run artifacts: oof, test, metrics.json, PNGs."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from . import metrics as M
+from .artifacts import RunPaths, atomic_write_json, probs_frame, write_probs
+
+
+class AssembleError(RuntimeError):
+    """Fold predictions are missing or do not fit together."""
+
+
+def missing_folds(run_dir: Path, n_folds: int) -> list[int]:
+    return [k for k in range(n_folds) if not (Path(run_dir) / f"fold{k}" / "preds.npz").exists()]
+
+
+def assemble_run(run_dir: Path, *, fmt: str, ids: np.ndarray, test_ids: np.ndarray, y: np.ndarray,
+                 folds: np.ndarray, classes: list[str], metric: str, task: str, folds_hash: str,
+                 fallback: np.ndarray | None = None, skipped: list[str] = (), extra: dict | None = None) -> dict:
+    """Combine fold<k>/preds.npz of all K folds. -> the metrics.json dict.
+
+    ids, y, folds: (N,) train rows; fallback: (C,) class prior given to rows that were not
+    predicted (skipped images); the CV score is computed on predicted rows only.
+    """
+    run_dir = Path(run_dir)
+    n_folds = int(folds.max()) + 1
+    gone = missing_folds(run_dir, n_folds)
+    if gone:
+        raise AssembleError(f"{run_dir}: cannot assemble, fold(s) {', '.join(map(str, gone))} of "
+                            f"{n_folds} have no predictions yet (fold<k>/preds.npz); train them first")
+    width = 1 if task == "ordinal" else len(classes)
+    oof = np.full((len(ids), width), np.nan, dtype=np.float32)
+    test = np.zeros((len(test_ids), width), dtype=np.float64)
+    fold_scores, results = {}, {}
+    for k in range(n_folds):
+        with np.load(run_dir / f"fold{k}" / "preds.npz") as p:
+            idx, val, tst = p["val_idx"], p["val"], p["test"]
+        if np.any(folds[idx] != k):
+            raise AssembleError(f"{run_dir}/fold{k}: predicted rows are not fold {k} of folds.csv")
+        if tst.shape != test.shape:
+            raise AssembleError(f"{run_dir}/fold{k}: test predictions have shape {tst.shape}, expected {test.shape}")
+        oof[idx] = val
+        test += tst / n_folds
+        fold_scores[str(k)] = _score(metric, task, y[idx], val, len(classes))
+        results[str(k)] = json.loads((run_dir / f"fold{k}" / "result.json").read_text())
+    done = ~np.isnan(oof[:, 0])
+    if fallback is not None:
+        oof[~done] = fallback
+    if np.isnan(oof).any():
+        raise AssembleError(f"{run_dir}: {int((~done).sum())} train rows have no out-of-fold prediction")
+    cols = ["score"] if task == "ordinal" else classes
+    paths = RunPaths(run_dir, fmt)
+    write_probs(paths.oof, probs_frame(ids, oof, cols, folds))
+    write_probs(paths.test, probs_frame(test_ids, test.astype(np.float32), cols))
+    pred = _labels(task, oof[done], len(classes))
+    cm = M.confusion(y[done], pred, len(classes))
+    out = {
+        "run": run_dir.name, "competition": run_dir.parent.name, "task": task, "metric": metric,
+        "greater_is_better": M.get_metric(metric).greater_is_better,
+        "cv": _score(metric, task, y[done], oof[done], len(classes)),
+        "cv_folds": fold_scores,
+        "cv_std": float(np.std(list(fold_scores.values()))),
+        "per_class_recall": {c: (None if np.isnan(r) else round(float(r), 4))  # None: class absent
+                             for c, r in zip(classes, M.per_class_recall(y[done], pred, len(classes)))},
+        "confusion": cm.tolist(), "classes": classes, "folds_hash": folds_hash,
+        "n_train": int(len(ids)), "n_test": int(len(test_ids)), "skipped_images": list(skipped),
+        "folds": results, **(extra or {}),
+    }
+    atomic_write_json(paths.metrics, out)
+    _plots(run_dir, out, classes, metric)
+    return out
+
+
+def _labels(task: str, out: np.ndarray, n_classes: int) -> np.ndarray:
+    if task == "ordinal":
+        return np.clip(np.rint(out[:, 0]), 0, n_classes - 1).astype(int)
+    return out.argmax(1)
+
+
+def _score(metric: str, task: str, y: np.ndarray, out: np.ndarray, n_classes: int) -> float:
+    if task == "ordinal":
+        return M.score_labels(metric, y, _labels(task, out, n_classes))
+    return M.score(metric, y, out)
+
+
+def _plots(run_dir: Path, out: dict, classes: list[str], metric: str) -> None:
+    from .plots import plot_confusion, plot_curves
+    plot_confusion(np.array(out["confusion"]), classes, run_dir / "confusion.png",
+                   f"{out['run']}: OOF {metric} {out['cv']:.4f}")
+    hist = [pd.read_csv(h) for h in sorted(run_dir.glob("fold*/history.csv"))]
+    if hist:
+        plot_curves(pd.concat(hist, ignore_index=True), metric, run_dir / "curves.png")

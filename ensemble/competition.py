@@ -1,0 +1,139 @@
+"""A Kaggle-layout competition: labelled train rows, test ids (from the sample submission), classes.
+
+Layouts:
+  csv      root/train.csv (id, label[, group]) + root/train/<id><ext>
+  folders  root/train/<class>/<file>  (id = file stem, label = folder name)
+Test ids and their order always come from root/sample_submission.csv; images in root/test/.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+
+from .config import CompetitionCfg
+
+IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+
+
+class DataError(ValueError):
+    """Bad competition data: a missing column, an unknown label, a duplicate id."""
+
+
+@dataclass
+class Competition:
+    name: str
+    root: Path
+    classes: list[str]
+    metric: str
+    task: str
+    train: pd.DataFrame  # id, label, y (class index), group (or None), path
+    test: pd.DataFrame  # id, path (sample-submission order)
+    sample: pd.DataFrame  # the sample submission as strings
+    sample_path: Path
+    id_col: str
+
+    @property
+    def class_counts(self) -> np.ndarray:
+        return np.bincount(self.train["y"].to_numpy(), minlength=len(self.classes))
+
+
+def read_csv(path: Path, required: Sequence[str]) -> pd.DataFrame:
+    """Read a CSV with every column as string; missing file/column -> DataError."""
+    if not path.is_file():
+        raise DataError(f"file not found: {path}")
+    df = pd.read_csv(path, dtype=str, keep_default_na=False)
+    for col in required:
+        if col not in df.columns:
+            raise DataError(f"{path}: missing column '{col}' (columns: {', '.join(df.columns)})")
+    return df
+
+
+def sort_labels(labels) -> list[str]:
+    """Sorted class names; numeric order when every label is an integer ('2' < '10')."""
+    labels = sorted(set(labels))
+    if all(_is_int(s) for s in labels):
+        return sorted(labels, key=int)
+    return labels
+
+
+def _is_int(s: str) -> bool:
+    return s.lstrip("-").isdigit()
+
+
+def _check_ids(df: pd.DataFrame, col: str, path: Path) -> None:
+    empty = np.flatnonzero(df[col].str.len().to_numpy() == 0)
+    if len(empty):
+        raise DataError(f"{path}: row {empty[0] + 1}: empty '{col}'")
+    dup = df[col].duplicated()
+    if dup.any():
+        i = int(np.flatnonzero(dup.to_numpy())[0])
+        raise DataError(f"{path}: row {i + 1}: duplicate id '{df[col].iat[i]}'")
+
+
+def _read_train_csv(cfg: CompetitionCfg, root: Path) -> pd.DataFrame:
+    path = root / cfg.train_csv
+    cols = [cfg.id_col, cfg.label_col] + ([cfg.group_col] if cfg.group_col else [])
+    df = read_csv(path, cols)
+    _check_ids(df, cfg.id_col, path)
+    out = pd.DataFrame({"id": df[cfg.id_col], "label": df[cfg.label_col].str.strip()})
+    out["group"] = df[cfg.group_col] if cfg.group_col else None
+    out["path"] = [str(root / cfg.train_dir / f"{i}{cfg.ext}") for i in out["id"]]
+    return out
+
+
+def _read_train_folders(cfg: CompetitionCfg, root: Path) -> pd.DataFrame:
+    base = root / cfg.train_dir
+    if not base.is_dir():
+        raise DataError(f"train folder not found: {base}")
+    rows = [(f.stem, d.name, str(f)) for d in sorted(base.iterdir()) if d.is_dir()
+            for f in sorted(d.iterdir()) if f.suffix.lower() in IMAGE_EXTS]
+    if not rows:
+        raise DataError(f"{base}: no images in class sub-folders (expected {base}/<class>/<image>)")
+    df = pd.DataFrame(rows, columns=["id", "label", "path"])
+    _check_ids(df, "id", base)
+    df["group"] = None
+    return df[["id", "label", "group", "path"]]
+
+
+def _classes(cfg: CompetitionCfg, labels: pd.Series, sample: pd.DataFrame) -> list[str]:
+    if cfg.classes:
+        return [str(c) for c in cfg.classes]
+    found = set(labels)
+    cols = list(sample.columns[1:])
+    if cols and set(cols) == found:  # probability-per-class sample: keep its order
+        return cols
+    return sort_labels(found)
+
+
+def load_competition(cfg: CompetitionCfg) -> Competition:
+    """Read train rows, test ids and classes. Raises DataError naming the file and row."""
+    root = Path(cfg.root)
+    if not root.is_dir():
+        raise DataError(f"competition '{cfg.name}': root folder not found: {root}")
+    train = _read_train_folders(cfg, root) if cfg.layout == "folders" else _read_train_csv(cfg, root)
+    sample_path = root / cfg.sample_submission
+    sample = read_csv(sample_path, [])
+    if sample.shape[1] < 2:
+        raise DataError(f"{sample_path}: expected an id column and at least one prediction column")
+    _check_ids(sample, sample.columns[0], sample_path)
+    classes = _classes(cfg, train["label"], sample)
+    index = {c: i for i, c in enumerate(classes)}
+    y = train["label"].map(index)
+    unknown = np.flatnonzero(y.isna().to_numpy())
+    if len(unknown):
+        i = int(unknown[0])
+        where = root / cfg.train_csv if cfg.layout == "csv" else train["path"].iat[i]
+        raise DataError(f"{where}: row {i + 1} (id '{train['id'].iat[i]}'): unknown label "
+                        f"'{train['label'].iat[i]}'; expected one of: {', '.join(classes)}")
+    train["y"] = y.astype(np.int64)
+    test_ids = sample[sample.columns[0]]
+    ext = cfg.ext
+    test = pd.DataFrame({"id": test_ids.to_numpy(),
+                         "path": [str(root / cfg.test_dir / f"{i}{ext}") for i in test_ids]})
+    return Competition(name=cfg.name, root=root, classes=classes, metric=cfg.metric, task=cfg.task,
+                       train=train.reset_index(drop=True), test=test, sample=sample,
+                       sample_path=sample_path, id_col=str(sample.columns[0]))

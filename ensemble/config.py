@@ -1,0 +1,397 @@
+"""Typed, validated configuration: YAML files with `base:` inheritance plus `--set` overrides.
+
+    cfg = load_config("configs/ham10000/resnet18.yaml", ["input.size=64", "folds.n=2"])
+
+Every key is checked against the dataclasses below; errors name the file (or `--set`) that
+supplied the key, the dotted key and what was expected.
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Mapping, Sequence, Union
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A bad config file, key or value."""
+
+
+# ---------------------------------------------------------------- schema
+@dataclass(frozen=True)
+class CompetitionCfg:
+    name: str
+    root: str
+    train_csv: str = "train.csv"
+    sample_submission: str = "sample_submission.csv"
+    train_dir: str = "train"
+    test_dir: str = "test"
+    id_col: str = "id"
+    label_col: str = "label"
+    group_col: str | None = None
+    ext: str = ""
+    layout: Literal["csv", "folders"] = "csv"
+    classes: list[str] | None = None
+    metric: str = "accuracy"
+    task: Literal["classification", "ordinal"] = "classification"
+
+
+@dataclass(frozen=True)
+class FoldsCfg:
+    n: int = 5
+    seed: int = 42
+    dups: bool = True
+
+
+@dataclass(frozen=True)
+class InputCfg:
+    size: int = 128
+    bad_images: Literal["fail", "skip"] = "fail"
+    cache: bool = True
+
+
+@dataclass(frozen=True)
+class HeadCfg:
+    hidden: list[int] = field(default_factory=list)
+    batchnorm: bool = False
+    dropout: float = 0.0
+    activation: str = "relu"
+
+
+@dataclass(frozen=True)
+class ModelCfg:
+    backbone: str = "resnet18"
+    pretrained: bool | str = False
+    drop_rate: float = 0.0
+    drop_path_rate: float = 0.0
+    head: HeadCfg = field(default_factory=HeadCfg)
+
+
+@dataclass(frozen=True)
+class LossCfg:
+    name: str = "ce"
+    label_smoothing: float = 0.0
+    class_weights: str | list[float] | None = None
+    gamma: float = 2.0
+    alpha: float | list[float] | None = None
+
+
+@dataclass(frozen=True)
+class LRCfg:
+    backbone: float = 1e-4
+    head: float = 1e-3
+
+
+@dataclass(frozen=True)
+class OptimCfg:
+    name: str = "adamw"
+    lr: LRCfg = field(default_factory=LRCfg)
+    weight_decay: float = 1e-4
+    momentum: float = 0.9
+    nesterov: bool = False
+    layer_decay: float | None = None
+
+
+@dataclass(frozen=True)
+class ScheduleCfg:
+    name: str = "cosine"
+    warmup_epochs: float = 0.0
+    min_lr_ratio: float = 0.01
+    step_size: int = 5
+    gamma: float = 0.1
+    patience: int = 2
+    factor: float = 0.5
+
+
+@dataclass(frozen=True)
+class StageCfg:
+    epochs: int
+    train: int | str = "all"
+    lr: LRCfg | None = None
+    augment: bool = True
+
+
+@dataclass(frozen=True)
+class TrainCfg:
+    batch_size: int = 32
+    eval_batch_size: int | None = None
+    accum_steps: int = 1
+    clip_grad: float | None = None
+    amp: Literal["auto", "bf16", "fp16", "off"] = "auto"
+    channels_last: bool = True
+    early_stopping: int | None = None
+    num_workers: int = 2
+    seed: int = 0
+    device: str = "auto"
+
+
+@dataclass(frozen=True)
+class AugmentCfg:
+    train: str | list[dict[str, Any]] = "medical"
+    eval: str | list[dict[str, Any]] = "none"
+
+
+@dataclass(frozen=True)
+class PredictCfg:
+    tta: list[Literal["none", "hflip", "vflip"]] = field(default_factory=lambda: ["none"])
+
+
+@dataclass(frozen=True)
+class OutputCfg:
+    runs_dir: str = "runs"
+    format: Literal["csv", "parquet"] = "csv"
+    tensorboard: bool = True
+    plots: bool = True
+    progress: bool = True
+
+
+@dataclass(frozen=True)
+class Config:
+    competition: CompetitionCfg
+    name: str | None = None
+    folds: FoldsCfg = field(default_factory=FoldsCfg)
+    input: InputCfg = field(default_factory=InputCfg)
+    model: ModelCfg = field(default_factory=ModelCfg)
+    loss: LossCfg = field(default_factory=LossCfg)
+    optim: OptimCfg = field(default_factory=OptimCfg)
+    schedule: ScheduleCfg = field(default_factory=ScheduleCfg)
+    stages: list[StageCfg] = field(default_factory=lambda: [StageCfg(epochs=10)])
+    train: TrainCfg = field(default_factory=TrainCfg)
+    augment: AugmentCfg = field(default_factory=AugmentCfg)
+    predict: PredictCfg = field(default_factory=PredictCfg)
+    output: OutputCfg = field(default_factory=OutputCfg)
+    tune: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def run_name(self) -> str:
+        return self.name or self.model.backbone
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.output.runs_dir) / self.competition.name / self.run_name
+
+    @property
+    def competition_dir(self) -> Path:
+        return Path(self.output.runs_dir) / self.competition.name
+
+
+# ---------------------------------------------------------------- loading
+def read_yaml(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: invalid YAML: {str(e).splitlines()[0]}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
+    return data
+
+
+def _load_chain(path: Path, seen: tuple[Path, ...] = ()) -> tuple[dict, dict[str, str]]:
+    """Merge a file over its `base:` chain. -> (raw dict, provenance dotted-key -> file)."""
+    if path.resolve() in seen:
+        raise ConfigError(f"{path}: circular base chain")
+    data = read_yaml(path)
+    base = data.pop("base", None)
+    raw, prov = {}, {}
+    if base is not None:
+        if not isinstance(base, str):
+            raise ConfigError(f"{path}: key 'base' expected a file path, got {base!r}")
+        base_path = (path.parent / base)
+        if not base_path.is_file():
+            raise ConfigError(f"{path}: base file not found: {base_path}")
+        raw, prov = _load_chain(base_path, seen + (path.resolve(),))
+    _merge(raw, data, prov, str(path))
+    return raw, prov
+
+
+def _merge(dst: dict, src: Mapping, prov: dict[str, str], source: str, prefix: str = "") -> None:
+    for k, v in src.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, Mapping) and isinstance(dst.get(k), dict):
+            _merge(dst[k], v, prov, source, key + ".")
+        else:
+            dst[k] = _plain(v)
+            prov[key] = source
+
+
+def _plain(v):
+    if isinstance(v, Mapping):
+        return {k: _plain(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_plain(x) for x in v]
+    return v
+
+
+def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
+    """["a.b=1", "c=[1, 2]"] -> {"a.b": 1, "c": [1, 2]} (values parsed as YAML)."""
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set: expected key=value, got {item!r}")
+        try:
+            out[key.strip()] = yaml.safe_load(value) if value.strip() else None
+        except yaml.YAMLError:
+            raise ConfigError(f"--set {key}: value is not valid YAML: {value!r}") from None
+    return out
+
+
+def set_dotted(raw: dict, key: str, value, source: str = "--set") -> None:
+    """Set raw['a']['b'] (or a list index: 'stages.0.epochs') from a dotted key."""
+    parts = key.split(".")
+    node: Any = raw
+    for i, p in enumerate(parts[:-1]):
+        where = ".".join(parts[: i + 1])
+        if isinstance(node, list):
+            node = node[_index(p, node, where, source)]
+        else:
+            nxt = node.get(p)
+            if nxt is None:
+                nxt = node[p] = {}
+            elif not isinstance(nxt, (dict, list)):
+                raise ConfigError(f"{source}: key '{where}' is a value, cannot set '{key}'")
+            node = nxt
+    last = parts[-1]
+    if isinstance(node, list):
+        node[_index(last, node, key, source)] = _plain(value)
+    else:
+        node[last] = _plain(value)
+
+
+def _index(p: str, node: list, where: str, source: str) -> int:
+    if not p.isdigit() or int(p) >= len(node):
+        raise ConfigError(f"{source}: key '{where}' expected a list index < {len(node)}, got {p!r}")
+    return int(p)
+
+
+def load_config(path: str | Path, overrides: Sequence[str] | Mapping[str, Any] = ()) -> Config:
+    """Load, merge base files, apply overrides and validate. Raises ConfigError."""
+    path = Path(path)
+    raw, prov = _load_chain(path)
+    items = overrides.items() if isinstance(overrides, Mapping) else parse_overrides(overrides).items()
+    for key, value in items:
+        set_dotted(raw, key, value)
+        prov[key] = "--set"
+    if "name" not in raw or raw["name"] is None:
+        raw["name"] = path.name.split(".")[0] if path.name.endswith(".yaml") else path.stem
+    return build(Config, raw, "", lambda key: _source(prov, key, path))
+
+
+def _source(prov: dict[str, str], key: str, default: Path) -> str:
+    parts = key.split(".")
+    for n in range(len(parts), 0, -1):
+        # list indices in overrides: stages.0.epochs -> also try prefixes
+        k = ".".join(parts[:n])
+        if k in prov:
+            return prov[k]
+    return str(default)
+
+
+# ---------------------------------------------------------------- validation
+def build(tp, value, key: str, source) -> Any:
+    """Convert plain YAML data into type `tp`, raising ConfigError with the key's source."""
+    def fail(expected: str):
+        got = f"{type(value).__name__} {value!r}" if value is not None else "null"
+        raise ConfigError(f"{source(key)}: key '{key}' expected {expected}, got {got}")
+
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, Mapping):
+            fail(f"a mapping of {tp.__name__} fields")
+        fields = {f.name: f for f in dataclasses.fields(tp)}
+        hints = typing.get_type_hints(tp)
+        kwargs = {}
+        for k, v in value.items():
+            sub = f"{key}.{k}" if key else str(k)
+            if k not in fields:
+                near = difflib.get_close_matches(str(k), list(fields), n=1)
+                hint = f" (did you mean '{key + '.' if key else ''}{near[0]}'?)" if near else ""
+                raise ConfigError(f"{source(sub)}: unknown key '{sub}'{hint}")
+            kwargs[k] = build(hints[k], v, sub, source)
+        for name, f in fields.items():
+            if name not in kwargs and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+                sub = f"{key}.{name}" if key else name
+                raise ConfigError(f"{source(key)}: missing required key '{sub}'")
+        return tp(**kwargs)
+    if origin in (Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for a in args:
+            if a is type(None):
+                continue
+            try:
+                return build(a, value, key, source)
+            except ConfigError as e:
+                errors.append(e)
+        fail(" or ".join(_type_name(a) for a in args))
+    if origin is Literal:
+        choices = typing.get_args(tp)
+        if value not in choices:
+            fail("one of " + ", ".join(map(repr, choices)))
+        return value
+    if origin is list:
+        if not isinstance(value, list):
+            fail(_type_name(tp))
+        (item,) = typing.get_args(tp)
+        return [build(item, v, f"{key}.{i}", source) for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, Mapping):
+            fail("a mapping")
+        _, vt = typing.get_args(tp)
+        return {str(k): build(vt, v, f"{key}.{k}", source) for k, v in value.items()}
+    if tp is Any:
+        return value
+    if tp is bool:
+        if not isinstance(value, bool):
+            fail("true or false")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            fail("an integer")
+        return value
+    if tp is float:
+        if isinstance(value, str):  # YAML 1.1 reads 1e-3 (no dot) as a string
+            try:
+                return float(value)
+            except ValueError:
+                fail("a number")
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            fail("a number")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, (str, int)) or isinstance(value, bool):
+            fail("a string")
+        return str(value)
+    raise TypeError(f"unsupported config type {tp!r}")  # a bug in the schema, not user input
+
+
+def _type_name(tp) -> str:
+    origin = typing.get_origin(tp)
+    if origin is list:
+        return f"a list of {_type_name(typing.get_args(tp)[0])}"
+    if origin is Literal:
+        return "one of " + ", ".join(map(repr, typing.get_args(tp)))
+    if origin is dict:
+        return "a mapping"
+    if dataclasses.is_dataclass(tp):
+        return "a mapping"
+    return {bool: "true or false", int: "an integer", float: "a number", str: "a string"}.get(tp, str(tp))
+
+
+def to_dict(cfg: Config) -> dict:
+    return dataclasses.asdict(cfg)
+
+
+def dump_config(cfg: Config) -> str:
+    """The resolved config as YAML (loadable again with load_config)."""
+    return yaml.safe_dump(to_dict(cfg), sort_keys=False)

@@ -1,0 +1,238 @@
+"""Train one fold through its stages, with checkpoints, resume, early stopping and predictions.
+
+fold<k>/last.pt   model + optimizer + schedule + position, written after every epoch (resume)
+fold<k>/best.pt   weights of the best epoch by the competition metric
+fold<k>/history.csv, TensorBoard events, preds.npz (val rows, val + test predictions)
+"""
+from __future__ import annotations
+
+import dataclasses
+import io
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from . import metrics as M
+from .artifacts import atomic_path, atomic_write_csv, atomic_write_json
+from .config import Config
+from .data import CachedDataset, make_loader
+from .engine import FeatureLoader, Precision, extract_features, predict, train_one_epoch
+from .losses import build_loss
+from .models import backbone_frozen, set_trainable
+from .optim import build_optimizer, build_scheduler, current_lrs, param_groups
+
+
+@dataclass
+class FoldInputs:
+    """Everything a fold needs besides the config: cached images and row indices."""
+
+    train_images: np.ndarray  # (N, S, S, 3) uint8
+    test_images: np.ndarray  # (T, S, S, 3) uint8
+    train_idx: np.ndarray  # rows of train_images used for training
+    val_idx: np.ndarray  # rows used for validation
+    test_idx: np.ndarray  # rows of test_images to predict
+    y: np.ndarray  # (N,) class index of every train row
+    n_classes: int
+    train_tf: object  # albumentations Compose (augmentation)
+    eval_tf: object  # albumentations Compose (evaluation)
+
+
+def save_torch(obj, path: Path) -> None:
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(buf.getvalue())
+
+
+def save_npz(path: Path, **arrays) -> None:
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        np.savez(f, **arrays)
+
+
+def _score(metric: str, task: str, y: np.ndarray, out: np.ndarray, n_classes: int) -> float:
+    if task == "ordinal":
+        return M.score_labels(metric, y, np.clip(np.rint(out[:, 0]), 0, n_classes - 1).astype(int))
+    return M.score(metric, y, out)
+
+
+def _val_loss(task: str, y: np.ndarray, out: np.ndarray) -> float:
+    if task == "ordinal":
+        return float(np.mean((out[:, 0] - y) ** 2))
+    return float(-np.mean(np.log(np.clip(out[np.arange(len(y)), y], 1e-7, 1.0))))
+
+
+class FoldTrainer:
+    """Runs the stages of `cfg` for fold `k`; `run()` -> dict with best score and timings."""
+
+    def __init__(self, cfg: Config, k: int, model: torch.nn.Module, data: FoldInputs,
+                 prec: Precision, fold_dir: Path, log=print):
+        self.cfg, self.k, self.model, self.data, self.prec = cfg, k, model, data, prec
+        self.dir, self.log = Path(fold_dir), log
+        self.task = cfg.competition.task
+        self.metric = cfg.competition.metric
+        self.activation = "identity" if self.task == "ordinal" else "softmax"
+        counts = np.bincount(data.y[data.train_idx], minlength=data.n_classes)
+        lc = cfg.loss
+        self.loss_fn = build_loss(lc.name, class_counts=counts, class_weights=lc.class_weights,
+                                  label_smoothing=lc.label_smoothing, gamma=lc.gamma, alpha=lc.alpha).to(prec.device)
+        self.history: list[dict] = []
+        self.writer = None
+        if cfg.output.tensorboard:
+            from torch.utils.tensorboard import SummaryWriter
+            self.writer = SummaryWriter(str(self.dir))
+
+    # ------------------------------------------------------------ loaders
+    def _loader(self, images, idx, labels, tf, shuffle: bool, seed: int = 0):
+        """Train loaders (shuffle=True) are per epoch, so their workers are not kept alive."""
+        t = self.cfg.train
+        bs = t.batch_size if shuffle else (t.eval_batch_size or 2 * t.batch_size)
+        ds = CachedDataset(images, idx, labels, tf)
+        return make_loader(ds, bs, shuffle=shuffle, num_workers=t.num_workers, seed=seed,
+                           pin_memory=self.prec.device.type == "cuda", persistent_workers=not shuffle)
+
+    def _stage_loaders(self, stage):
+        """-> (train loader factory seed -> loader, val loader, forward or None).
+
+        A frozen backbone without augmentation trains the head on features computed once
+        (the same head inputs as the full forward pass). Train loaders are rebuilt per epoch
+        from an epoch seed, so order and augmentation do not depend on where a run resumed.
+        """
+        d = self.data
+        y_tr, y_val = d.y[d.train_idx], d.y[d.val_idx]
+        augment = stage.augment and len(d.train_tf.transforms) > 0
+        val = self._loader(d.train_images, d.val_idx, y_val, d.eval_tf, False)
+        if backbone_frozen(self.model) and not augment:
+            plain = self._loader(d.train_images, d.train_idx, y_tr, d.eval_tf, False)
+            f_tr = extract_features(self.model, plain, self.prec)
+            f_val = extract_features(self.model, val, self.prec)
+            dev = self.prec.device
+            y_tr_t = torch.as_tensor(y_tr, device=dev)
+            va = FeatureLoader(f_val, torch.as_tensor(y_val, device=dev), len(y_val) or 1, False)
+            self.log(f"fold {self.k}: backbone frozen, no augmentation: head trains on cached features "
+                     f"{tuple(f_tr.shape)}")
+            return (lambda seed: FeatureLoader(f_tr, y_tr_t, self.cfg.train.batch_size, True, seed)), va, \
+                self.model.forward_head
+        tf = d.train_tf if stage.augment else d.eval_tf
+        return (lambda seed: self._loader(d.train_images, d.train_idx, y_tr, tf, True, seed)), val, None
+
+    # ------------------------------------------------------------ checkpointing
+    def _load_last(self) -> dict | None:
+        path = self.dir / "last.pt"
+        if not path.exists():
+            return None
+        return torch.load(path, map_location=self.prec.device, weights_only=True)
+
+    def _save_last(self, s, e, optimizer, schedule, best, bad):
+        save_torch({"model": self.model.state_dict(), "optimizer": optimizer.state_dict(),
+                    "schedule": schedule.state_dict(), "stage": s, "epoch": e, "best": best,
+                    "bad_epochs": bad, "history": self.history, "rng": torch.get_rng_state()},
+                   self.dir / "last.pt")
+
+    # ------------------------------------------------------------ main loop
+    def run(self, resume: bool = False) -> dict:
+        cfg, t = self.cfg, self.cfg.train
+        self.dir.mkdir(parents=True, exist_ok=True)
+        ckpt = self._load_last() if resume else None
+        start_stage, start_epoch, best, bad = 0, 0, None, 0
+        if ckpt is not None:
+            self.model.load_state_dict(ckpt["model"])
+            self.history = list(ckpt["history"])
+            torch.set_rng_state(ckpt["rng"].cpu())
+            start_stage, start_epoch, best, bad = ckpt["stage"], ckpt["epoch"] + 1, ckpt["best"], ckpt["bad_epochs"]
+            self.log(f"fold {self.k}: resuming at stage {start_stage + 1} epoch {start_epoch + 1}")
+        y_val = self.data.y[self.data.val_idx]
+        t0 = time.perf_counter()
+        global_epoch = sum(s.epochs for s in cfg.stages[:start_stage]) + start_epoch
+        for s, stage in enumerate(cfg.stages):
+            if s < start_stage or (s == start_stage and start_epoch >= stage.epochs):
+                continue
+            set_trainable(self.model, stage.train)
+            lrs = dataclasses.asdict(stage.lr or cfg.optim.lr)
+            o = cfg.optim
+            groups = param_groups(self.model, lrs, o.weight_decay, o.layer_decay)
+            optimizer = build_optimizer(o.name, groups, momentum=o.momentum, nesterov=o.nesterov)
+            seed = t.seed * 1000 + self.k
+            make_train, val_loader, forward = self._stage_loaders(stage)
+            train_loader = make_train(seed)
+            sc = cfg.schedule
+            schedule = build_scheduler(sc.name, optimizer, epochs=stage.epochs,
+                                       steps_per_epoch=math.ceil(len(train_loader) / t.accum_steps),
+                                       warmup_epochs=sc.warmup_epochs, min_lr_ratio=sc.min_lr_ratio,
+                                       step_size=sc.step_size, gamma=sc.gamma, patience=sc.patience,
+                                       factor=sc.factor, mode="max" if M.get_metric(self.metric).greater_is_better else "min")
+            first = start_epoch if s == start_stage else 0
+            if ckpt is not None and s == start_stage:
+                optimizer.load_state_dict(ckpt["optimizer"])
+                schedule.load_state_dict(ckpt["schedule"])
+            bad = bad if s == start_stage else 0
+            for e in range(first, stage.epochs):
+                train_loader = make_train(seed * 1000 + global_epoch)
+                te = time.perf_counter()
+                tr = train_one_epoch(self.model, train_loader, self.loss_fn, optimizer, self.prec,
+                                     schedule=schedule, scaler=self.prec.scaler, accum_steps=t.accum_steps,
+                                     clip_grad=t.clip_grad, forward=forward, progress=cfg.output.progress,
+                                     desc=f"fold {self.k} s{s + 1} e{e + 1}/{stage.epochs}")
+                out = predict(self.model, val_loader, self.prec, activation=self.activation, forward=forward)
+                score = _score(self.metric, self.task, y_val, out, self.data.n_classes)
+                improved = best is None or M.is_better(self.metric, score, best["score"])
+                row = {"fold": self.k, "stage": s, "epoch": e, "global_epoch": global_epoch,
+                       "train_loss": tr["loss"], "val_loss": _val_loss(self.task, y_val, out), "score": score,
+                       "img_s": tr["img_s"], "cached_features": forward is not None,
+                       "seconds": time.perf_counter() - te,
+                       **{f"lr_{k}": v for k, v in current_lrs(optimizer).items()}}
+                self.history.append(row)
+                if improved:
+                    best, bad = {"score": score, "epoch": global_epoch}, 0
+                    save_torch({"model": self.model.state_dict(), "score": score, "epoch": global_epoch},
+                               self.dir / "best.pt")
+                else:
+                    bad += 1
+                schedule.step_epoch(score)
+                self._save_last(s, e, optimizer, schedule, best, bad)
+                atomic_write_csv(self.dir / "history.csv", pd.DataFrame(self.history))
+                self._log_epoch(row, stage, improved)
+                global_epoch += 1
+                if t.early_stopping and bad >= t.early_stopping:
+                    self.log(f"fold {self.k}: early stop in stage {s + 1} after {bad} epochs without improvement")
+                    global_epoch += stage.epochs - e - 1
+                    break
+        if self.writer:
+            self.writer.close()
+        return self._finish(best, time.perf_counter() - t0)
+
+    def _log_epoch(self, row: dict, stage, improved: bool) -> None:
+        lrs = " ".join(f"{k[3:]}={v:.1e}" for k, v in row.items() if k.startswith("lr_"))
+        self.log(f"fold {self.k} stage {row['stage'] + 1} epoch {row['epoch'] + 1}/{stage.epochs} "
+                 f"train_loss {row['train_loss']:.4f} val_loss {row['val_loss']:.4f} "
+                 f"{self.metric} {row['score']:.4f}{' *' if improved else '  '} lr {lrs} "
+                 f"{row['img_s']:.0f} img/s {row['seconds']:.1f}s")
+        if self.writer:
+            for key in ("train_loss", "val_loss", "score", "img_s"):
+                self.writer.add_scalar(key if key != "score" else f"val/{self.metric}", row[key], row["global_epoch"])
+            for k, v in row.items():
+                if k.startswith("lr_"):
+                    self.writer.add_scalar(f"lr/{k[3:]}", v, row["global_epoch"])
+
+    def _finish(self, best: dict | None, seconds: float) -> dict:
+        """Reload the best weights, predict validation + test rows (with TTA), save preds.npz."""
+        if best is None:
+            raise RuntimeError(f"fold {self.k}: no epoch was trained (all stages have 0 epochs?)")
+        state = torch.load(self.dir / "best.pt", map_location=self.prec.device, weights_only=True)
+        self.model.load_state_dict(state["model"])
+        d, tta = self.data, self.cfg.predict.tta
+        val = self._loader(d.train_images, d.val_idx, None, d.eval_tf, False)
+        test = self._loader(d.test_images, d.test_idx, None, d.eval_tf, False)
+        val_out = predict(self.model, val, self.prec, tta=tta, activation=self.activation)
+        test_out = predict(self.model, test, self.prec, tta=tta, activation=self.activation)
+        full = [r["img_s"] for r in self.history if not r["cached_features"]]
+        info = {"best_score": float(best["score"]), "best_epoch": int(best["epoch"]),
+                "tta_score": _score(self.metric, self.task, d.y[d.val_idx], val_out, d.n_classes),
+                "seconds": seconds, "train_img_s": float(np.median(full)) if full else float("nan")}
+        save_npz(self.dir / "preds.npz", val_idx=d.val_idx, val=val_out, test=test_out)
+        atomic_write_json(self.dir / "result.json", info)
+        return info

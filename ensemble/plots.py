@@ -1,0 +1,62 @@
+"""PNG figures of a run: normalised confusion matrix and per-fold learning curves."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+
+from .artifacts import atomic_path
+
+
+def _pyplot():
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def _save(fig, path: Path) -> None:
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
+    _pyplot().close(fig)
+
+
+def plot_confusion(cm: np.ndarray, classes: Sequence[str], path: Path, title: str = "") -> None:
+    """cm: (C, C) counts, rows = true class. Cells show row-normalised recall and counts."""
+    plt = _pyplot()
+    cm = np.asarray(cm, dtype=np.float64)
+    norm = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
+    n = len(classes)
+    fig, ax = plt.subplots(figsize=(1.0 + 0.75 * n, 0.8 + 0.7 * n))
+    ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
+    ax.set_xticks(range(n), classes, rotation=45, ha="right")
+    ax.set_yticks(range(n), classes)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    for i in range(n):
+        for j in range(n):
+            ax.text(j, i, f"{norm[i, j]:.2f}\n{int(cm[i, j])}", ha="center", va="center", fontsize=7,
+                    color="white" if norm[i, j] > 0.5 else "black")
+    ax.set_title(title or "confusion matrix (row-normalised)")
+    _save(fig, path)
+
+
+def plot_curves(history: pd.DataFrame, metric: str, path: Path) -> None:
+    """history: rows with fold, global_epoch, train_loss, val_loss, score."""
+    plt = _pyplot()
+    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
+    for fold, h in history.groupby("fold"):
+        x = h["global_epoch"] + 1
+        line, = a.plot(x, h["train_loss"], label=f"fold {fold} train")
+        a.plot(x, h["val_loss"], "--", color=line.get_color(), label=f"fold {fold} val")
+        b.plot(x, h["score"], color=line.get_color(), label=f"fold {fold}")
+    a.set_xlabel("epoch")
+    a.set_ylabel("loss")
+    a.legend(fontsize=7)
+    b.set_xlabel("epoch")
+    b.set_ylabel(f"val {metric}")
+    b.legend(fontsize=7)
+    fig.tight_layout()
+    _save(fig, path)

@@ -1,0 +1,215 @@
+"""`python -m ensemble.train --cfg configs/<competition>/<model>.yaml`: K-fold training of one model.
+
+Writes runs/<competition>/<run>/ (see README, "Artifact contract"): config.yaml, fold<k>/,
+oof + test probabilities, metrics.json, confusion.png, curves.png.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from .artifacts import atomic_write_json, atomic_write_text
+from .assemble import assemble_run, missing_folds
+from .competition import Competition, load_competition
+from .config import Config, ConfigError, dump_config, load_config, to_dict
+from .data import build_transforms
+from .engine import resolve_device, resolve_precision
+from .fold import FoldInputs, FoldTrainer
+from .folds import ensure_folds, merge_groups
+from .images import build_cache
+from .models import build_model, describe_backbones, format_backbone_table, model_flops
+
+
+def log(msg: str) -> None:
+    print(msg, flush=True)
+
+
+def seed_everything(seed: int) -> None:
+    import random
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def competition_folds(cfg: Config, comp: Competition) -> tuple[np.ndarray, str]:
+    """runs/<competition>/folds.csv (written once, reused by every model). -> (N,) folds, sha256."""
+    groups = comp.train["group"].to_numpy() if cfg.competition.group_col else None
+    extra = {}
+    dups_file = cfg.competition_dir / "dups.csv"
+    if cfg.folds.dups and dups_file.exists():
+        from .dups import dup_groups  # duplicate-aware folds when `ensemble.dups` has been run
+        dup = dup_groups(dups_file, comp.train["id"].to_numpy())
+        extra["dup_group"] = dup
+        groups = merge_groups(groups, dup)
+    return ensure_folds(cfg.competition_dir / "folds.csv", comp.train["id"].to_numpy(),
+                        comp.train["y"].to_numpy(), cfg.folds.n, cfg.folds.seed, groups, extra)
+
+
+def _first_difference(a, b, prefix: str = "") -> str | None:
+    if isinstance(a, dict) and isinstance(b, dict):
+        for k in sorted(set(a) | set(b), key=str):
+            d = _first_difference(a.get(k), b.get(k), f"{prefix}{k}.")
+            if d:
+                return d
+        return None
+    return None if a == b else f"{prefix[:-1]}: {a!r} -> {b!r}"
+
+
+def prepare_run_dir(cfg: Config, folds_hash: str, train_folds: Sequence[int], resume: bool, fresh: bool) -> Path:
+    """Create or reopen the run directory; refuse a changed config or folds file."""
+    run_dir = cfg.run_dir
+    if fresh and run_dir.exists():
+        shutil.rmtree(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    import yaml
+    cfg_file, state_file = run_dir / "config.yaml", run_dir / "run.json"
+    if cfg_file.exists():
+        diff = _first_difference(yaml.safe_load(cfg_file.read_text()), to_dict(cfg))
+        if diff:
+            raise ConfigError(f"{run_dir} was made with another config ({diff}); use --set name=<new run> "
+                              f"or --fresh to overwrite it")
+    if state_file.exists():
+        old = json.loads(state_file.read_text())["folds_hash"]
+        if old != folds_hash:
+            raise ConfigError(f"{cfg.competition_dir / 'folds.csv'} changed since {run_dir} started "
+                              f"(sha256 {old[:12]} -> {folds_hash[:12]}); use --fresh to retrain on the new folds")
+    if not resume:
+        started = [k for k in train_folds if (run_dir / f"fold{k}").exists()]
+        if started:
+            raise ConfigError(f"{run_dir}: fold(s) {', '.join(map(str, started))} already exist; "
+                              f"pass --resume to continue them or --fresh to start over")
+    atomic_write_text(cfg_file, dump_config(cfg))
+    atomic_write_json(state_file, {"folds_hash": folds_hash})
+    return run_dir
+
+
+def load_images(cfg: Config, comp: Competition) -> tuple:
+    """Decoded, resized uint8 caches of train and test images (shared by all models and folds)."""
+    cache_dir = cfg.competition_dir / "cache"
+    kw = dict(policy=cfg.input.bad_images, workers=max(2, cfg.train.num_workers), progress=cfg.output.progress)
+    tr = build_cache(comp.train["path"].tolist(), cfg.input.size, cache_dir, **kw)
+    te = build_cache(comp.test["path"].tolist(), cfg.input.size, cache_dir, **kw)
+    return tr, te
+
+
+def parse_folds(text: str | None, n: int) -> list[int]:
+    if not text:
+        return list(range(n))
+    try:
+        ks = sorted({int(x) for x in text.split(",") if x.strip()})
+    except ValueError:
+        raise ConfigError(f"--folds expected comma-separated fold numbers like 0,1, got {text!r}") from None
+    bad = [k for k in ks if not 0 <= k < n]
+    if bad:
+        raise ConfigError(f"--folds: fold {bad[0]} does not exist (folds.n={n}: 0..{n - 1})")
+    return ks
+
+
+def train(cfg: Config, *, folds: Sequence[int] | None = None, resume: bool = False, fresh: bool = False,
+          assemble_only: bool = False) -> dict | None:
+    """Train the given folds (default all) and assemble the run when every fold is done."""
+    t0 = time.perf_counter()
+    comp = load_competition(cfg.competition)
+    n_classes = len(comp.classes)
+    fold_of, folds_hash = competition_folds(cfg, comp)
+    todo = [] if assemble_only else list(folds if folds is not None else range(cfg.folds.n))
+    run_dir = prepare_run_dir(cfg, folds_hash, todo, resume, fresh)
+    log(f"run {run_dir}: {len(comp.train)} train / {len(comp.test)} test images, {n_classes} classes, "
+        f"{cfg.folds.n} folds, metric {cfg.competition.metric}")
+    tr, te = load_images(cfg, comp)
+    device = resolve_device(cfg.train.device)
+    prec = resolve_precision(device, cfg.train.amp, cfg.train.channels_last)
+    out_dim = 1 if cfg.competition.task == "ordinal" else n_classes
+    model_kw = dict(pretrained=cfg.model.pretrained, head_hidden=cfg.model.head.hidden,
+                    head_batchnorm=cfg.model.head.batchnorm, head_dropout=cfg.model.head.dropout,
+                    head_activation=cfg.model.head.activation, drop_rate=cfg.model.drop_rate,
+                    drop_path_rate=cfg.model.drop_path_rate)
+    train_tf, eval_tf = build_transforms(cfg.augment.train), build_transforms(cfg.augment.eval)
+    y = comp.train["y"].to_numpy()
+    for k in todo:
+        if resume and (run_dir / f"fold{k}" / "preds.npz").exists():
+            log(f"fold {k}: already finished, skipped")
+            continue
+        seed_everything(cfg.train.seed * 1000 + k)
+        model = build_model(cfg.model.backbone, out_dim, **model_kw).to(device)
+        if prec.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        data = FoldInputs(train_images=tr.array, test_images=te.array,
+                          train_idx=np.flatnonzero((fold_of != k) & tr.ok),
+                          val_idx=np.flatnonzero((fold_of == k) & tr.ok), test_idx=np.arange(len(comp.test)),
+                          y=y, n_classes=n_classes, train_tf=train_tf, eval_tf=eval_tf)
+        log(f"fold {k}: {len(data.train_idx)} train / {len(data.val_idx)} val rows on {device} "
+            f"(amp {prec.dtype or 'off'}, channels_last {prec.channels_last})")
+        info = FoldTrainer(cfg, k, model, data, prec, run_dir / f"fold{k}", log).run(resume=resume)
+        log(f"fold {k}: best {cfg.competition.metric} {info['best_score']:.4f} at epoch {info['best_epoch'] + 1} "
+            f"(with TTA {info['tta_score']:.4f}), {info['seconds']:.0f}s")
+    gone = missing_folds(run_dir, cfg.folds.n)
+    if gone and not assemble_only:
+        log(f"run {run_dir}: fold(s) {', '.join(map(str, gone))} still to train; assembles when all are done")
+        return None
+    prior = np.bincount(y[tr.ok], minlength=n_classes) / max(int(tr.ok.sum()), 1)
+    fallback = prior if cfg.competition.task != "ordinal" else np.array([float(prior @ np.arange(n_classes))])
+    flops_model = build_model(cfg.model.backbone, out_dim, **{**model_kw, "pretrained": False})
+    extra = {"backbone": cfg.model.backbone, "input_size": cfg.input.size,
+             "params_m": sum(p.numel() for p in flops_model.parameters()) / 1e6,
+             "gflops": model_flops(flops_model, cfg.input.size), "wall_seconds": time.perf_counter() - t0}
+    bad_test = [comp.test["id"].iat[i] for i in np.flatnonzero(~te.ok)]
+    if bad_test:
+        log(f"warning: {len(bad_test)} test images could not be read; their rows average the folds' predictions "
+            f"of a blank image: {', '.join(bad_test[:5])}")
+    metrics = assemble_run(run_dir, fmt=cfg.output.format, ids=comp.train["id"].to_numpy(),
+                           test_ids=comp.test["id"].to_numpy(), y=y, folds=fold_of, classes=comp.classes,
+                           metric=cfg.competition.metric, task=cfg.competition.task, folds_hash=folds_hash,
+                           fallback=fallback, skipped=[comp.train["id"].iat[i] for i in np.flatnonzero(~tr.ok)],
+                           extra=extra)
+    recall = " ".join(f"{c}={r:.2f}" for c, r in metrics["per_class_recall"].items())
+    log(f"run {run_dir}: CV {cfg.competition.metric} {metrics['cv']:.4f} "
+        f"(folds {' '.join(f'{v:.4f}' for v in metrics['cv_folds'].values())}; std {metrics['cv_std']:.4f})\n"
+        f"  per-class recall: {recall}")
+    return metrics
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m ensemble.train", description=__doc__.splitlines()[0])
+    p.add_argument("--cfg", help="model config YAML (with a `base:` competition file)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config key, e.g. --set input.size=64 --set 'stages=[{epochs: 1}]'")
+    p.add_argument("--folds", help="train only these folds, e.g. 0,1 (others may run in another process)")
+    p.add_argument("--resume", action="store_true", help="continue interrupted folds from fold<k>/last.pt")
+    p.add_argument("--fresh", action="store_true", help="delete the run directory and start over")
+    p.add_argument("--assemble", action="store_true", help="only assemble oof/test/metrics from finished folds")
+    p.add_argument("--device", help="override train.device (cpu, cuda, cuda:1)")
+    p.add_argument("--list-backbones", action="store_true", help="print registered backbones, params and GFLOPs")
+    p.add_argument("--size", type=int, default=224, help="image size for --list-backbones GFLOPs")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.list_backbones:
+        print(format_backbone_table(describe_backbones(size=args.size)))
+        return 0
+    if not args.cfg:
+        build_parser().error("--cfg is required (or --list-backbones)")
+    try:
+        overrides = list(args.overrides) + ([f"train.device={args.device}"] if args.device else [])
+        cfg = load_config(args.cfg, overrides)
+        train(cfg, folds=parse_folds(args.folds, cfg.folds.n), resume=args.resume, fresh=args.fresh,
+              assemble_only=args.assemble)
+    except (ValueError, FileNotFoundError, RuntimeError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
