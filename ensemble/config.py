@@ -128,6 +128,8 @@ class TrainCfg:
     num_workers: int = 2
     seed: int = 0
     device: str = "auto"
+    sync_bn: bool = False
+    lr_scaling: Literal["none", "linear", "sqrt"] = "none"
 
 
 @dataclass(frozen=True)

@@ -252,7 +252,7 @@ def seed_worker(worker_id: int) -> None:
 
 def make_loader(dataset: Dataset, batch_size: int, *, shuffle: bool, num_workers: int, pin_memory: bool,
                 drop_last: bool = False, seed: int = 0, persistent_workers: bool = True,
-                prefetch_factor: int = 4) -> DataLoader:
+                prefetch_factor: int = 4, sampler=None) -> DataLoader:
     """DataLoader with reproducible order and augmentation for a given seed.
 
     Batches are (uint8 (B, 3, S, S), int64 (B,)). With num_workers == 0 the dataset's Compose is
@@ -270,5 +270,7 @@ def make_loader(dataset: Dataset, batch_size: int, *, shuffle: bool, num_workers
                  "prefetch_factor": prefetch_factor}
     else:
         _reseed(dataset, seed)
+    if sampler is not None:  # e.g. a DistributedSampler, which shuffles itself
+        extra["sampler"], shuffle = sampler, False
     return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, num_workers=num_workers,
                       pin_memory=pin_memory, drop_last=drop_last, generator=gen, **extra)

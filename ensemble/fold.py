@@ -21,6 +21,7 @@ from . import metrics as M
 from .artifacts import atomic_path, atomic_write_csv, atomic_write_json
 from .config import Config
 from .data import CachedDataset, make_loader
+from .distributed import SINGLE, DistEnv, barrier, gather_rows, shard, wrap_model
 from .engine import FeatureLoader, Precision, extract_features, predict, train_one_epoch
 from .losses import build_loss
 from .models import backbone_frozen, set_trainable
@@ -70,9 +71,13 @@ class FoldTrainer:
     """Runs the stages of `cfg` for fold `k`; `run()` -> dict with best score and timings."""
 
     def __init__(self, cfg: Config, k: int, model: torch.nn.Module, data: FoldInputs,
-                 prec: Precision, fold_dir: Path, log=print):
+                 prec: Precision, fold_dir: Path, log=print, on_epoch=None, dist: DistEnv = SINGLE):
+        """on_epoch(fold, global_epoch, score): called after every epoch's validation; it may
+        raise (e.g. optuna.TrialPruned) to stop the fold, after the epoch's checkpoint is saved.
+        dist: under torchrun every rank runs this; rank 0 alone writes files and logs."""
         self.cfg, self.k, self.model, self.data, self.prec = cfg, k, model, data, prec
-        self.dir, self.log = Path(fold_dir), log
+        self.on_epoch, self.dist = on_epoch, dist
+        self.dir, self.log = Path(fold_dir), (log if dist.is_main else (lambda *_: None))
         self.task = cfg.competition.task
         self.metric = cfg.competition.metric
         self.activation = "identity" if self.task == "ordinal" else "softmax"
@@ -82,7 +87,7 @@ class FoldTrainer:
                                   label_smoothing=lc.label_smoothing, gamma=lc.gamma, alpha=lc.alpha).to(prec.device)
         self.history: list[dict] = []
         self.writer = None
-        if cfg.output.tensorboard:
+        if cfg.output.tensorboard and dist.is_main:
             from torch.utils.tensorboard import SummaryWriter
             self.writer = SummaryWriter(str(self.dir))
 
@@ -92,33 +97,58 @@ class FoldTrainer:
         t = self.cfg.train
         bs = t.batch_size if shuffle else (t.eval_batch_size or 2 * t.batch_size)
         ds = CachedDataset(images, idx, labels, tf)
-        return make_loader(ds, bs, shuffle=shuffle, num_workers=t.num_workers, seed=seed,
+        sampler = None
+        if shuffle and self.dist.enabled:  # each rank a disjoint, per-epoch reshuffled share
+            from torch.utils.data.distributed import DistributedSampler
+            sampler = DistributedSampler(ds, self.dist.world_size, self.dist.rank, shuffle=True, seed=seed)
+        return make_loader(ds, bs, shuffle=shuffle, num_workers=t.num_workers, seed=seed, sampler=sampler,
                            pin_memory=self.prec.device.type == "cuda", persistent_workers=not shuffle)
 
+    def _predict(self, net, images, idx, tf, forward=None, tta=("none",)) -> np.ndarray:
+        """Predictions for rows `idx` in order; under DDP each rank predicts its shard, then gather."""
+        loader = self._loader(images, shard(idx, self.dist), None, tf, False)
+        out = predict(net, loader, self.prec, tta=tta, activation=self.activation, forward=forward)
+        return gather_rows(out, self.dist)
+
     def _stage_loaders(self, stage):
-        """-> (train loader factory seed -> loader, val loader, forward or None).
+        """-> (train loader factory: seed -> loader, validate: net -> (V, C) outputs, forward or None).
 
         A frozen backbone without augmentation trains the head on features computed once
-        (the same head inputs as the full forward pass). Train loaders are rebuilt per epoch
-        from an epoch seed, so order and augmentation do not depend on where a run resumed.
+        (the same head inputs as the full forward pass; single process only). Train loaders
+        are rebuilt per epoch from an epoch seed, so order and augmentation do not depend on
+        where a run resumed.
         """
         d = self.data
-        y_tr, y_val = d.y[d.train_idx], d.y[d.val_idx]
+        y_tr = d.y[d.train_idx]
         augment = stage.augment and len(d.train_tf.transforms) > 0
-        val = self._loader(d.train_images, d.val_idx, y_val, d.eval_tf, False)
-        if backbone_frozen(self.model) and not augment:
-            plain = self._loader(d.train_images, d.train_idx, y_tr, d.eval_tf, False)
-            f_tr = extract_features(self.model, plain, self.prec)
-            f_val = extract_features(self.model, val, self.prec)
-            dev = self.prec.device
-            y_tr_t = torch.as_tensor(y_tr, device=dev)
-            va = FeatureLoader(f_val, torch.as_tensor(y_val, device=dev), len(y_val) or 1, False)
+        if backbone_frozen(self.model) and not augment and not self.dist.enabled:
+            feats = [extract_features(self.model, self._loader(d.train_images, i, None, d.eval_tf, False), self.prec)
+                     for i in (d.train_idx, d.val_idx)]
+            y_tr_t = torch.as_tensor(y_tr, device=self.prec.device)
+            val = FeatureLoader(feats[1], torch.zeros(len(d.val_idx), device=self.prec.device), 4096, False)
             self.log(f"fold {self.k}: backbone frozen, no augmentation: head trains on cached features "
-                     f"{tuple(f_tr.shape)}")
-            return (lambda seed: FeatureLoader(f_tr, y_tr_t, self.cfg.train.batch_size, True, seed)), va, \
-                self.model.forward_head
+                     f"{tuple(feats[0].shape)}")
+            head = self.model.forward_head
+            return ((lambda seed: FeatureLoader(feats[0], y_tr_t, self.cfg.train.batch_size, True, seed)),
+                    (lambda net: predict(self.model, val, self.prec, activation=self.activation, forward=head)),
+                    head)
         tf = d.train_tf if stage.augment else d.eval_tf
-        return (lambda seed: self._loader(d.train_images, d.train_idx, y_tr, tf, True, seed)), val, None
+        return ((lambda seed: self._loader(d.train_images, d.train_idx, y_tr, tf, True, seed)),
+                (lambda net: self._predict(net, d.train_images, d.val_idx, d.eval_tf)), None)
+
+    def _stage_optim(self, stage, steps_per_epoch: int):
+        """Fresh optimizer + schedule over the stage's trainable parameters."""
+        cfg, o, sc = self.cfg, self.cfg.optim, self.cfg.schedule
+        scale = {"none": 1.0, "linear": self.dist.world_size, "sqrt": self.dist.world_size ** 0.5}[cfg.train.lr_scaling]
+        lrs = {k: v * scale for k, v in dataclasses.asdict(stage.lr or o.lr).items()}
+        groups = param_groups(self.model, lrs, o.weight_decay, o.layer_decay)
+        optimizer = build_optimizer(o.name, groups, momentum=o.momentum, nesterov=o.nesterov)
+        schedule = build_scheduler(sc.name, optimizer, epochs=stage.epochs, steps_per_epoch=steps_per_epoch,
+                                   warmup_epochs=min(sc.warmup_epochs, stage.epochs / 2),
+                                   min_lr_ratio=sc.min_lr_ratio, step_size=sc.step_size, gamma=sc.gamma,
+                                   patience=sc.patience, factor=sc.factor,
+                                   mode="max" if M.get_metric(self.metric).greater_is_better else "min")
+        return optimizer, schedule
 
     # ------------------------------------------------------------ checkpointing
     def _load_last(self) -> dict | None:
@@ -152,50 +182,44 @@ class FoldTrainer:
             if s < start_stage or (s == start_stage and start_epoch >= stage.epochs):
                 continue
             set_trainable(self.model, stage.train)
-            lrs = dataclasses.asdict(stage.lr or cfg.optim.lr)
-            o = cfg.optim
-            groups = param_groups(self.model, lrs, o.weight_decay, o.layer_decay)
-            optimizer = build_optimizer(o.name, groups, momentum=o.momentum, nesterov=o.nesterov)
             seed = t.seed * 1000 + self.k
-            make_train, val_loader, forward = self._stage_loaders(stage)
-            train_loader = make_train(seed)
-            sc = cfg.schedule
-            schedule = build_scheduler(sc.name, optimizer, epochs=stage.epochs,
-                                       steps_per_epoch=math.ceil(len(train_loader) / t.accum_steps),
-                                       warmup_epochs=sc.warmup_epochs, min_lr_ratio=sc.min_lr_ratio,
-                                       step_size=sc.step_size, gamma=sc.gamma, patience=sc.patience,
-                                       factor=sc.factor, mode="max" if M.get_metric(self.metric).greater_is_better else "min")
+            make_train, validate, forward = self._stage_loaders(stage)
+            net = self.model if forward is not None else wrap_model(self.model, self.dist, self.prec.device)
+            optimizer, schedule = self._stage_optim(stage, math.ceil(len(make_train(seed)) / t.accum_steps))
             first = start_epoch if s == start_stage else 0
             if ckpt is not None and s == start_stage:
                 optimizer.load_state_dict(ckpt["optimizer"])
                 schedule.load_state_dict(ckpt["schedule"])
             bad = bad if s == start_stage else 0
             for e in range(first, stage.epochs):
-                train_loader = make_train(seed * 1000 + global_epoch)
                 te = time.perf_counter()
-                tr = train_one_epoch(self.model, train_loader, self.loss_fn, optimizer, self.prec,
-                                     schedule=schedule, scaler=self.prec.scaler, accum_steps=t.accum_steps,
-                                     clip_grad=t.clip_grad, forward=forward, progress=cfg.output.progress,
+                tr = train_one_epoch(net, make_train(seed * 1000 + global_epoch), self.loss_fn, optimizer,
+                                     self.prec, schedule=schedule, scaler=self.prec.scaler,
+                                     accum_steps=t.accum_steps, clip_grad=t.clip_grad, forward=forward,
+                                     progress=cfg.output.progress and self.dist.is_main,
                                      desc=f"fold {self.k} s{s + 1} e{e + 1}/{stage.epochs}")
-                out = predict(self.model, val_loader, self.prec, activation=self.activation, forward=forward)
+                out = validate(net)
                 score = _score(self.metric, self.task, y_val, out, self.data.n_classes)
                 improved = best is None or M.is_better(self.metric, score, best["score"])
                 row = {"fold": self.k, "stage": s, "epoch": e, "global_epoch": global_epoch,
                        "train_loss": tr["loss"], "val_loss": _val_loss(self.task, y_val, out), "score": score,
-                       "img_s": tr["img_s"], "cached_features": forward is not None,
+                       "img_s": tr["img_s"] * self.dist.world_size, "cached_features": forward is not None,
                        "seconds": time.perf_counter() - te,
                        **{f"lr_{k}": v for k, v in current_lrs(optimizer).items()}}
                 self.history.append(row)
+                bad = 0 if improved else bad + 1
                 if improved:
-                    best, bad = {"score": score, "epoch": global_epoch}, 0
-                    save_torch({"model": self.model.state_dict(), "score": score, "epoch": global_epoch},
-                               self.dir / "best.pt")
-                else:
-                    bad += 1
+                    best = {"score": score, "epoch": global_epoch}
                 schedule.step_epoch(score)
-                self._save_last(s, e, optimizer, schedule, best, bad)
-                atomic_write_csv(self.dir / "history.csv", pd.DataFrame(self.history))
+                if self.dist.is_main:
+                    if improved:
+                        save_torch({"model": self.model.state_dict(), "score": score, "epoch": global_epoch},
+                                   self.dir / "best.pt")
+                    self._save_last(s, e, optimizer, schedule, best, bad)
+                    atomic_write_csv(self.dir / "history.csv", pd.DataFrame(self.history))
                 self._log_epoch(row, stage, improved)
+                if self.on_epoch is not None:
+                    self.on_epoch(self.k, global_epoch, score)
                 global_epoch += 1
                 if t.early_stopping and bad >= t.early_stopping:
                     self.log(f"fold {self.k}: early stop in stage {s + 1} after {bad} epochs without improvement")
@@ -203,6 +227,7 @@ class FoldTrainer:
                     break
         if self.writer:
             self.writer.close()
+        barrier(self.dist)  # rank 0's best.pt is complete before every rank reloads it
         return self._finish(best, time.perf_counter() - t0)
 
     def _log_epoch(self, row: dict, stage, improved: bool) -> None:
@@ -225,14 +250,13 @@ class FoldTrainer:
         state = torch.load(self.dir / "best.pt", map_location=self.prec.device, weights_only=True)
         self.model.load_state_dict(state["model"])
         d, tta = self.data, self.cfg.predict.tta
-        val = self._loader(d.train_images, d.val_idx, None, d.eval_tf, False)
-        test = self._loader(d.test_images, d.test_idx, None, d.eval_tf, False)
-        val_out = predict(self.model, val, self.prec, tta=tta, activation=self.activation)
-        test_out = predict(self.model, test, self.prec, tta=tta, activation=self.activation)
+        val_out = self._predict(self.model, d.train_images, d.val_idx, d.eval_tf, tta=tta)
+        test_out = self._predict(self.model, d.test_images, d.test_idx, d.eval_tf, tta=tta)
         full = [r["img_s"] for r in self.history if not r["cached_features"]]
         info = {"best_score": float(best["score"]), "best_epoch": int(best["epoch"]),
                 "tta_score": _score(self.metric, self.task, d.y[d.val_idx], val_out, d.n_classes),
                 "seconds": seconds, "train_img_s": float(np.median(full)) if full else float("nan")}
-        save_npz(self.dir / "preds.npz", val_idx=d.val_idx, val=val_out, test=test_out)
-        atomic_write_json(self.dir / "result.json", info)
+        if self.dist.is_main:
+            save_npz(self.dir / "preds.npz", val_idx=d.val_idx, val=val_out, test=test_out)
+            atomic_write_json(self.dir / "result.json", info)
         return info

@@ -6,7 +6,6 @@ oof + test probabilities, metrics.json, confusion.png, curves.png.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import shutil
 import sys
@@ -18,11 +17,12 @@ import numpy as np
 import torch
 
 from .artifacts import atomic_write_json, atomic_write_text
-from .assemble import assemble_run, missing_folds
+from .assemble import AssembleError, assemble_run, missing_folds
 from .competition import Competition, load_competition
 from .config import Config, ConfigError, dump_config, load_config, to_dict
 from .data import build_transforms
-from .engine import resolve_device, resolve_precision
+from .distributed import SINGLE, DistEnv, barrier, init_distributed, rank_device, shutdown
+from .engine import NonFiniteLossError, resolve_device, resolve_precision
 from .fold import FoldInputs, FoldTrainer
 from .folds import ensure_folds, merge_groups
 from .images import build_cache
@@ -115,19 +115,35 @@ def parse_folds(text: str | None, n: int) -> list[int]:
 
 
 def train(cfg: Config, *, folds: Sequence[int] | None = None, resume: bool = False, fresh: bool = False,
-          assemble_only: bool = False) -> dict | None:
-    """Train the given folds (default all) and assemble the run when every fold is done."""
+          assemble_only: bool = False, on_epoch=None, dist: DistEnv = SINGLE) -> dict | None:
+    """Train the given folds (default all) and assemble the run when every fold is done.
+
+    on_epoch(fold, global_epoch, score) is called after each epoch (tuning reports/prunes there).
+    Returns metrics.json's dict, or None while other folds are still missing.
+    dist: under torchrun, every rank calls this; rank 0 writes the shared files first.
+    """
     t0 = time.perf_counter()
+    log_ = log if dist.is_main else (lambda *_: None)
     comp = load_competition(cfg.competition)
     n_classes = len(comp.classes)
-    fold_of, folds_hash = competition_folds(cfg, comp)
     todo = [] if assemble_only else list(folds if folds is not None else range(cfg.folds.n))
-    run_dir = prepare_run_dir(cfg, folds_hash, todo, resume, fresh)
-    log(f"run {run_dir}: {len(comp.train)} train / {len(comp.test)} test images, {n_classes} classes, "
-        f"{cfg.folds.n} folds, metric {cfg.competition.metric}")
-    tr, te = load_images(cfg, comp)
-    device = resolve_device(cfg.train.device)
+    for turn in ("main", "others"):  # rank 0 writes folds.csv, the run dir and the cache; then the rest read them
+        if (turn == "main") == dist.is_main:
+            fold_of, folds_hash = competition_folds(cfg, comp)
+            run_dir = prepare_run_dir(cfg, folds_hash, todo, resume, fresh and dist.is_main)
+            tr, te = load_images(cfg, comp)
+        barrier(dist)
+    log_(f"run {run_dir}: {len(comp.train)} train / {len(comp.test)} test images, {n_classes} classes, "
+         f"{cfg.folds.n} folds, metric {cfg.competition.metric}")
+    device = resolve_device(rank_device(dist, cfg.train.device))
     prec = resolve_precision(device, cfg.train.amp, cfg.train.channels_last)
+    if dist.enabled:
+        t = cfg.train
+        scale = {"none": "not scaled", "linear": f"scaled x{dist.world_size} (linear)",
+                 "sqrt": f"scaled x{dist.world_size ** 0.5:.2f} (sqrt)"}[t.lr_scaling]
+        log_(f"DDP: {dist.world_size} ranks, effective batch size {t.batch_size * dist.world_size * t.accum_steps} "
+             f"({dist.world_size} ranks x {t.batch_size} x {t.accum_steps} accum steps); LRs {scale} "
+             f"(train.lr_scaling); SyncBN {'on' if t.sync_bn else 'off'}")
     out_dim = 1 if cfg.competition.task == "ordinal" else n_classes
     model_kw = dict(pretrained=cfg.model.pretrained, head_hidden=cfg.model.head.hidden,
                     head_batchnorm=cfg.model.head.batchnorm, head_dropout=cfg.model.head.dropout,
@@ -137,21 +153,26 @@ def train(cfg: Config, *, folds: Sequence[int] | None = None, resume: bool = Fal
     y = comp.train["y"].to_numpy()
     for k in todo:
         if resume and (run_dir / f"fold{k}" / "preds.npz").exists():
-            log(f"fold {k}: already finished, skipped")
+            log_(f"fold {k}: already finished, skipped")
             continue
         seed_everything(cfg.train.seed * 1000 + k)
         model = build_model(cfg.model.backbone, out_dim, **model_kw).to(device)
+        if dist.enabled and cfg.train.sync_bn:
+            model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
         if prec.channels_last:
             model = model.to(memory_format=torch.channels_last)
         data = FoldInputs(train_images=tr.array, test_images=te.array,
                           train_idx=np.flatnonzero((fold_of != k) & tr.ok),
                           val_idx=np.flatnonzero((fold_of == k) & tr.ok), test_idx=np.arange(len(comp.test)),
                           y=y, n_classes=n_classes, train_tf=train_tf, eval_tf=eval_tf)
-        log(f"fold {k}: {len(data.train_idx)} train / {len(data.val_idx)} val rows on {device} "
+        log_(f"fold {k}: {len(data.train_idx)} train / {len(data.val_idx)} val rows on {device} "
             f"(amp {prec.dtype or 'off'}, channels_last {prec.channels_last})")
-        info = FoldTrainer(cfg, k, model, data, prec, run_dir / f"fold{k}", log).run(resume=resume)
-        log(f"fold {k}: best {cfg.competition.metric} {info['best_score']:.4f} at epoch {info['best_epoch'] + 1} "
+        info = FoldTrainer(cfg, k, model, data, prec, run_dir / f"fold{k}", log, on_epoch, dist).run(resume=resume)
+        log_(f"fold {k}: best {cfg.competition.metric} {info['best_score']:.4f} at epoch {info['best_epoch'] + 1} "
             f"(with TTA {info['tta_score']:.4f}), {info['seconds']:.0f}s")
+    barrier(dist)
+    if not dist.is_main:
+        return None
     gone = missing_folds(run_dir, cfg.folds.n)
     if gone and not assemble_only:
         log(f"run {run_dir}: fold(s) {', '.join(map(str, gone))} still to train; assembles when all are done")
@@ -159,7 +180,7 @@ def train(cfg: Config, *, folds: Sequence[int] | None = None, resume: bool = Fal
     prior = np.bincount(y[tr.ok], minlength=n_classes) / max(int(tr.ok.sum()), 1)
     fallback = prior if cfg.competition.task != "ordinal" else np.array([float(prior @ np.arange(n_classes))])
     flops_model = build_model(cfg.model.backbone, out_dim, **{**model_kw, "pretrained": False})
-    extra = {"backbone": cfg.model.backbone, "input_size": cfg.input.size,
+    extra = {"run": cfg.run_name, "competition": cfg.competition.name, "backbone": cfg.model.backbone, "input_size": cfg.input.size,
              "params_m": sum(p.numel() for p in flops_model.parameters()) / 1e6,
              "gflops": model_flops(flops_model, cfg.input.size), "wall_seconds": time.perf_counter() - t0}
     bad_test = [comp.test["id"].iat[i] for i in np.flatnonzero(~te.ok)]
@@ -203,9 +224,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         overrides = list(args.overrides) + ([f"train.device={args.device}"] if args.device else [])
         cfg = load_config(args.cfg, overrides)
-        train(cfg, folds=parse_folds(args.folds, cfg.folds.n), resume=args.resume, fresh=args.fresh,
-              assemble_only=args.assemble)
-    except (ValueError, FileNotFoundError, RuntimeError) as e:
+        dist = init_distributed(cfg.train.device)
+        try:
+            train(cfg, folds=parse_folds(args.folds, cfg.folds.n), resume=args.resume, fresh=args.fresh,
+                  assemble_only=args.assemble, dist=dist)
+        finally:
+            shutdown(dist)
+    except (ValueError, FileNotFoundError, NonFiniteLossError, AssembleError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     return 0

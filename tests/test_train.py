@@ -138,3 +138,14 @@ def test_list_backbones(capsys):
     assert main(["--list-backbones", "--size", "32"]) == 0
     out = capsys.readouterr().out
     assert "resnet18" in out and "vgg16_bn" in out and "mobilenetv3_large_100" in out
+
+
+def test_ordinal_task_writes_a_score_column(tmp_path):
+    comp = make_competition(tmp_path / "comp", classes=("0", "1", "2"))
+    cfg = load_config(write_configs(tmp_path / "c", comp, tmp_path / "runs", metric="qwk"),
+                      ["competition.task=ordinal", "loss.name=smooth_l1", "stages=[{epochs: 2, train: all}]"])
+    m = train(cfg)
+    oof = read_probs(tmp_path / "runs/tiny/tinyrun/oof.csv")
+    assert list(oof.columns) == ["id", "fold", "score"] and m["task"] == "ordinal"
+    assert list(read_probs(tmp_path / "runs/tiny/tinyrun/test.csv").columns) == ["id", "score"]
+    assert -1 <= m["cv"] <= 1 and np.array(m["confusion"]).shape == (3, 3)
