@@ -243,7 +243,7 @@ def dup_groups(dups_file: str | Path, train_ids: Sequence[str]) -> np.ndarray:
         raise ValueError(f"{dups_file}: {len(unknown)} train ids are not in train.csv (e.g. "
                          f"'{unknown[0]}'); re-run python -m ensemble.dups for this competition")
     s = pd.Series(tr["dup_group"].replace("", None).to_numpy(), index=tr["id"])
-    out = s.reindex(ids).to_numpy(dtype=object)
+    out = s.reindex(ids).to_numpy(dtype=object, copy=True)
     out[pd.isna(out)] = None
     return out
 

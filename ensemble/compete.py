@@ -1,0 +1,155 @@
+"""`python -m ensemble.compete --competition NAME --budget smoke|cpu|gpu`: Kaggle folder -> submission.
+
+Reads configs/<NAME>/compete.yaml:
+
+    budgets:
+      cpu:
+        models: [mobilenetv3.yaml, {cfg: resnet18.yaml, set: [optim.lr.head=3e-3]}]
+        set: [input.size=64, "stages=[{epochs: 8, train: all}]"]    # applied to every model
+        tune: {trials: 12, folds: "0", timeout: 1800}                # optional: tune each model first
+        dups: true                                                   # find near-duplicates before folds
+
+Steps (each resumes where it stopped when the command runs again): duplicates -> (tune) -> train
+every model on all folds -> vote with every method, keep the best by nested CV -> report.
+Runs are named `<model>-<budget>` so budgets never overwrite each other.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+from .config import ConfigError, build, load_config, read_yaml
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    cfg: str
+    set: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class TuneBudget:
+    trials: int = 20
+    folds: str | None = None
+    timeout: float | None = None
+
+
+@dataclass(frozen=True)
+class Budget:
+    models: list[str | ModelEntry]
+    set: list[str] = field(default_factory=list)
+    tune: TuneBudget | None = None
+    dups: bool = True
+    vote: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class CompeteFile:
+    budgets: dict[str, Budget]
+    builder: str | None = None  # makes the competition folder when missing (BUILDERS)
+
+
+def _build_digits(root: Path) -> None:
+    from .demo import build_demo
+    build_demo(root)
+
+
+BUILDERS = {"digits": _build_digits}
+
+
+def load_budget(competition: str, budget: str, configs_dir: str | Path = "configs"
+                ) -> tuple[Path, Budget, str | None]:
+    """-> (configs/<competition>/, the validated budget, builder). Errors name the file and key."""
+    folder = Path(configs_dir) / competition
+    path = folder / "compete.yaml"
+    if not path.is_file():
+        raise ConfigError(f"--competition {competition}: {path} not found (it lists the models and budgets)")
+    spec = build(CompeteFile, read_yaml(path), "", lambda key: str(path))
+    if budget not in spec.budgets:
+        raise ConfigError(f"{path}: unknown budget '{budget}'; available: {', '.join(spec.budgets)}")
+    if spec.builder is not None and spec.builder not in BUILDERS:
+        raise ConfigError(f"{path}: unknown builder '{spec.builder}'; available: {', '.join(BUILDERS)}")
+    return folder, spec.budgets[budget], spec.builder
+
+
+def _entries(b: Budget) -> list[ModelEntry]:
+    return [m if isinstance(m, ModelEntry) else ModelEntry(m) for m in b.models]
+
+
+def model_overrides(entry: ModelEntry, b: Budget, budget: str, extra: Sequence[str]) -> list[str]:
+    name = Path(entry.cfg).name.split(".")[0]
+    return [*b.set, *entry.set, *extra, f"name={name}-{budget}"]
+
+
+def compete(competition: str, budget: str, *, configs_dir: str = "configs", extra: Sequence[str] = (),
+            log=print) -> int:
+    from . import report, vote
+    from .train import train
+    t0 = time.perf_counter()
+    folder, b, builder = load_budget(competition, budget, configs_dir)
+    entries = _entries(b)
+    if builder:
+        BUILDERS[builder](Path(load_config(folder / entries[0].cfg, list(extra)).competition.root))
+    cfgs = [load_config(folder / e.cfg, model_overrides(e, b, budget, extra)) for e in entries]
+    runs_dir = cfgs[0].competition_dir.parent
+    comp_dir = cfgs[0].competition_dir
+    if b.dups and not (comp_dir / "dups.csv").exists():
+        if (comp_dir / "folds.csv").exists():
+            log(f"note: {comp_dir / 'folds.csv'} exists without dups.csv; duplicates are not searched "
+                f"(run `python -m ensemble.dups` and delete folds.csv to make folds duplicate-aware)")
+        else:
+            from .competition import load_competition
+            from .dups import run_dups
+            log(f"== duplicates ({competition})")
+            run_dups(load_competition(cfgs[0].competition), comp_dir, "phash", 4, 0.98, 2)
+    for i, (entry, cfg) in enumerate(zip(entries, cfgs)):
+        if b.tune is not None:
+            cfg = _tuned(folder / entry.cfg, cfg, b, budget, model_overrides(entry, b, budget, extra), log)
+        log(f"== train {cfg.run_name} ({i + 1}/{len(cfgs)}, {cfg.model.backbone} @ {cfg.input.size}px)")
+        train(cfg, resume=True)
+    log(f"== vote ({len(cfgs)} runs, every method, best by nested CV)")
+    rc = vote.main(["--runs", *[str(c.run_dir) for c in cfgs], "--method", "all", "--write", "best",
+                    "--kaggle", competition, *b.vote])
+    if rc != 0:
+        return rc
+    log("== report")
+    report.main(["--competition", competition, "--runs-dir", str(runs_dir)])
+    log(f"compete {competition} --budget {budget}: done in {time.perf_counter() - t0:.0f}s")
+    return 0
+
+
+def _tuned(cfg_path: Path, cfg, b: Budget, budget: str, overrides: list[str], log):
+    """Tune the model (the study resumes if it exists), then train its best config."""
+    from . import tune
+    log(f"== tune {cfg.run_name} ({b.tune.trials} trials)")
+    args = ["--cfg", str(cfg_path), "--trials", str(b.tune.trials)]
+    args += ["--folds", b.tune.folds] if b.tune.folds else []
+    args += ["--timeout", str(b.tune.timeout)] if b.tune.timeout else []
+    args += [a for o in overrides if not o.startswith("name=") for a in ("--set", o)]
+    if tune.main(args) != 0:
+        raise RuntimeError(f"tuning {cfg_path} failed")
+    best = tune.best_config_path(cfg_path)
+    return load_config(best, [f"name={cfg.run_name}-tuned"])
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m ensemble.compete", description=__doc__.splitlines()[0])
+    p.add_argument("--competition", required=True, help="a folder under configs/ with compete.yaml")
+    p.add_argument("--budget", default="cpu", help="a budget from compete.yaml (smoke, cpu, gpu)")
+    p.add_argument("--configs-dir", default="configs")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="extra config overrides for every model")
+    args = p.parse_args(argv)
+    try:
+        return compete(args.competition, args.budget, configs_dir=args.configs_dir, extra=args.overrides)
+    except (ValueError, FileNotFoundError, RuntimeError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

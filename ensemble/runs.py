@@ -1,0 +1,271 @@
+"""Find the runs of a competition and load them aligned for voting.
+
+Every run must share the class list (and order), the folds.csv hash, the OOF ids and the test ids
+of the sample submission; each mismatch is a RunsError naming the run and what differs. Arrays are
+aligned by id with vectorised indexing and stacked as (M, N, C) float32.
+"""
+from __future__ import annotations
+
+import fnmatch
+import glob
+from dataclasses import dataclass
+from pathlib import Path
+from typing import NamedTuple, Sequence
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from .artifacts import RunPaths, file_hash, read_metrics, read_probs, split_probs
+from .competition import load_competition
+from .config import CompetitionCfg, build
+from .submission import read_sample, same_ids
+
+REQUIRED_KEYS = ("run", "competition", "metric", "classes", "folds_hash")
+
+
+class RunsError(ValueError):
+    """Runs that cannot be voted together (or cannot be found)."""
+
+
+@dataclass
+class Run:
+    name: str
+    paths: RunPaths
+    metrics: dict
+
+    @property
+    def ordinal(self) -> bool:
+        return self.metrics.get("task", "classification") == "ordinal"
+
+
+@dataclass
+class Runs:
+    """M runs aligned on N OOF rows and T test rows (sample-submission order)."""
+    runs: list[Run]
+    competition: str
+    classes: list[str]
+    metric: str
+    ordinal: bool
+    folds_hash: str
+    oof_ids: np.ndarray  # (N,) str
+    y: np.ndarray  # (N,) int class index
+    folds: np.ndarray  # (N,) int
+    oof: np.ndarray  # (M, N, C) float32; C = 1 for ordinal scores
+    test: np.ndarray  # (M, T, C) float32
+    sample: pd.DataFrame  # the sample submission (ids as strings; see submission.read_sample)
+    sample_path: Path
+    id_col: str
+
+    @property
+    def names(self) -> list[str]:
+        return [r.name for r in self.runs]
+
+
+# ---------------------------------------------------------------- finding runs
+def _is_run(p: Path) -> bool:
+    return (p / "metrics.json").is_file()
+
+
+def find_runs(runs_dir: str | Path, competition: str | None, patterns: Sequence[str] | None = None,
+              exclude: Sequence[str] = ()) -> list[Path]:
+    """Run directories: all under runs_dir/competition, or those matching `patterns` (run names
+    or paths, globs allowed), minus those matching `exclude` (name or path globs)."""
+    base = Path(runs_dir) / competition if competition else None
+    if not patterns:
+        if base is None:
+            raise RunsError("give --competition NAME or --runs")
+        found = sorted(p for p in base.glob("*") if _is_run(p))
+        if not found:
+            raise RunsError(f"no runs under {base} (a run is a directory with metrics.json)")
+    else:
+        found = []
+        for pat in patterns:
+            if "/" in pat or Path(pat).is_dir():
+                hits = [Path(h) for h in sorted(glob.glob(pat))]
+            elif base is not None:
+                hits = sorted(base.glob(pat))
+            else:
+                raise RunsError(f"--runs '{pat}': a run name needs --competition (or give its path)")
+            hits = [h for h in hits if _is_run(h)]
+            if not hits:
+                raise RunsError(f"--runs '{pat}' matched no run (a directory with metrics.json)"
+                                + (f" in {base}" if base is not None and "/" not in pat else ""))
+            found += [h for h in hits if h not in found]
+    kept = [p for p in found if not any(fnmatch.fnmatch(p.name, x) or fnmatch.fnmatch(str(p), x)
+                                         for x in exclude)]
+    if not kept:
+        raise RunsError(f"--exclude {' '.join(exclude)} left no runs")
+    return kept
+
+
+# ---------------------------------------------------------------- competition data
+def competition_cfg(run_dir: str | Path) -> CompetitionCfg:
+    """The `competition:` section of a run's resolved config.yaml."""
+    path = Path(run_dir) / "config.yaml"
+    if not path.is_file():
+        raise RunsError(f"{run_dir}: no config.yaml (needed to find train.csv and the sample submission)")
+    data = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(data.get("competition"), dict):
+        raise RunsError(f"{path}: no 'competition' section")
+    return build(CompetitionCfg, data["competition"], "competition", lambda key: str(path))
+
+
+class LabelsAndSample(NamedTuple):
+    labels: pd.Series  # train id -> class index (int), indexed by id
+    classes: list[str]
+    sample: pd.DataFrame
+    sample_path: Path
+    metric: str
+    id_col: str
+
+
+def load_labels_and_sample(run_dir: str | Path) -> LabelsAndSample:
+    """True labels (by metrics.json's class order) and the sample submission, from the run's config.
+
+    csv layout: reads only the id and label columns of train.csv; folders layout: load_competition.
+    """
+    metrics = read_metrics(run_dir)
+    classes = [str(c) for c in metrics["classes"]]
+    cfg = competition_cfg(run_dir)
+    root = Path(cfg.root)
+    if cfg.layout == "csv":
+        path = root / cfg.train_csv
+        if not path.is_file():
+            raise RunsError(f"{run_dir}: train labels not found: {path}")
+        train = pd.read_csv(path, dtype=str, keep_default_na=False,
+                            usecols=lambda c: c in (cfg.id_col, cfg.label_col))
+        for col in (cfg.id_col, cfg.label_col):
+            if col not in train.columns:
+                raise RunsError(f"{path}: missing column '{col}' (columns: {', '.join(train.columns)})")
+        ids, labels = train[cfg.id_col], train[cfg.label_col].str.strip()
+    else:
+        train = load_competition(cfg).train
+        ids, labels = train["id"], train["label"]
+    y = labels.map(pd.Series(np.arange(len(classes)), index=classes))
+    if y.isna().any():
+        bad = labels[y.isna()].unique()[:3]
+        raise RunsError(f"{run_dir}: train labels {list(bad)} are not in the run's classes {classes}")
+    sample_path = root / cfg.sample_submission
+    sample = read_sample(sample_path, cfg.id_col)
+    id_col = cfg.id_col if cfg.id_col in sample.columns else str(sample.columns[0])
+    return LabelsAndSample(pd.Series(y.to_numpy(np.int64), index=pd.Index(ids.astype(str))), classes, sample,
+                           sample_path, metrics["metric"], id_col)
+
+
+# ---------------------------------------------------------------- checks and alignment
+def _short(h: str) -> str:
+    return str(h)[:12]
+
+
+def _ex(values) -> str:
+    return ", ".join(repr(str(v)) for v in list(values)[:3])
+
+
+def id_diff(got: np.ndarray, want: np.ndarray) -> str | None:
+    """None if `got` has exactly the ids of `want` (any order); else what differs."""
+    g, w = pd.Index(got), pd.Index(want)
+    parts = []
+    dup = g[g.duplicated()]
+    if len(dup):
+        parts.append(f"{len(dup)} duplicated (e.g. {_ex(dup)})")
+    missing, extra = w.difference(g, sort=False), g.difference(w, sort=False)
+    if len(missing):
+        parts.append(f"{len(missing)} missing (e.g. {_ex(missing)})")
+    if len(extra):
+        parts.append(f"{len(extra)} extra (e.g. {_ex(extra)})")
+    return ", ".join(parts) or None
+
+
+def align(got: np.ndarray, want: np.ndarray, what: str) -> np.ndarray | None:
+    """Row positions that put `got` into the order of `want` (None: already identical)."""
+    if len(got) == len(want) and np.array_equal(got, want):
+        return None
+    diff = id_diff(got, want)
+    if diff:
+        raise RunsError(f"{what}: {diff}")
+    return pd.Index(got).get_indexer(want)
+
+
+def check_metadata(runs: list[Run], folds_csv: Path | None = None) -> None:
+    """Same competition, metric, task, classes (and order) and folds hash for every run."""
+    for r in runs:
+        missing = [k for k in REQUIRED_KEYS if k not in r.metrics]
+        if missing:
+            raise RunsError(f"run '{r.name}': metrics.json lacks {', '.join(missing)}")
+    ref = runs[0]
+    current = file_hash(folds_csv) if folds_csv is not None and folds_csv.is_file() else None
+    for r in runs:
+        a, b = r.metrics, ref.metrics
+        for key in ("competition", "metric"):
+            if a[key] != b[key]:
+                raise RunsError(f"run '{r.name}': {key} '{a[key]}' differs from run '{ref.name}' ('{b[key]}')")
+        if r.ordinal != ref.ordinal:
+            kind = {True: "ordinal scores", False: "class probabilities"}
+            raise RunsError(f"run '{r.name}' stores {kind[r.ordinal]} but run '{ref.name}' "
+                            f"stores {kind[ref.ordinal]}")
+        if list(a["classes"]) != list(b["classes"]):
+            how = " (same classes, another order)" if sorted(a["classes"]) == sorted(b["classes"]) else ""
+            raise RunsError(f"run '{r.name}': classes {list(a['classes'])} differ from run "
+                            f"'{ref.name}' {list(b['classes'])}{how}")
+        if a["folds_hash"] != b["folds_hash"]:
+            raise RunsError(f"run '{r.name}': folds_hash {_short(a['folds_hash'])} differs from run "
+                            f"'{ref.name}' ({_short(b['folds_hash'])}): trained on another folds.csv")
+        if current is not None and a["folds_hash"] != current:
+            raise RunsError(f"run '{r.name}': folds_hash {_short(a['folds_hash'])} does not match the "
+                            f"current {folds_csv} ({_short(current)})")
+
+
+def _frame(run: Run, which: str, columns: list[str]) -> pd.DataFrame:
+    path = getattr(run.paths, which)
+    df = read_probs(path)
+    cols = [c for c in df.columns if c not in ("id", "fold")]
+    if cols != columns:
+        raise RunsError(f"run '{run.name}': {path.name} columns {cols} do not match its classes {columns}")
+    return df
+
+
+def load_runs(run_dirs: Sequence[str | Path]) -> Runs:
+    """Check and load runs: metadata first, then OOF (aligned on the first run's ids), then test
+    (aligned on the sample submission's ids)."""
+    runs = [Run(Path(d).name, RunPaths.find(d), read_metrics(d)) for d in run_dirs]
+    check_metadata(runs, Path(run_dirs[0]).parent / "folds.csv")
+    ref = runs[0]
+    info = load_labels_and_sample(ref.paths.root)
+    columns = ["score"] if ref.ordinal else info.classes
+    m = len(runs)
+    oof = None
+    for i, r in enumerate(runs):
+        ids, _, values, folds = split_probs(_frame(r, "oof", columns))
+        if folds is None:
+            raise RunsError(f"run '{r.name}': {r.paths.oof.name} has no 'fold' column")
+        if oof is None:
+            oof_ids, fold_ref = ids, folds.astype(np.int64)
+            oof = np.empty((m, len(ids), len(columns)), np.float32)
+            pos = None
+        else:
+            pos = align(ids, oof_ids, f"run '{r.name}': OOF ids differ from run '{ref.name}'")
+        values, folds = (values, folds) if pos is None else (values[pos], folds[pos])
+        moved = np.flatnonzero(folds != fold_ref)
+        if len(moved):
+            raise RunsError(f"run '{r.name}': {len(moved)} OOF rows are in another fold than in run "
+                            f"'{ref.name}' (e.g. id {oof_ids[moved[0]]!r})")
+        oof[i] = values
+    y = info.labels.reindex(oof_ids)
+    if y.isna().any():
+        raise RunsError(f"run '{ref.name}': {int(y.isna().sum())} OOF ids are not in the train labels "
+                        f"(e.g. {_ex(oof_ids[y.isna().to_numpy()])})")
+    sample_ids = info.sample[info.id_col].astype(str)
+    test = np.empty((m, len(sample_ids), len(columns)), np.float32)
+    for i, r in enumerate(runs):  # column by column into the stack: no (T, C) temporaries
+        df = _frame(r, "test", columns)
+        pos = None if same_ids(df["id"], sample_ids) else align(
+            df["id"].to_numpy(object), sample_ids.to_numpy(object),
+            f"run '{r.name}': test ids differ from {info.sample_path.name}")
+        for j, c in enumerate(columns):
+            values = df[c].to_numpy(np.float32)
+            test[i, :, j] = values if pos is None else values[pos]
+        del df
+    return Runs(runs, ref.metrics["competition"], info.classes, ref.metrics["metric"], ref.ordinal,
+                ref.metrics["folds_hash"], oof_ids, y.to_numpy(np.int64), fold_ref, oof, test,
+                info.sample, Path(info.sample_path), info.id_col)
