@@ -1,6 +1,8 @@
 """`python -m ensemble.demo`: build a small Kaggle-layout competition from scikit-learn's digits,
 train two small backbones on 3 folds, vote them into a submission and score it on the hidden test.
 
+It is `python -m ensemble.compete --competition demo --budget smoke` plus the hidden-test score.
+
 data/demo/                 train.csv (id,label), train/*.png, test/*.png, sample_submission.csv
 data/demo_solution.csv     the hidden test labels (outside the competition folder)
 """
@@ -17,9 +19,6 @@ import numpy as np
 import pandas as pd
 
 from .artifacts import atomic_path, atomic_write_csv
-
-DEMO_MODELS = ("configs/demo/resnet18.yaml", "configs/demo/mobilenetv3.yaml")
-
 
 def digit_images(size: int = 32, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """scikit-learn's 1797 digits as (N, size, size, 3) uint8 RGB images and (N,) labels.
@@ -73,7 +72,6 @@ def score_submission(path: Path, solution: Path) -> float:
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m ensemble.demo", description=__doc__.splitlines()[0])
     p.add_argument("--root", default="data/demo")
-    p.add_argument("--runs-dir", default="runs")
     p.add_argument("--build-only", action="store_true", help="only write the competition files")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="config overrides for both demo models")
@@ -83,14 +81,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"demo competition in {root} ({time.perf_counter() - t0:.1f}s)", flush=True)
     if args.build_only:
         return 0
-    from .config import load_config
-    from .train import train
-    overrides = [f"competition.root={root}", f"output.runs_dir={args.runs_dir}", *args.overrides]
-    for cfg_path in DEMO_MODELS:
-        cfg = load_config(cfg_path, overrides)
-        train(cfg, resume=True)
-    from . import vote
-    rc = vote.main(["--competition", "demo", "--runs-dir", args.runs_dir, "--sample", str(root / "sample_submission.csv")])
+    from .compete import compete
+    rc = compete("demo", "smoke", extra=[f"competition.root={root}", *args.overrides])
     subs = sorted(Path("submissions/demo").glob("*.csv"), key=lambda f: f.stat().st_mtime)
     if rc == 0 and subs:
         acc = score_submission(subs[-1], root.parent / f"{root.name}_solution.csv")

@@ -19,7 +19,7 @@ import yaml
 from .artifacts import RunPaths, file_hash, read_metrics, read_probs, split_probs
 from .competition import load_competition
 from .config import CompetitionCfg, build
-from .submission import read_sample, same_ids
+from .submission import examples as _ex, id_differences, read_sample, same_ids
 
 REQUIRED_KEYS = ("run", "competition", "metric", "classes", "folds_hash")
 
@@ -158,18 +158,12 @@ def _short(h: str) -> str:
     return str(h)[:12]
 
 
-def _ex(values) -> str:
-    return ", ".join(repr(str(v)) for v in list(values)[:3])
-
-
 def id_diff(got: np.ndarray, want: np.ndarray) -> str | None:
     """None if `got` has exactly the ids of `want` (any order); else what differs."""
-    g, w = pd.Index(got), pd.Index(want)
     parts = []
-    dup = g[g.duplicated()]
+    dup, missing, extra = id_differences(got, want)
     if len(dup):
         parts.append(f"{len(dup)} duplicated (e.g. {_ex(dup)})")
-    missing, extra = w.difference(g, sort=False), g.difference(w, sort=False)
     if len(missing):
         parts.append(f"{len(missing)} missing (e.g. {_ex(missing)})")
     if len(extra):

@@ -154,24 +154,28 @@ def write_frame(path: str | Path, df: pd.DataFrame) -> None:
             df.to_csv(tmp, index=False)
 
 
-def _examples(values, k: int = 3) -> str:
+def examples(values, k: int = 3) -> str:
     return ", ".join(repr(str(v)) for v in list(values)[:k])
+
+
+def id_differences(got: np.ndarray, want: np.ndarray) -> tuple[pd.Index, pd.Index, pd.Index]:
+    """-> (duplicated, missing, extra) ids of `got` compared with `want` as sets."""
+    g, w = pd.Index(got), pd.Index(want)
+    return g[g.duplicated()], w.difference(g, sort=False), g.difference(w, sort=False)
 
 
 def id_problems(got: np.ndarray, want: np.ndarray, name: str) -> list[str]:
     """Ids must equal the sample's as a set, without duplicates, in the same order."""
     if len(got) == len(want) and np.array_equal(got, want):
         return []
-    g, w = pd.Index(got), pd.Index(want)
     out = []
-    dup = g[g.duplicated()]
+    dup, missing, extra = id_differences(got, want)
     if len(dup):
-        out.append(f"{len(dup)} duplicate ids (e.g. {_examples(dup)})")
-    missing, extra = w.difference(g, sort=False), g.difference(w, sort=False)
+        out.append(f"{len(dup)} duplicate ids (e.g. {examples(dup)})")
     if len(missing):
-        out.append(f"{len(missing)} ids of {name} are missing (e.g. {_examples(missing)})")
+        out.append(f"{len(missing)} ids of {name} are missing (e.g. {examples(missing)})")
     if len(extra):
-        out.append(f"{len(extra)} ids are not in {name} (e.g. {_examples(extra)})")
+        out.append(f"{len(extra)} ids are not in {name} (e.g. {examples(extra)})")
     if not out:
         i = int(np.flatnonzero(got != want)[0])
         out.append(f"ids are not in the order of {name}: line {i + 2} has {got[i]!r}, expected {want[i]!r}")
