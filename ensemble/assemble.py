@@ -46,7 +46,7 @@ def assemble_run(run_dir: Path, *, fmt: str, ids: np.ndarray, test_ids: np.ndarr
             raise AssembleError(f"{run_dir}/fold{k}: test predictions have shape {tst.shape}, expected {test.shape}")
         oof[idx] = val
         test += tst / n_folds
-        fold_scores[str(k)] = _score(metric, task, y[idx], val, len(classes))
+        fold_scores[str(k)] = M.score_outputs(metric, task, y[idx], val, len(classes))
         results[str(k)] = json.loads((run_dir / f"fold{k}" / "result.json").read_text())
     done = ~np.isnan(oof[:, 0])
     if fallback is not None:
@@ -57,12 +57,12 @@ def assemble_run(run_dir: Path, *, fmt: str, ids: np.ndarray, test_ids: np.ndarr
     paths = RunPaths(run_dir, fmt)
     write_probs(paths.oof, probs_frame(ids, oof, cols, folds))
     write_probs(paths.test, probs_frame(test_ids, test.astype(np.float32), cols))
-    pred = _labels(task, oof[done], len(classes))
+    pred = M.output_labels(task, oof[done], len(classes))
     cm = M.confusion(y[done], pred, len(classes))
     out = {
         "run": run_dir.name, "competition": run_dir.parent.name, "task": task, "metric": metric,
         "greater_is_better": M.get_metric(metric).greater_is_better,
-        "cv": _score(metric, task, y[done], oof[done], len(classes)),
+        "cv": M.score_outputs(metric, task, y[done], oof[done], len(classes)),
         "cv_folds": fold_scores,
         "cv_std": float(np.std(list(fold_scores.values()))),
         "per_class_recall": {c: (None if np.isnan(r) else round(float(r), 4))  # None: class absent
@@ -74,18 +74,6 @@ def assemble_run(run_dir: Path, *, fmt: str, ids: np.ndarray, test_ids: np.ndarr
     atomic_write_json(paths.metrics, out)
     _plots(run_dir, out, classes, metric)
     return out
-
-
-def _labels(task: str, out: np.ndarray, n_classes: int) -> np.ndarray:
-    if task == "ordinal":
-        return np.clip(np.rint(out[:, 0]), 0, n_classes - 1).astype(int)
-    return out.argmax(1)
-
-
-def _score(metric: str, task: str, y: np.ndarray, out: np.ndarray, n_classes: int) -> float:
-    if task == "ordinal":
-        return M.score_labels(metric, y, _labels(task, out, n_classes))
-    return M.score(metric, y, out)
 
 
 def _plots(run_dir: Path, out: dict, classes: list[str], metric: str) -> None:

@@ -29,6 +29,7 @@ from .config import ConfigError, build, load_config, read_yaml
 class ModelEntry:
     cfg: str
     set: list[str] = field(default_factory=list)
+    name: str | None = None  # run name stem (default: the config file's stem)
 
 
 @dataclass(frozen=True)
@@ -81,7 +82,7 @@ def _entries(b: Budget) -> list[ModelEntry]:
 
 
 def model_overrides(entry: ModelEntry, b: Budget, budget: str, extra: Sequence[str]) -> list[str]:
-    name = Path(entry.cfg).name.split(".")[0]
+    name = entry.name or Path(entry.cfg).name.split(".")[0]
     return [*b.set, *entry.set, *extra, f"name={name}-{budget}"]
 
 

@@ -55,12 +55,6 @@ def save_npz(path: Path, **arrays) -> None:
         np.savez(f, **arrays)
 
 
-def _score(metric: str, task: str, y: np.ndarray, out: np.ndarray, n_classes: int) -> float:
-    if task == "ordinal":
-        return M.score_labels(metric, y, np.clip(np.rint(out[:, 0]), 0, n_classes - 1).astype(int))
-    return M.score(metric, y, out)
-
-
 def _val_loss(task: str, y: np.ndarray, out: np.ndarray) -> float:
     if task == "ordinal":
         return float(np.mean((out[:, 0] - y) ** 2))
@@ -199,7 +193,7 @@ class FoldTrainer:
                                      progress=cfg.output.progress and self.dist.is_main,
                                      desc=f"fold {self.k} s{s + 1} e{e + 1}/{stage.epochs}")
                 out = validate(net)
-                score = _score(self.metric, self.task, y_val, out, self.data.n_classes)
+                score = M.score_outputs(self.metric, self.task, y_val, out, self.data.n_classes)
                 improved = best is None or M.is_better(self.metric, score, best["score"])
                 row = {"fold": self.k, "stage": s, "epoch": e, "global_epoch": global_epoch,
                        "train_loss": tr["loss"], "val_loss": _val_loss(self.task, y_val, out), "score": score,
@@ -254,7 +248,7 @@ class FoldTrainer:
         test_out = self._predict(self.model, d.test_images, d.test_idx, d.eval_tf, tta=tta)
         full = [r["img_s"] for r in self.history if not r["cached_features"]]
         info = {"best_score": float(best["score"]), "best_epoch": int(best["epoch"]),
-                "tta_score": _score(self.metric, self.task, d.y[d.val_idx], val_out, d.n_classes),
+                "tta_score": M.score_outputs(self.metric, self.task, d.y[d.val_idx], val_out, d.n_classes),
                 "seconds": seconds, "train_img_s": float(np.median(full)) if full else float("nan")}
         if self.dist.is_main:
             save_npz(self.dir / "preds.npz", val_idx=d.val_idx, val=val_out, test=test_out)

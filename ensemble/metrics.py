@@ -177,3 +177,18 @@ def is_better(metric_name: str, a: float, b: float | None) -> bool:
     if b is None or math.isnan(b):
         return True
     return a > b if m.greater_is_better else a < b
+
+
+def output_labels(task: str, out: np.ndarray, n_classes: int) -> np.ndarray:
+    """Model outputs -> class indices: argmax of (N, C) probabilities, or the (N, 1)
+    ordinal score rounded and clipped to 0..C-1."""
+    if task == "ordinal":
+        return np.clip(np.rint(out[:, 0]), 0, n_classes - 1).astype(int)
+    return out.argmax(1)
+
+
+def score_outputs(metric: str, task: str, y_true: np.ndarray, out: np.ndarray, n_classes: int) -> float:
+    """The competition metric of a run's outputs (probabilities, or ordinal scores)."""
+    if task == "ordinal":
+        return score_labels(metric, y_true, output_labels(task, out, n_classes), n_classes)
+    return score(metric, y_true, out)

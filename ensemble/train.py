@@ -64,6 +64,14 @@ def _first_difference(a, b, prefix: str = "") -> str | None:
     return None if a == b else f"{prefix[:-1]}: {a!r} -> {b!r}"
 
 
+def _identity(raw: dict) -> dict:
+    """The parts of a resolved config that decide a run's results (tuning spaces and the
+    progress bar do not)."""
+    out = {k: v for k, v in raw.items() if k != "tune"}
+    out["output"] = {k: v for k, v in raw.get("output", {}).items() if k != "progress"}
+    return out
+
+
 def prepare_run_dir(cfg: Config, folds_hash: str, train_folds: Sequence[int], resume: bool, fresh: bool) -> Path:
     """Create or reopen the run directory; refuse a changed config or folds file."""
     run_dir = cfg.run_dir
@@ -73,7 +81,7 @@ def prepare_run_dir(cfg: Config, folds_hash: str, train_folds: Sequence[int], re
     import yaml
     cfg_file, state_file = run_dir / "config.yaml", run_dir / "run.json"
     if cfg_file.exists():
-        diff = _first_difference(yaml.safe_load(cfg_file.read_text()), to_dict(cfg))
+        diff = _first_difference(_identity(yaml.safe_load(cfg_file.read_text())), _identity(to_dict(cfg)))
         if diff:
             raise ConfigError(f"{run_dir} was made with another config ({diff}); use --set name=<new run> "
                               f"or --fresh to overwrite it")
