@@ -70,6 +70,8 @@ def assemble_run(run_dir: Path, *, fmt: str, ids: np.ndarray, test_ids: np.ndarr
         "confusion": cm.tolist(), "classes": classes, "folds_hash": folds_hash,
         "n_train": int(len(ids)), "n_test": int(len(test_ids)), "skipped_images": list(skipped),
         "folds": results, **(extra or {}),
+        # training time of all folds, whichever processes and resumes they ran in
+        "wall_seconds": float(sum(r["seconds"] for r in results.values())),
     }
     atomic_write_json(paths.metrics, out)
     _plots(run_dir, out, classes, metric)

@@ -170,7 +170,6 @@ class FoldTrainer:
             start_stage, start_epoch, best, bad = ckpt["stage"], ckpt["epoch"] + 1, ckpt["best"], ckpt["bad_epochs"]
             self.log(f"fold {self.k}: resuming at stage {start_stage + 1} epoch {start_epoch + 1}")
         y_val = self.data.y[self.data.val_idx]
-        t0 = time.perf_counter()
         global_epoch = sum(s.epochs for s in cfg.stages[:start_stage]) + start_epoch
         for s, stage in enumerate(cfg.stages):
             if s < start_stage or (s == start_stage and start_epoch >= stage.epochs):
@@ -222,7 +221,7 @@ class FoldTrainer:
         if self.writer:
             self.writer.close()
         barrier(self.dist)  # rank 0's best.pt is complete before every rank reloads it
-        return self._finish(best, time.perf_counter() - t0)
+        return self._finish(best)
 
     def _log_epoch(self, row: dict, stage, improved: bool) -> None:
         lrs = " ".join(f"{k[3:]}={v:.1e}" for k, v in row.items() if k.startswith("lr_"))
@@ -237,19 +236,21 @@ class FoldTrainer:
                 if k.startswith("lr_"):
                     self.writer.add_scalar(f"lr/{k[3:]}", v, row["global_epoch"])
 
-    def _finish(self, best: dict | None, seconds: float) -> dict:
+    def _finish(self, best: dict | None) -> dict:
         """Reload the best weights, predict validation + test rows (with TTA), save preds.npz."""
         if best is None:
             raise RuntimeError(f"fold {self.k}: no epoch was trained (all stages have 0 epochs?)")
         state = torch.load(self.dir / "best.pt", map_location=self.prec.device, weights_only=True)
         self.model.load_state_dict(state["model"])
-        d, tta = self.data, self.cfg.predict.tta
+        t0, d, tta = time.perf_counter(), self.data, self.cfg.predict.tta
         val_out = self._predict(self.model, d.train_images, d.val_idx, d.eval_tf, tta=tta)
         test_out = self._predict(self.model, d.test_images, d.test_idx, d.eval_tf, tta=tta)
         full = [r["img_s"] for r in self.history if not r["cached_features"]]
         info = {"best_score": float(best["score"]), "best_epoch": int(best["epoch"]),
                 "tta_score": M.score_outputs(self.metric, self.task, d.y[d.val_idx], val_out, d.n_classes),
-                "seconds": seconds, "train_img_s": float(np.median(full)) if full else float("nan")}
+                # epochs (kept in history across resumes) + final predictions
+                "seconds": sum(r["seconds"] for r in self.history) + time.perf_counter() - t0,
+                "train_img_s": float(np.median(full)) if full else float("nan")}
         if self.dist.is_main:
             save_npz(self.dir / "preds.npz", val_idx=d.val_idx, val=val_out, test=test_out)
             atomic_write_json(self.dir / "result.json", info)

@@ -9,7 +9,6 @@ import argparse
 import json
 import shutil
 import sys
-import time
 from pathlib import Path
 from typing import Sequence
 
@@ -130,7 +129,6 @@ def train(cfg: Config, *, folds: Sequence[int] | None = None, resume: bool = Fal
     Returns metrics.json's dict, or None while other folds are still missing.
     dist: under torchrun, every rank calls this; rank 0 writes the shared files first.
     """
-    t0 = time.perf_counter()
     log_ = log if dist.is_main else (lambda *_: None)
     comp = load_competition(cfg.competition)
     n_classes = len(comp.classes)
@@ -190,7 +188,7 @@ def train(cfg: Config, *, folds: Sequence[int] | None = None, resume: bool = Fal
     flops_model = build_model(cfg.model.backbone, out_dim, **{**model_kw, "pretrained": False})
     extra = {"run": cfg.run_name, "competition": cfg.competition.name, "backbone": cfg.model.backbone, "input_size": cfg.input.size,
              "params_m": sum(p.numel() for p in flops_model.parameters()) / 1e6,
-             "gflops": model_flops(flops_model, cfg.input.size), "wall_seconds": time.perf_counter() - t0}
+             "gflops": model_flops(flops_model, cfg.input.size)}
     bad_test = [comp.test["id"].iat[i] for i in np.flatnonzero(~te.ok)]
     if bad_test:
         log(f"warning: {len(bad_test)} test images could not be read; their rows average the folds' predictions "

@@ -26,10 +26,13 @@ from .submission import (SubmissionError, build_frame, check_file, detect_format
                          write_frame)
 
 
+CLASS_BALANCED_METRICS = ("balanced_accuracy", "macro_f1")
+
+
 def make_objective(metric: str, n_classes: int) -> V.Objective:
     from . import metrics as M
     return V.Objective(lambda y, p: M.score(metric, y, p), lambda y, l: M.score_labels(metric, y, l, n_classes),
-                       M.get_metric(metric).greater_is_better, n_classes)
+                       M.get_metric(metric).greater_is_better, n_classes, metric in CLASS_BALANCED_METRICS)
 
 
 def parse_weights(text: str | None, names: list[str]) -> np.ndarray | None:

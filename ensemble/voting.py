@@ -28,6 +28,7 @@ class Objective:
     score_labels: Callable[[np.ndarray, np.ndarray], float]
     greater_is_better: bool
     n_classes: int
+    class_balanced: bool = False  # the metric weighs every class equally (balanced accuracy, macro F1)
 
     def __call__(self, y: np.ndarray, pred: np.ndarray, post: np.ndarray | None = None) -> float:
         """Metric of pred (N, C) probabilities (post = per-class log bias) or (N, 1) scores
@@ -203,8 +204,9 @@ def _stack_features(stack: np.ndarray) -> np.ndarray:
 
 
 def fit_stacking(oof: np.ndarray, y: np.ndarray, objective: Objective, C: float = 1.0) -> dict:
-    """Multinomial logistic regression on the models' OOF log-probabilities."""
-    model = LogisticRegression(C=C, max_iter=1000)
+    """Multinomial logistic regression on the models' OOF log-probabilities; classes are
+    weighted by inverse frequency when the metric weighs every class equally."""
+    model = LogisticRegression(C=C, max_iter=1000, class_weight="balanced" if objective.class_balanced else None)
     model.fit(_stack_features(oof), y)
     share = np.abs(model.coef_).reshape(len(model.coef_), len(oof), -1).sum(axis=(0, 2))
     return {"model": model, "n_classes": oof.shape[2], "weights": share / share.sum()}
