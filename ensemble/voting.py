@@ -234,36 +234,35 @@ def ordinal_labels(scores: np.ndarray, thresholds: np.ndarray | None, n_classes:
     return np.searchsorted(thr, np.ravel(scores), side="right")
 
 
-def fit_bias(probs, y, objective: Objective, grid=np.linspace(-2, 2, 17), passes: int = 2):
-    """Per-class log-bias (C,) by coordinate ascent on the metric; moves only on strict gains."""
-    bias = np.zeros(probs.shape[1])
-    best = objective.gain(y, probs, bias)
+def _coordinate_ascent(x: np.ndarray, candidates, gain, passes: int) -> np.ndarray:
+    """Improve x one coordinate at a time over candidates(k, x); moves only on strict gains."""
+    best = gain(x)
     for _ in range(passes):
-        for c in range(len(bias)):
-            for g in grid:
-                trial = bias.copy()
-                trial[c] = g
-                v = objective.gain(y, probs, trial)
+        for k in range(len(x)):
+            for value in candidates(k, x):
+                trial = x.copy()
+                trial[k] = value
+                v = gain(trial)
                 if v > best:
-                    best, bias = v, trial
-    return bias
+                    best, x = v, trial
+    return x
+
+
+def fit_bias(probs, y, objective: Objective, grid=np.linspace(-2, 2, 17), passes: int = 2):
+    """Per-class log-bias (C,) by coordinate ascent on the metric."""
+    return _coordinate_ascent(np.zeros(probs.shape[1]), lambda k, b: grid,
+                              lambda b: objective.gain(y, probs, b), passes)
 
 
 def fit_thresholds(scores, y, objective: Objective, steps: int = 21, passes: int = 3):
     """Ordinal cut points (n_classes - 1,) by coordinate search between their neighbours."""
-    thr = np.arange(objective.n_classes - 1) + 0.5
-    best = objective.gain(y, scores, thr)
-    for _ in range(passes):
-        for k in range(len(thr)):
-            lo = thr[k - 1] if k > 0 else thr[k] - 1.0
-            hi = thr[k + 1] if k + 1 < len(thr) else thr[k] + 1.0
-            for t in np.linspace(lo, hi, steps)[1:-1]:
-                trial = thr.copy()
-                trial[k] = t
-                v = objective.gain(y, scores, trial)
-                if v > best:
-                    best, thr = v, trial
-    return thr
+    def between(k: int, thr: np.ndarray) -> np.ndarray:
+        lo = thr[k - 1] if k > 0 else thr[k] - 1.0
+        hi = thr[k + 1] if k + 1 < len(thr) else thr[k] + 1.0
+        return np.linspace(lo, hi, steps)[1:-1]
+
+    return _coordinate_ascent(np.arange(objective.n_classes - 1) + 0.5, between,
+                              lambda t: objective.gain(y, scores, t), passes)
 
 
 # ---------------------------------------------------------------- specs, fitting, CV
