@@ -21,7 +21,8 @@ from conftest import REPO, make_competition, write_configs
 from ensemble.config import ConfigError, load_config
 from ensemble.search_space import load_tuning
 from ensemble.train import train
-from ensemble.tune import Tuner, build_pruner, expand_cfgs, fold_score, main, mask_url, open_storage
+from ensemble.study import build_pruner, mask_url, open_storage
+from ensemble.tune import Tuner, expand_cfgs, fold_score, main
 
 TUNE = """tune:
   trials: 3
