@@ -64,18 +64,24 @@ class Assets:
 
 
 # ---------------------------------------------------------------- runs
-def load_runs(comp_dir: Path) -> tuple[list[tuple[Path, dict]], list[str]]:
-    """Every comp_dir/<run>/metrics.json. -> ([(run dir, metrics)], notes about unreadable ones)."""
-    runs, notes = [], []
-    for f in sorted(comp_dir.glob("*/metrics.json")):
+def read_json_objects(files, what: str) -> tuple[list[tuple[Path, dict]], list[str]]:
+    """-> ([(file, parsed JSON object)], notes naming the files that could not be read)."""
+    out, notes = [], []
+    for f in sorted(files):
         try:
             m = json.loads(f.read_text())
             if not isinstance(m, dict):
                 raise ValueError("not a JSON object")
-            runs.append((f.parent, m))
+            out.append((f, m))
         except (OSError, ValueError) as e:
-            notes.append(f"{f}: unreadable ({str(e).splitlines()[0]}), left out")
-    return runs, notes
+            notes.append(f"{f}: unreadable{what} ({str(e).splitlines()[0]}), left out")
+    return out, notes
+
+
+def load_runs(comp_dir: Path) -> tuple[list[tuple[Path, dict]], list[str]]:
+    """Every comp_dir/<run>/metrics.json. -> ([(run dir, metrics)], notes about unreadable ones)."""
+    found, notes = read_json_objects(comp_dir.glob("*/metrics.json"), "")
+    return [(f.parent, m) for f, m in found], notes
 
 
 def run_figures(runs: list[tuple[Path, dict]], assets: Assets) -> str:
@@ -179,16 +185,8 @@ def _thumbnail(src: str, dst: Path, size: int = 64) -> None:
 
 # ---------------------------------------------------------------- votes and submissions
 def load_manifests(sub_dir: Path) -> tuple[list[tuple[Path, dict]], list[str]]:
-    out, notes = [], []
-    for f in sorted(sub_dir.glob("*.json")):
-        try:
-            m = json.loads(f.read_text())
-            if not isinstance(m, dict):
-                raise ValueError("not a JSON object")
-            out.append((f, m))
-        except (OSError, ValueError) as e:
-            notes.append(f"{f}: unreadable manifest ({str(e).splitlines()[0]}), left out")
-    return out, notes
+    """Every vote manifest sub_dir/*.json. -> ([(file, manifest)], notes about unreadable ones)."""
+    return read_json_objects(sub_dir.glob("*.json"), " manifest")
 
 
 # ---------------------------------------------------------------- page
