@@ -34,8 +34,8 @@ class Precision:
     dtype: torch.dtype | None = None
     channels_last: bool = False
 
-    @property
-    def scaler(self) -> torch.amp.GradScaler | None:
+    def make_scaler(self) -> torch.amp.GradScaler | None:
+        """A GradScaler for fp16 (None otherwise); keep one per training run, it carries the scale."""
         return torch.amp.GradScaler(self.device.type) if self.dtype == torch.float16 else None
 
     def autocast(self):

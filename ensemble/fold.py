@@ -80,6 +80,7 @@ class FoldTrainer:
         self.loss_fn = build_loss(lc.name, class_counts=counts, class_weights=lc.class_weights,
                                   label_smoothing=lc.label_smoothing, gamma=lc.gamma, alpha=lc.alpha).to(prec.device)
         self.history: list[dict] = []
+        self.scaler = prec.make_scaler()
         self.writer = None
         if cfg.output.tensorboard and dist.is_main:
             from torch.utils.tensorboard import SummaryWriter
@@ -154,7 +155,8 @@ class FoldTrainer:
     def _save_last(self, s, e, optimizer, schedule, best, bad):
         save_torch({"model": self.model.state_dict(), "optimizer": optimizer.state_dict(),
                     "schedule": schedule.state_dict(), "stage": s, "epoch": e, "best": best,
-                    "bad_epochs": bad, "history": self.history, "rng": torch.get_rng_state()},
+                    "bad_epochs": bad, "history": self.history, "rng": torch.get_rng_state(),
+                    "scaler": self.scaler.state_dict() if self.scaler else None},
                    self.dir / "last.pt")
 
     # ------------------------------------------------------------ main loop
@@ -167,6 +169,8 @@ class FoldTrainer:
             self.model.load_state_dict(ckpt["model"])
             self.history = list(ckpt["history"])
             torch.set_rng_state(ckpt["rng"].cpu())
+            if self.scaler and ckpt.get("scaler"):
+                self.scaler.load_state_dict(ckpt["scaler"])
             start_stage, start_epoch, best, bad = ckpt["stage"], ckpt["epoch"] + 1, ckpt["best"], ckpt["bad_epochs"]
             self.log(f"fold {self.k}: resuming at stage {start_stage + 1} epoch {start_epoch + 1}")
         y_val = self.data.y[self.data.val_idx]
@@ -187,7 +191,7 @@ class FoldTrainer:
             for e in range(first, stage.epochs):
                 te = time.perf_counter()
                 tr = train_one_epoch(net, make_train(seed * 1000 + global_epoch), self.loss_fn, optimizer,
-                                     self.prec, schedule=schedule, scaler=self.prec.scaler,
+                                     self.prec, schedule=schedule, scaler=self.scaler,
                                      accum_steps=t.accum_steps, clip_grad=t.clip_grad, forward=forward,
                                      progress=cfg.output.progress and self.dist.is_main,
                                      desc=f"fold {self.k} s{s + 1} e{e + 1}/{stage.epochs}")

@@ -79,8 +79,9 @@ def main() -> None:
         n = args.train_batches * args.batch_size
         sub = CachedDataset(cache.array, idx[np.arange(n) % len(idx)], labels[np.arange(n) % len(idx)], tf)
         warm = CachedDataset(cache.array, idx[: 2 * args.batch_size], labels[: 2 * args.batch_size], tf)
-        train_one_epoch(model, make_loader(warm, args.batch_size, **kw), loss, opt, prec, scaler=prec.scaler)
-        r = train_one_epoch(model, make_loader(sub, args.batch_size, **kw), loss, opt, prec, scaler=prec.scaler)
+        scaler = prec.make_scaler()
+        train_one_epoch(model, make_loader(warm, args.batch_size, **kw), loss, opt, prec, scaler=scaler)
+        r = train_one_epoch(model, make_loader(sub, args.batch_size, **kw), loss, opt, prec, scaler=scaler)
         print(f"train {args.backbone} @ {args.size}px on {device} (amp {prec.dtype or 'off'}, channels_last "
               f"{prec.channels_last}): {r['img_s']:8.1f} img/s")
 
