@@ -20,14 +20,16 @@ def missing_folds(run_dir: Path, n_folds: int) -> list[int]:
 
 
 def assemble_run(run_dir: Path, *, fmt: str, ids: np.ndarray, test_ids: np.ndarray, y: np.ndarray,
-                 folds: np.ndarray, classes: list[str], metric: str, task: str, folds_hash: str,
+                 folds: np.ndarray, classes: list[str], metric: M.MetricLike, task: str, folds_hash: str,
                  fallback: np.ndarray | None = None, skipped: list[str] = (), extra: dict | None = None) -> dict:
     """Combine fold<k>/preds.npz of all K folds. -> the metrics.json dict.
 
-    ids, y, folds: (N,) train rows; fallback: (C,) class prior given to rows that were not
+    metric: a name, spec text or MetricSpec (bound to `classes` when it names classes); metrics.json
+    stores its text form. ids, y, folds: (N,) train rows; fallback: (C,) class prior given to rows that were not
     predicted (skipped images); the CV score is computed on predicted rows only.
     """
     run_dir = Path(run_dir)
+    metric = M.bind_metric(metric, classes)
     n_folds = int(folds.max()) + 1
     gone = missing_folds(run_dir, n_folds)
     if gone:
@@ -60,7 +62,7 @@ def assemble_run(run_dir: Path, *, fmt: str, ids: np.ndarray, test_ids: np.ndarr
     pred = M.output_labels(task, oof[done], len(classes))
     cm = M.confusion(y[done], pred, len(classes))
     out = {
-        "run": run_dir.name, "competition": run_dir.parent.name, "task": task, "metric": metric,
+        "run": run_dir.name, "competition": run_dir.parent.name, "task": task, "metric": metric.text,
         "greater_is_better": M.get_metric(metric).greater_is_better,
         "cv": M.score_outputs(metric, task, y[done], oof[done], len(classes)),
         "cv_folds": fold_scores,
@@ -74,7 +76,7 @@ def assemble_run(run_dir: Path, *, fmt: str, ids: np.ndarray, test_ids: np.ndarr
         "wall_seconds": float(sum(r["seconds"] for r in results.values())),
     }
     atomic_write_json(paths.metrics, out)
-    _plots(run_dir, out, classes, metric)
+    _plots(run_dir, out, classes, metric.text)
     return out
 
 

@@ -23,6 +23,8 @@ from pathlib import Path
 from typing import Sequence
 
 from .config import ConfigError, build, load_config, read_yaml
+from .plan import Candidate
+from .plugins import add_plugin_argument, load_plugins
 
 
 @dataclass(frozen=True)
@@ -49,9 +51,26 @@ class Budget:
 
 
 @dataclass(frozen=True)
+class TimeSpec:
+    """`time:` in compete.yaml: what `--time 60m` may choose from (see ensemble.plan)."""
+
+    candidates: list[Candidate]
+    set: list[str] = field(default_factory=list)
+    vote: list[str] = field(default_factory=list)
+    dups: bool = True
+    folds: list[int] = field(default_factory=list)  # fold counts to try in order (default: the config's)
+    min_epochs: int = 2
+    target_epochs: int = 5
+    max_epochs: int = 15
+    max_models: int = 4
+    reserve: float = 0.08
+
+
+@dataclass(frozen=True)
 class CompeteFile:
-    budgets: dict[str, Budget]
+    budgets: dict[str, Budget] = field(default_factory=dict)
     builder: str | None = None  # makes the competition folder when missing (BUILDERS)
+    time: TimeSpec | None = None
 
 
 def _build_digits(root: Path) -> None:
@@ -62,18 +81,25 @@ def _build_digits(root: Path) -> None:
 BUILDERS = {"digits": _build_digits}
 
 
-def load_budget(competition: str, budget: str, configs_dir: str | Path = "configs"
-                ) -> tuple[Path, Budget, str | None]:
-    """-> (configs/<competition>/, the validated budget, builder). Errors name the file and key."""
+def load_compete_file(competition: str, configs_dir: str | Path = "configs") -> tuple[Path, CompeteFile]:
+    """-> (configs/<competition>/, its validated compete.yaml). Errors name the file and key."""
     folder = Path(configs_dir) / competition
     path = folder / "compete.yaml"
     if not path.is_file():
         raise ConfigError(f"--competition {competition}: {path} not found (it lists the models and budgets)")
     spec = build(CompeteFile, read_yaml(path), "", lambda key: str(path))
-    if budget not in spec.budgets:
-        raise ConfigError(f"{path}: unknown budget '{budget}'; available: {', '.join(spec.budgets)}")
     if spec.builder is not None and spec.builder not in BUILDERS:
         raise ConfigError(f"{path}: unknown builder '{spec.builder}'; available: {', '.join(BUILDERS)}")
+    return folder, spec
+
+
+def load_budget(competition: str, budget: str, configs_dir: str | Path = "configs"
+                ) -> tuple[Path, Budget, str | None]:
+    """-> (configs/<competition>/, the validated budget, builder). Errors name the file and key."""
+    folder, spec = load_compete_file(competition, configs_dir)
+    path = folder / "compete.yaml"
+    if budget not in spec.budgets:
+        raise ConfigError(f"{path}: unknown budget '{budget}'; available: {', '.join(spec.budgets)}")
     return folder, spec.budgets[budget], spec.builder
 
 
@@ -86,19 +112,12 @@ def model_overrides(entry: ModelEntry, b: Budget, budget: str, extra: Sequence[s
     return [*b.set, *entry.set, *extra, f"name={name}-{budget}"]
 
 
-def compete(competition: str, budget: str, *, configs_dir: str = "configs", extra: Sequence[str] = (),
-            log=print) -> int:
-    from . import report, vote
-    from .train import train
-    t0 = time.perf_counter()
-    folder, b, builder = load_budget(competition, budget, configs_dir)
-    entries = _entries(b)
+def _prepare(competition: str, builder: str | None, cfg, dups: bool, log) -> None:
+    """Build the competition folder when the compete file says how, then find near-duplicates."""
     if builder:
-        BUILDERS[builder](Path(load_config(folder / entries[0].cfg, list(extra)).competition.root))
-    cfgs = [load_config(folder / e.cfg, model_overrides(e, b, budget, extra)) for e in entries]
-    runs_dir = cfgs[0].competition_dir.parent
-    comp_dir = cfgs[0].competition_dir
-    if b.dups and not (comp_dir / "dups.csv").exists():
+        BUILDERS[builder](Path(cfg.competition.root))
+    comp_dir = cfg.competition_dir
+    if dups and not (comp_dir / "dups.csv").exists():
         if (comp_dir / "folds.csv").exists():
             log(f"note: {comp_dir / 'folds.csv'} exists without dups.csv; duplicates are not searched "
                 f"(run `python -m ensemble.dups` and delete folds.csv to make folds duplicate-aware)")
@@ -106,21 +125,39 @@ def compete(competition: str, budget: str, *, configs_dir: str = "configs", extr
             from .competition import load_competition
             from .dups import run_dups
             log(f"== duplicates ({competition})")
-            run_dups(load_competition(cfgs[0].competition), comp_dir, "phash", 4, 0.98, 2)
+            run_dups(load_competition(cfg.competition), comp_dir, "phash", 4, 0.98, 2)
+
+
+def _vote_and_report(competition: str, cfgs: Sequence, vote_args: Sequence[str], log) -> int:
+    from . import report, vote
+    log(f"== vote ({len(cfgs)} runs, every method, best by nested CV)")
+    rc = vote.main(["--runs", *[str(c.run_dir) for c in cfgs], "--method", "all", "--write", "best",
+                    "--kaggle", competition, *vote_args])
+    if rc != 0:
+        return rc
+    log("== report")
+    return report.main(["--competition", competition, "--runs-dir", str(cfgs[0].competition_dir.parent)])
+
+
+def compete(competition: str, budget: str, *, configs_dir: str = "configs", extra: Sequence[str] = (),
+            log=print) -> int:
+    from .train import train
+    t0 = time.perf_counter()
+    folder, b, builder = load_budget(competition, budget, configs_dir)
+    entries = _entries(b)
+    if builder:
+        BUILDERS[builder](Path(load_config(folder / entries[0].cfg, list(extra)).competition.root))
+    cfgs = [load_config(folder / e.cfg, model_overrides(e, b, budget, extra)) for e in entries]
+    _prepare(competition, None, cfgs[0], b.dups, log)
     for i, (entry, cfg) in enumerate(zip(entries, cfgs)):
         if b.tune is not None:
             cfg = _tuned(folder / entry.cfg, cfg, b, budget, model_overrides(entry, b, budget, extra), log)
         log(f"== train {cfg.run_name} ({i + 1}/{len(cfgs)}, {cfg.model.backbone} @ {cfg.input.size}px)")
         train(cfg, resume=True)
-    log(f"== vote ({len(cfgs)} runs, every method, best by nested CV)")
-    rc = vote.main(["--runs", *[str(c.run_dir) for c in cfgs], "--method", "all", "--write", "best",
-                    "--kaggle", competition, *b.vote])
-    if rc != 0:
-        return rc
-    log("== report")
-    report.main(["--competition", competition, "--runs-dir", str(runs_dir)])
-    log(f"compete {competition} --budget {budget}: done in {time.perf_counter() - t0:.0f}s")
-    return 0
+    rc = _vote_and_report(competition, cfgs, b.vote, log)
+    if rc == 0:
+        log(f"compete {competition} --budget {budget}: done in {time.perf_counter() - t0:.0f}s")
+    return rc
 
 
 def _tuned(cfg_path: Path, cfg, b: Budget, budget: str, overrides: list[str], log):
@@ -141,11 +178,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m ensemble.compete", description=__doc__.splitlines()[0])
     p.add_argument("--competition", required=True, help="a folder under configs/ with compete.yaml")
     p.add_argument("--budget", default="cpu", help="a budget from compete.yaml (smoke, cpu, gpu)")
+    p.add_argument("--time", help="plan the whole job to fit this wall time (e.g. 60m, 1.5h) from "
+                                  "compete.yaml's time: candidates, instead of a fixed --budget")
+    p.add_argument("--threads", type=int, help="torch CPU threads (e.g. 1 each for two jobs at once)")
     p.add_argument("--configs-dir", default="configs")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="extra config overrides for every model")
+    add_plugin_argument(p)
     args = p.parse_args(argv)
+    if args.threads is not None:
+        if args.threads < 1:
+            p.error(f"--threads must be >= 1, got {args.threads}")
+        import torch
+        torch.set_num_threads(args.threads)
     try:
+        load_plugins(args.plugin)
+        if args.time:
+            from .compete_time import compete_time
+            return compete_time(args.competition, args.time, configs_dir=args.configs_dir, extra=args.overrides)
         return compete(args.competition, args.budget, configs_dir=args.configs_dir, extra=args.overrides)
     except (ValueError, FileNotFoundError, RuntimeError) as e:
         print(f"error: {e}", file=sys.stderr)

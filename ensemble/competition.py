@@ -16,6 +16,8 @@ import numpy as np
 import pandas as pd
 
 from .config import CompetitionCfg
+from .metric_spec import MetricSpec
+from .metrics import bind_metric
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
@@ -29,7 +31,7 @@ class Competition:
     name: str
     root: Path
     classes: list[str]
-    metric: str
+    metric: MetricSpec  # bound to `classes`; str(metric) is its text form (logs, metrics.json)
     task: str
     train: pd.DataFrame  # id, label, y (class index), group (or None), path
     test: pd.DataFrame  # id, path (sample-submission order)
@@ -136,10 +138,14 @@ def load_competition(cfg: CompetitionCfg) -> Competition:
         raise DataError(f"{where}: row {i + 1} (id '{train['id'].iat[i]}'): unknown label "
                         f"'{train['label'].iat[i]}'; expected one of: {', '.join(classes)}")
     train["y"] = y.astype(np.int64)
+    try:
+        metric = bind_metric(cfg.metric, classes, scored=[str(c) for c in sample.columns[1:]])
+    except ValueError as e:
+        raise DataError(f"competition '{cfg.name}': competition.metric: {e}") from None
     test_ids = sample[sample.columns[0]]
     ext = cfg.ext
     test = pd.DataFrame({"id": test_ids.to_numpy(),
                          "path": image_paths(root / cfg.test_dir, test_ids, ext).to_numpy()})
-    return Competition(name=cfg.name, root=root, classes=classes, metric=cfg.metric, task=cfg.task,
+    return Competition(name=cfg.name, root=root, classes=classes, metric=metric, task=cfg.task,
                        train=train.reset_index(drop=True), test=test, sample=sample,
                        sample_path=sample_path, id_col=str(sample.columns[0]))

@@ -30,6 +30,16 @@ def _metric_field(value) -> str:
     return metric_text(value)
 
 
+def _tta_field(value) -> list[str]:
+    """`tta: [d4, scale1.25]` -> the expanded, checked list of views."""
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ValueError(f"expected a list of TTA view names, got {value!r}")
+    from .engine import expand_tta
+    return expand_tta(value)
+
+
 @dataclass(frozen=True)
 class CompetitionCfg:
     name: str
@@ -133,6 +143,7 @@ class TrainCfg:
     amp: Literal["auto", "bf16", "fp16", "off"] = "auto"
     channels_last: bool = True
     early_stopping: int | None = None
+    time_limit: float | None = None  # seconds of training epochs per fold: no epoch starts that would end past it
     num_workers: int = 2
     seed: int = 0
     device: str = "auto"
@@ -148,7 +159,8 @@ class AugmentCfg:
 
 @dataclass(frozen=True)
 class PredictCfg:
-    tta: list[Literal["none", "hflip", "vflip"]] = field(default_factory=lambda: ["none"])
+    # views (none, hflip, vflip, rot90, rot180, rot270, transpose, antitranspose, scaleF, a+b) or groups (d4, flips)
+    tta: list[str] = field(default_factory=lambda: ["none"], metadata={"parse": _tta_field})
 
 
 @dataclass(frozen=True)

@@ -188,7 +188,11 @@ class FoldTrainer:
                 optimizer.load_state_dict(ckpt["optimizer"])
                 schedule.load_state_dict(ckpt["schedule"])
             bad = bad if s == start_stage else 0
+            stop = False
             for e in range(first, stage.epochs):
+                if self._out_of_time(s, stage):
+                    stop = True
+                    break
                 te = time.perf_counter()
                 tr = train_one_epoch(net, make_train(seed * 1000 + global_epoch), self.loss_fn, optimizer,
                                      self.prec, schedule=schedule, scaler=self.scaler,
@@ -222,10 +226,28 @@ class FoldTrainer:
                     self.log(f"fold {self.k}: early stop in stage {s + 1} after {bad} epochs without improvement")
                     global_epoch += stage.epochs - e - 1
                     break
+            if stop:
+                break
         if self.writer:
             self.writer.close()
         barrier(self.dist)  # rank 0's best.pt is complete before every rank reloads it
         return self._finish(best)
+
+    def _out_of_time(self, s: int, stage) -> bool:
+        """True when train.time_limit is set and the next epoch of stage `s` (estimated by this
+        stage's last epoch, else the last epoch that trained as much of the backbone) would end past it."""
+        limit = self.cfg.train.time_limit
+        if not limit or not self.history:
+            return False
+        spent = sum(r["seconds"] for r in self.history)
+        same = [r["seconds"] for r in self.history if r["stage"] == s]
+        alike = [r["seconds"] for r in self.history if r["cached_features"] == (stage.train == "head" and not stage.augment)]
+        estimate = (same or alike or [0.0])[-1]
+        if spent + estimate <= limit:
+            return False
+        self.log(f"fold {self.k}: time limit {limit:.0f}s reached ({spent:.0f}s trained, next epoch ~{estimate:.0f}s): "
+                 f"stopping in stage {s + 1} with the best checkpoint")
+        return True
 
     def _log_epoch(self, row: dict, stage, improved: bool) -> None:
         lrs = " ".join(f"{k[3:]}={v:.1e}" for k, v in row.items() if k.startswith("lr_"))

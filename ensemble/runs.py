@@ -19,6 +19,7 @@ import yaml
 from .artifacts import RunPaths, file_hash, read_metrics, read_probs, split_probs
 from .competition import load_competition
 from .config import CompetitionCfg, build
+from .metrics import bind_metric
 from .submission import examples as _ex, id_differences, read_sample, same_ids
 
 REQUIRED_KEYS = ("run", "competition", "metric", "classes", "folds_hash")
@@ -45,7 +46,7 @@ class Runs:
     runs: list[Run]
     competition: str
     classes: list[str]
-    metric: str
+    metric: str  # text form, bound to `classes` (an AUC on a subset sample names its classes)
     ordinal: bool
     folds_hash: str
     oof_ids: np.ndarray  # (N,) str
@@ -219,6 +220,16 @@ def _frame(run: Run, which: str, columns: list[str]) -> pd.DataFrame:
     return df
 
 
+def run_metric(run: Run, info: LabelsAndSample) -> str:
+    """metrics.json's metric, checked against the registry and the classes; an AUC with no class
+    parameters is restricted to the sample submission's columns when they are a subset (as in training)."""
+    scored = [str(c) for c in info.sample.columns if str(c) != info.id_col]
+    try:
+        return bind_metric(run.metrics["metric"], info.classes, scored).text
+    except ValueError as e:
+        raise RunsError(f"run '{run.name}': metrics.json metric: {e}") from None
+
+
 def load_runs(run_dirs: Sequence[str | Path]) -> Runs:
     """Check and load runs: metadata first, then OOF (aligned on the first run's ids), then test
     (aligned on the sample submission's ids)."""
@@ -260,6 +271,6 @@ def load_runs(run_dirs: Sequence[str | Path]) -> Runs:
             values = df[c].to_numpy(np.float32)
             test[i, :, j] = values if pos is None else values[pos]
         del df
-    return Runs(runs, ref.metrics["competition"], info.classes, ref.metrics["metric"], ref.ordinal,
+    return Runs(runs, ref.metrics["competition"], info.classes, run_metric(ref, info), ref.ordinal,
                 ref.metrics["folds_hash"], oof_ids, y.to_numpy(np.int64), fold_ref, oof, test,
                 info.sample, Path(info.sample_path), info.id_col)

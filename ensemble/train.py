@@ -6,6 +6,7 @@ oof + test probabilities, metrics.json, confusion.png, curves.png.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import shutil
 import sys
@@ -26,6 +27,7 @@ from .fold import FoldInputs, FoldTrainer
 from .folds import ensure_folds, merge_groups
 from .images import build_cache
 from .models import build_model, describe_backbones, format_backbone_table, model_flops
+from .plugins import add_plugin_argument, load_plugins
 
 
 def log(msg: str) -> None:
@@ -139,6 +141,8 @@ def train(cfg: Config, *, folds: Sequence[int] | None = None, resume: bool = Fal
             run_dir = prepare_run_dir(cfg, folds_hash, todo, resume, fresh and dist.is_main)
             tr, te = load_images(cfg, comp)
         barrier(dist)
+    # the metric bound to the competition's classes (after config.yaml is written with its text form)
+    cfg = dataclasses.replace(cfg, competition=dataclasses.replace(cfg.competition, metric=comp.metric))
     log_(f"run {run_dir}: {len(comp.train)} train / {len(comp.test)} test images, {n_classes} classes, "
          f"{cfg.folds.n} folds, metric {cfg.competition.metric}")
     device = resolve_device(rank_device(dist, cfg.train.device))
@@ -217,6 +221,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", help="override train.device (cpu, cuda, cuda:1)")
     p.add_argument("--list-backbones", action="store_true", help="print registered backbones, params and GFLOPs")
     p.add_argument("--size", type=int, default=224, help="image size for --list-backbones GFLOPs")
+    add_plugin_argument(p)
     return p
 
 
@@ -228,6 +233,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.cfg:
         build_parser().error("--cfg is required (or --list-backbones)")
     try:
+        load_plugins(args.plugin)
         overrides = list(args.overrides) + ([f"train.device={args.device}"] if args.device else [])
         cfg = load_config(args.cfg, overrides)
         dist = init_distributed(cfg.train.device)

@@ -27,6 +27,7 @@ from optuna.trial import TrialState
 from .artifacts import atomic_path, atomic_write_csv, atomic_write_text
 from .config import Config, ConfigError, dump_config, load_config, parse_overrides
 from .metrics import get_metric
+from .plugins import add_plugin_argument, load_plugins
 from .search_space import TuneSpec, decode, defaults, load_tuning, sample, scale_epochs
 from .study import PRUNERS, build_pruner, fail_dead_trials, open_storage, open_study, worker_id
 from .train import parse_folds, train
@@ -213,7 +214,7 @@ def fold_score(cfg: Config, folds: Sequence[int]) -> float:
     parts = [np.load(cfg.run_dir / f"fold{k}" / "preds.npz") for k in folds]
     idx = np.concatenate([p["val_idx"] for p in parts])
     out = np.concatenate([p["val"] for p in parts])
-    return float(score_outputs(cfg.competition.metric, cfg.competition.task, comp.train["y"].to_numpy()[idx], out,
+    return float(score_outputs(comp.metric, cfg.competition.task, comp.train["y"].to_numpy()[idx], out,
                         len(comp.classes)))
 
 
@@ -334,6 +335,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--best-dir", help="where <model>.best.yaml goes (default: beside the model config)")
     p.add_argument("--keep-checkpoints", action="store_true", help="keep the trials' .pt files")
     p.add_argument("--verbose", action="store_true", help="show training output (default: logs/trial-NNNN.log)")
+    add_plugin_argument(p)
     return p
 
 
@@ -343,6 +345,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         build_parser().error(f"--trials expected a number >= 1, got {args.trials}")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
+        load_plugins(args.plugin)
         for path in expand_cfgs(args.cfg):
             rc = tune_model(path, args)
             if rc:

@@ -4,6 +4,7 @@
     python -m ensemble.vote --competition ham10000 --method hillclimb --bias on
     python -m ensemble.vote --runs 'runs/ham10000/resnet*' --exclude '*debug*' --method weighted --weights 2,1
     python -m ensemble.vote --check submissions/ham10000/x.csv --competition ham10000
+    python -m ensemble.vote --competition aptos --plugin my_metric.py     # a metric registered by a plugin
 """
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ import numpy as np
 
 from . import voting as V
 from .artifacts import atomic_write_json, file_hash, read_metrics
+from .plugins import add_plugin_argument, load_plugins
 from .runs import Runs, RunsError, competition_cfg, find_runs, load_runs
 from .submission import (SubmissionError, build_frame, check_file, detect_format, problems, read_sample,
                          write_frame)
@@ -29,10 +31,19 @@ from .submission import (SubmissionError, build_frame, check_file, detect_format
 CLASS_BALANCED_METRICS = ("balanced_accuracy", "macro_f1")
 
 
-def make_objective(metric: str, n_classes: int) -> V.Objective:
+def make_objective(metric, n_classes: int, classes: Sequence[str] | None = None) -> V.Objective:
+    """metric: a name, spec text (e.g. 'roc_auc[classes=MEL,NV]') or MetricSpec; classes: the class
+    names it is bound to (needed when it names classes)."""
     from . import metrics as M
-    return V.Objective(lambda y, p: M.score(metric, y, p), lambda y, l: M.score_labels(metric, y, l, n_classes),
-                       M.get_metric(metric).greater_is_better, n_classes, metric in CLASS_BALANCED_METRICS)
+    spec = M.bind_metric(metric, classes) if classes is not None else M.parse_metric(metric)
+    return V.Objective(lambda y, p: M.score(spec, y, p), lambda y, l: M.score_labels(spec, y, l, n_classes),
+                       M.get_metric(spec).greater_is_better, n_classes, spec.name in CLASS_BALANCED_METRICS)
+
+
+def decodes_grades(metric, ordinal: bool) -> bool:
+    """Class-probability runs scored by a grade metric (QWK) also get expected-grade variants."""
+    from . import metrics as M
+    return not ordinal and M.get_metric(metric).grades
 
 
 def parse_weights(text: str | None, names: list[str]) -> np.ndarray | None:
@@ -55,8 +66,10 @@ def parse_weights(text: str | None, names: list[str]) -> np.ndarray | None:
         raise ValueError(f"--weights: {e} ({', '.join(names)})") from None
 
 
-def build_specs(method: str, weights, bias: str, ordinal: bool, max_iter: int, stack_c: float):
-    """-> (specs, notes). method: 'all' or comma-separated names."""
+def build_specs(method: str, weights, bias: str, ordinal: bool, max_iter: int, stack_c: float,
+                grades: bool = False):
+    """-> (specs, notes). method: 'all' or comma-separated names. grades: also add expected-grade
+    variants (+grade, +grade+thr as --bias allows) that compete with argmax by nested CV."""
     names = list(V.METHODS) if method == "all" else [s.strip() for s in method.split(",") if s.strip()]
     specs, notes = [], []
     for name in names:
@@ -75,6 +88,8 @@ def build_specs(method: str, weights, bias: str, ordinal: bool, max_iter: int, s
                 "stacking": {"C": stack_c}}.get(name, {})
         tune = {"on": [False, True], "off": [False], "auto": [False, True] if ordinal else [False]}[bias]
         specs += [V.Spec(name, opts, t) for t in tune]
+        if grades:  # thresholds as for ordinal runs: auto/on -> also fitted ones
+            specs += [V.Spec(name, opts, t, grade=True) for t in ([False] if bias == "off" else [False, True])]
     if ordinal and method == "all":
         notes.append("skipped for ordinal runs: " + ", ".join(n for n, x in V.METHODS.items() if not x.ordinal))
     return specs, notes
@@ -115,7 +130,7 @@ def report(data: Runs, objective: V.Objective, singles, results, best: int) -> s
                 _fmt_table(rows, ["run"] + [s.name(ordinal) for s, _ in wcols])]
     for spec, _, fitted in results:
         if fitted.post is not None:
-            labels = [f"t{k}" for k in range(len(fitted.post))] if ordinal else data.classes
+            labels = [f"t{k}" for k in range(len(fitted.post))] if ordinal or spec.grade else data.classes
             out.append(f"{spec.name(ordinal)}: " + " ".join(f"{c}={v:+.2f}" for c, v in zip(labels, fitted.post)))
     return "\n".join(out)
 
@@ -148,7 +163,7 @@ def write_submission(data: Runs, spec: V.Spec, cv: V.CVScore, fitted: V.Fitted, 
         "cv": {"score": cv.score, "std": cv.std, "folds": cv.folds, "in_sample": cv.in_sample, "nested": spec.fits},
         "weights": dict(zip(data.names, np.asarray(weights, float).round(6).tolist())),
         "options": {k: v for k, v in spec.options.items() if k != "weights"},
-        ("thresholds" if data.ordinal else "bias"): None if fitted.post is None else fitted.post.tolist(),
+        ("thresholds" if data.ordinal or spec.grade else "bias"): None if fitted.post is None else fitted.post.tolist(),
         "runs": [{"name": r.name, "dir": str(r.paths.root), "cv": r.metrics.get("cv"),
                   "oof": {"path": str(r.paths.oof), "sha256": file_hash(r.paths.oof)},
                   "test": {"path": str(r.paths.test), "sha256": file_hash(r.paths.test)},
@@ -170,9 +185,10 @@ def run_vote(args, argv: Sequence[str]) -> int:
     t1 = time.perf_counter()
     print(f"loaded {len(data.runs)} runs in {t1 - t0:.1f} s (OOF {data.oof.shape[1]} x {data.oof.shape[2]}, "
           f"test {data.test.shape[1]} x {data.test.shape[2]})")
-    objective = make_objective(data.metric, len(data.classes))
+    objective = make_objective(data.metric, len(data.classes), data.classes)
     weights = parse_weights(args.weights, data.names)
-    specs, notes = build_specs(args.method, weights, args.bias, data.ordinal, args.max_iter, args.stack_c)
+    specs, notes = build_specs(args.method, weights, args.bias, data.ordinal, args.max_iter, args.stack_c,
+                               decodes_grades(data.metric, data.ordinal))
     singles = V.model_scores(data.oof, data.y, data.folds, objective)
     results = [(s, *V.cross_validate(s, data.oof, data.y, data.folds, objective)) for s in specs]
     sign = 1 if objective.greater_is_better else -1
@@ -225,7 +241,8 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     p.add_argument("--method", default="all", help=f"'all' or comma-separated: {', '.join(V.METHODS)}")
     p.add_argument("--weights", help="for 'weighted': '2,1,1' in run order or 'runA=2,runB=1'")
     p.add_argument("--bias", choices=["auto", "on", "off"], default="auto",
-                   help="also fit per-class bias (ordinal: thresholds) on OOF; auto = ordinal only")
+                   help="also fit per-class bias (ordinal runs and QWK's expected grade: thresholds) on OOF; "
+                        "auto = thresholds only")
     p.add_argument("--max-iter", type=int, default=100, help="hill-climbing steps")
     p.add_argument("--stack-c", type=float, default=1.0, help="stacking: inverse L2 strength")
     p.add_argument("--write", choices=["best", "all", "none"], default="best",
@@ -235,6 +252,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     p.add_argument("--check", metavar="FILE", help="validate FILE against the sample submission and exit")
     p.add_argument("--sample", metavar="PATH", help="sample_submission.csv for --check (default: from the runs' config)")
     p.add_argument("--classes", help="comma-separated classes for --check when there are no runs")
+    add_plugin_argument(p)
     return p.parse_args(argv)
 
 
@@ -242,6 +260,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
     try:
+        load_plugins(args.plugin)
         return run_check(args) if args.check else run_vote(args, argv)
     except (RunsError, SubmissionError, ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)

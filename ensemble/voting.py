@@ -2,7 +2,8 @@
 
 C is the number of classes (probability runs) or 1 (ordinal runs: a regressed `score` column).
 Each method is one function in a registry; methods that learn from OOF predictions also register
-a `fit`. `cross_validate` gives every spec an honest CV score: anything fitted on OOF (hill-climb,
+a `fit`. For a grade metric (QWK) on class probabilities, a spec may decode the combined
+probabilities into the expected grade sum_k p_k k (N, 1) and cut it like an ordinal score. `cross_validate` gives every spec an honest CV score: anything fitted on OOF (hill-climb,
 stacking, per-class bias, ordinal thresholds) is refitted on K-1 folds and scored on the held-out one.
 """
 from __future__ import annotations
@@ -228,6 +229,15 @@ def apply_bias(probs: np.ndarray, bias: np.ndarray) -> np.ndarray:
     return _normalise(probs * np.exp(bias).astype(np.float32))
 
 
+def expected_grade(probs: np.ndarray) -> np.ndarray:
+    """(N, C) class probabilities (or any non-negative scores) -> (N, 1) expected grade sum_k p_k k,
+    with each row normalised first (rank averages do not sum to 1)."""
+    p = np.asarray(probs, np.float64)
+    sums = p.sum(axis=1, keepdims=True)
+    grade = (p @ np.arange(p.shape[1], dtype=np.float64))[:, None] / np.where(sums > 0, sums, 1.0)
+    return grade.astype(np.float32)
+
+
 def ordinal_labels(scores: np.ndarray, thresholds: np.ndarray | None, n_classes: int) -> np.ndarray:
     """(N,) or (N, 1) scores -> (N,) labels in 0..n_classes-1; default thresholds k + 0.5."""
     thr = np.arange(n_classes - 1) + 0.5 if thresholds is None else thresholds
@@ -268,16 +278,20 @@ def fit_thresholds(scores, y, objective: Objective, steps: int = 21, passes: int
 # ---------------------------------------------------------------- specs, fitting, CV
 @dataclass(frozen=True)
 class Spec:
-    """A method, its options (weights, max_iter, C) and whether to tune bias/thresholds on OOF."""
+    """A method, its options (weights, max_iter, C), whether to tune bias/thresholds on OOF and
+    whether to decode class probabilities into the expected grade (then thresholds, not bias)."""
     method: str
     options: dict = field(default_factory=dict)
     tune: bool = False
+    grade: bool = False
 
     @property
     def fits(self) -> bool:
         return self.tune or get_method(self.method).fit is not None
 
     def name(self, ordinal: bool = False) -> str:
+        if self.grade:
+            return self.method + "+grade" + ("+thr" if self.tune else "")
         return self.method + (("+thr" if ordinal else "+bias") if self.tune else "")
 
 
@@ -288,8 +302,9 @@ class Fitted:
     post: np.ndarray | None  # bias (C,) or ordinal thresholds (C-1,)
 
     def predict(self, stack: np.ndarray) -> np.ndarray:
-        """(M, N, C) -> raw combined (N, C) (before bias / thresholds)."""
-        return get_method(self.spec.method).combine(stack, self.state)
+        """(M, N, C) -> raw combined (N, C), or (N, 1) expected grade (before bias / thresholds)."""
+        out = get_method(self.spec.method).combine(stack, self.state)
+        return expected_grade(out) if self.spec.grade else out
 
     def finish(self, pred: np.ndarray, n_classes: int) -> np.ndarray:
         """Raw combined -> submission values: (N, C) probabilities, or (N,) labels if ordinal."""
@@ -302,6 +317,8 @@ def fit(spec: Spec, oof: np.ndarray, y: np.ndarray, objective: Objective) -> Fit
     method = get_method(spec.method)
     if oof.shape[2] == 1 and not method.ordinal:
         raise ValueError(f"method '{spec.method}' does not support ordinal (score) runs")
+    if spec.grade and oof.shape[2] < 2:
+        raise ValueError(f"'{spec.name()}' decodes class probabilities; ordinal runs already hold a grade")
     state = method.fit(oof, y, objective, **spec.options) if method.fit else dict(spec.options)
     fitted = Fitted(spec, state, None)
     if spec.tune:
@@ -355,4 +372,4 @@ def error_correlation(oof: np.ndarray, y: np.ndarray) -> np.ndarray:
     """(M, M) correlation of the models' OOF residuals (one-hot(y) - p, or y - score)."""
     m, n, c = oof.shape
     target = y[:, None].astype(np.float32) if c == 1 else np.eye(c, dtype=np.float32)[y]
-    return np.corrcoef((target[None] - oof).reshape(m, n * c))
+    return np.atleast_2d(np.corrcoef((target[None] - oof).reshape(m, n * c)))  # one run: [[1.0]]

@@ -39,3 +39,37 @@ def test_budget_errors_name_the_file(tmp_path):
         load_budget("nope", "cpu", tmp_path)
     with pytest.raises(ConfigError, match=r"demo/compete.yaml: unknown budget 'huge'; available: smoke"):
         load_budget("demo", "huge", REPO / "configs")
+
+
+def test_demo_time_budget_plans_trains_and_respects_it(tmp_path, monkeypatch, capsys):
+    """The CI run of `--time 3m`: measured, planned, trained, voted within the budget (+10%), resumable."""
+    import time as _time
+    shutil.copytree(REPO / "configs" / "demo", tmp_path / "configs" / "demo")
+    monkeypatch.chdir(tmp_path)
+    t0 = _time.perf_counter()
+    assert main(["--competition", "demo", "--time", "3m"]) == 0
+    elapsed = _time.perf_counter() - t0
+    out = capsys.readouterr().out
+    assert elapsed <= 180 * 1.1, out
+    assert "measured resnet18 @ 32px: train" in out and "== plan for 3m" in out and "== plan vs actual" in out
+    state = json.loads((tmp_path / "runs/demo/compete-t3m.json").read_text())
+    names = [e["name"] for e in state["plan"]["entries"]]
+    assert names and set(state["actual_s"]) == set(names) and state["elapsed_s"] <= 180 * 1.1
+    for e in state["plan"]["entries"]:
+        m = json.loads((tmp_path / f"runs/demo/{e['name']}-t3m/metrics.json").read_text())
+        assert m["cv"] > 0.5
+    subs = sorted((tmp_path / "submissions" / "demo").glob("*.csv"))
+    assert len(subs) == 1 and vote.main(["--check", str(subs[0]), "--competition", "demo"]) == 0
+    capsys.readouterr()
+    assert main(["--competition", "demo", "--time", "3m"]) == 0  # resumes the saved plan: nothing retrained
+    out = capsys.readouterr().out
+    assert "resuming the plan in runs/demo/compete-t3m.json" in out and "stage 1 epoch" not in out
+
+
+def test_time_budget_errors(tmp_path, capsys):
+    (tmp_path / "c" / "x").mkdir(parents=True)
+    (tmp_path / "c" / "x" / "compete.yaml").write_text("budgets: {}\n")
+    assert main(["--competition", "x", "--time", "3m", "--configs-dir", str(tmp_path / "c")]) == 2
+    assert f"{tmp_path / 'c' / 'x' / 'compete.yaml'}: no 'time:' section" in capsys.readouterr().err
+    assert main(["--competition", "demo", "--time", "soon", "--configs-dir", str(REPO / "configs")]) == 2
+    assert "--time expected a positive duration like 60m, 1.5h or 900s, got 'soon'" in capsys.readouterr().err

@@ -149,3 +149,16 @@ def test_ordinal_task_writes_a_score_column(tmp_path):
     assert list(oof.columns) == ["id", "fold", "score"] and m["task"] == "ordinal"
     assert list(read_probs(tmp_path / "runs/tiny/tinyrun/test.csv").columns) == ["id", "score"]
     assert -1 <= m["cv"] <= 1 and np.array(m["confusion"]).shape == (3, 3)
+
+
+def test_time_limit_stops_a_fold_at_an_epoch_end_with_its_best_checkpoint(tiny, capsys):
+    cfg_path, comp, runs = tiny
+    cfg = load_config(cfg_path, ["folds.n=2", "stages=[{epochs: 1, train: head, augment: false}, {epochs: 4, train: all}]",
+                                 "train.time_limit=0.001"])
+    metrics = train(cfg)
+    out = capsys.readouterr().out
+    assert out.count("time limit 0s reached") == 2 and "stopping in stage 2" in out
+    for k in (0, 1):
+        hist = pd.read_csv(runs / "tiny" / "tinyrun" / f"fold{k}" / "history.csv")
+        assert len(hist) == 1  # the first epoch ran; every later one would have ended past the limit
+    assert metrics is not None and set(metrics["cv_folds"]) == {"0", "1"}

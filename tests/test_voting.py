@@ -166,6 +166,7 @@ def test_error_correlation():
     a = _peaked(rng, y, 3, 1.0)
     corr = V.error_correlation(np.stack([a, a, rng.dirichlet(np.ones(3), 200).astype(np.float32)]), y)
     assert corr.shape == (3, 3) and corr[0, 1] == pytest.approx(1.0) and corr[0, 2] < 0.9
+    assert V.error_correlation(a[None], y).tolist() == [[1.0]]  # a single run (vote prints its table)
 
 
 def test_rank_col_matches_scipy_with_ties_and_signed_zeros():

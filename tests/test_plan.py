@@ -1,0 +1,71 @@
+"""The time-budget planner: durations, cost model, allocation (pure functions, no training)."""
+import pytest
+
+from ensemble.plan import Candidate, Entry, Plan, Speed, Workload, fold_cost, format_plan, make_plan, parse_duration
+
+W = Workload(n_train=6000, n_test=1500, folds=5, views=2, overhead=1.0)
+SPEEDS = {"a": Speed(128, 30.0, 150.0), "b": Speed(128, 30.0, 150.0), "a-scratch": Speed(128, 30.0, 150.0),
+          "fast": Speed(128, 120.0, 600.0)}
+
+
+@pytest.mark.parametrize("text, seconds", [("60m", 3600), ("1.5h", 5400), ("90s", 90), ("3600", 3600), ("3 min", 180)])
+def test_parse_duration(text, seconds):
+    assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["", "0m", "-5m", "soon", "5d"])
+def test_parse_duration_errors(text):
+    with pytest.raises(ValueError, match=rf"^--time expected a positive duration like 60m, 1.5h or 900s, got {text!r}$"):
+        parse_duration(text)
+
+
+def test_speed_scales_with_pixels_and_fold_cost_adds_up():
+    assert Speed(128, 40.0, 160.0).at(256) == Speed(256, 10.0, 40.0)
+    total, train = fold_cost(Speed(128, 30.0, 150.0), W, head_epochs=2, epochs=3)
+    epoch = 4800 / 30 + 1200 / 150                      # 168 s
+    feats, predict = 6000 / 150, (1200 + 1500) * 2 / 150  # 40 s, 36 s
+    head = 2 * (4800 / (50 * 150) + 1.0)
+    assert train == pytest.approx(head + 3 * epoch)
+    assert total == pytest.approx(feats + head + 3 * epoch + predict)
+
+
+def test_plan_fills_the_budget_in_priority_order_and_twins_match():
+    cands = [Candidate("a.yaml", name="a", sizes=[128, 160], head_epochs=2),
+             Candidate("b.yaml", name="b", sizes=[128]),
+             Candidate("a.yaml", name="a-scratch", twin="a", set=["model.pretrained=false"])]
+    plan = make_plan(cands, SPEEDS, W, budget_s=6 * 3600.0, reserve=0.0, reserve_s=0.0, min_epochs=2,
+                     target_epochs=4, max_epochs=12)
+    assert [e.name for e in plan.entries] == ["a", "b", "a-scratch"]
+    a, b, twin = plan.entries
+    assert (twin.size, twin.epochs) == (a.size, a.epochs) and twin.head_epochs == 0
+    assert plan.est_seconds <= plan.available_s
+    for e in plan.entries:  # each within its equal share, and one more epoch would not be
+        assert e.est_seconds <= plan.available_s / 3 + 1e-6
+    assert a.size == 160 and a.epochs >= 4  # the larger size when target_epochs still fit there
+    assert a.overrides() == ["folds.n=5", "input.size=160",
+                             f"stages=[{{epochs: 2, train: head, augment: false}}, {{epochs: {a.epochs}, train: all}}]",
+                             f"train.time_limit={a.fold_limit:.0f}"]
+
+
+def test_small_budget_drops_models_then_folds():
+    cands = [Candidate("a.yaml", name="a", sizes=[128], head_epochs=2), Candidate("b.yaml", name="b")]
+    plan = make_plan(cands, SPEEDS, W, budget_s=3600.0, folds=[5, 3], reserve=0.0, reserve_s=0.0,
+                     min_epochs=4, target_epochs=5)
+    assert [(e.name, e.folds) for e in plan.entries] == [("a", 3)]  # 5 folds leave `a` fewer than 5 epochs
+    assert plan.entries[0].epochs >= 5
+    roomy = make_plan(cands, SPEEDS, W, budget_s=4 * 3600.0, folds=[5, 3], reserve=0.0, reserve_s=0.0,
+                      min_epochs=4, target_epochs=5)
+    assert [(e.name, e.folds) for e in roomy.entries] == [("a", 5), ("b", 5)]
+
+
+def test_partial_unfreeze_stage_and_plan_round_trip():
+    e = Entry("a", "a.yaml", ["x=1"], 128, 2, 5, 100.0, 50, folds=3, partial=3)
+    assert e.overrides()[3] == "stages=[{epochs: 2, train: head, augment: false}, {epochs: 1, train: 3}, {epochs: 4, train: all}]"
+    plan = Plan(3600, 3000, [e], {"a": {"size": 128, "train": 30.0, "eval": 150.0}})
+    assert Plan.from_dict(plan.to_dict()) == plan
+    assert format_plan(plan).splitlines()[1].split() == ["a", "128", "3", "2+5", "30.0", "50", "1.7"]
+
+
+def test_budget_too_small_is_an_error():
+    with pytest.raises(ValueError, match=r"^a budget of 20s leaves no time to train after the reserve \(32s"):
+        make_plan([Candidate("a.yaml", name="a")], SPEEDS, W, budget_s=20)
