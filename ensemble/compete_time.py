@@ -119,7 +119,7 @@ def compete_time(competition: str, time_text: str, *, configs_dir: str = "config
     for i, e in enumerate(plan.entries):
         cfg = run_cfgs[e.name]
         log(f"== train {cfg.run_name} ({i + 1}/{len(plan.entries)}, {cfg.model.backbone} @ {e.size}px, "
-            f"{e.head_epochs}+{e.epochs} epochs, est. {e.est_seconds / 60:.1f} min)")
+            f"{e.head_epochs} head + {e.epochs} epochs, est. {e.est_seconds / 60:.1f} min)")
         ts0 = time.perf_counter()
         train(cfg, resume=True)
         state["actual_s"][e.name] = state["actual_s"].get(e.name, 0.0) + time.perf_counter() - ts0

@@ -208,10 +208,11 @@ def _allocate(candidates, speeds, w: Workload, available: float, budget_s: float
 
 
 def format_plan(plan: Plan) -> str:
-    rows = [["model", "size", "folds", "epochs (head+all)", "train img/s", "fold limit s", "est. min"]]
+    rows = [["model", "size", "folds", "epochs (head+partial+all)", "train img/s", "fold limit s", "est. min"]]
     for e in plan.entries:
         sp = Speed(**plan.speeds[e.name]).at(e.size)
-        rows.append([e.name, str(e.size), str(e.folds), f"{e.head_epochs}+{e.epochs}", f"{sp.train:.1f}",
+        partial = 1 if e.partial and e.epochs > 1 else 0
+        rows.append([e.name, str(e.size), str(e.folds), f"{e.head_epochs}+{partial}+{e.epochs - partial}", f"{sp.train:.1f}",
                      f"{e.fold_limit:.0f}", f"{e.est_seconds / 60:.1f}"])
     rows.append(["total", "", "", "", "", "", f"{plan.est_seconds / 60:.1f} of {plan.budget_s / 60:.1f}"])
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]

@@ -173,7 +173,30 @@ def leaderboard(runs: list[tuple[Path, dict]], folds_file: Path, folds_hash: str
             "scores; GFLOPs at the run's input size; train img/s = median over folds.")
     if any(stale):
         expl += f" Rows marked NO were trained on another folds.csv than {folds_file}: vote refuses them."
-    return note(expl) + out
+    return note(expl) + out + twins(order)
+
+
+def twins(runs: list[tuple[Path, dict]]) -> str:
+    """Pretrained vs scratch: runs of one backbone at one input size, with and without ImageNet weights."""
+    by_key: dict[tuple, dict[bool, tuple[Path, dict]]] = {}
+    for d, m in runs:
+        if "weights" in m:
+            by_key.setdefault((m.get("backbone"), m.get("input_size")), {}).setdefault(m["weights"] != "none", (d, m))
+    rows = []
+    for (backbone, size), pair in by_key.items():
+        if True in pair and False in pair:
+            (_, p), (_, s) = pair[True], pair[False]
+            gain = number(p.get("cv")) - number(s.get("cv")) if p.get("cv") is not None and s.get("cv") is not None else None
+            rows.append([backbone, size, p.get("run"), fmt(number(p.get("cv"))), duration(p.get("wall_seconds")),
+                         s.get("run"), fmt(number(s.get("cv"))), duration(s.get("wall_seconds")),
+                         fmt(gain) if gain is not None else "-"])
+    if not rows:
+        return ""
+    return "<h3>Pretrained vs scratch</h3>" + note(
+        "Runs of the same backbone and input size with ImageNet weights and without (a compete --time "
+        "twin trains both at the same size and epochs).") + table(
+        ["backbone", "size", "pretrained run", "CV", "wall", "scratch run", "CV", "wall", "gain"], rows,
+        num=[1, 3, 4, 6, 7, 8], table_id="twins")
 
 
 def _cv(m: dict) -> dict:

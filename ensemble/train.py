@@ -26,7 +26,8 @@ from .engine import NonFiniteLossError, resolve_device, resolve_precision
 from .fold import FoldInputs, FoldTrainer
 from .folds import ensure_folds, merge_groups
 from .images import build_cache
-from .models import build_model, describe_backbones, format_backbone_table, model_flops
+from .models import (build_model, describe_backbones, format_backbone_table, model_flops, resolve_backbone,
+                     resolve_pretrained)
 from .plugins import add_plugin_argument, load_plugins
 
 
@@ -190,7 +191,9 @@ def train(cfg: Config, *, folds: Sequence[int] | None = None, resume: bool = Fal
     prior = np.bincount(y[tr.ok], minlength=n_classes) / max(int(tr.ok.sum()), 1)
     fallback = prior if cfg.competition.task != "ordinal" else np.array([float(prior @ np.arange(n_classes))])
     flops_model = build_model(cfg.model.backbone, out_dim, **{**model_kw, "pretrained": False})
-    extra = {"run": cfg.run_name, "competition": cfg.competition.name, "backbone": cfg.model.backbone, "input_size": cfg.input.size,
+    weights = resolve_pretrained(resolve_backbone(cfg.model.backbone), cfg.model.pretrained, cfg.model.weights_map)[0]
+    extra = {"run": cfg.run_name, "competition": cfg.competition.name, "backbone": cfg.model.backbone,
+             "input_size": cfg.input.size, "weights": weights,
              "params_m": sum(p.numel() for p in flops_model.parameters()) / 1e6,
              "gflops": model_flops(flops_model, cfg.input.size)}
     bad_test = [comp.test["id"].iat[i] for i in np.flatnonzero(~te.ok)]

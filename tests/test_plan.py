@@ -63,7 +63,7 @@ def test_partial_unfreeze_stage_and_plan_round_trip():
     assert e.overrides()[3] == "stages=[{epochs: 2, train: head, augment: false}, {epochs: 1, train: 3}, {epochs: 4, train: all}]"
     plan = Plan(3600, 3000, [e], {"a": {"size": 128, "train": 30.0, "eval": 150.0}})
     assert Plan.from_dict(plan.to_dict()) == plan
-    assert format_plan(plan).splitlines()[1].split() == ["a", "128", "3", "2+5", "30.0", "50", "1.7"]
+    assert format_plan(plan).splitlines()[1].split() == ["a", "128", "3", "2+1+4", "30.0", "50", "1.7"]
 
 
 def test_budget_too_small_is_an_error():

