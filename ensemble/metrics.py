@@ -34,7 +34,7 @@ import numpy as np
 from sklearn import metrics as skm
 from sklearn.exceptions import UndefinedMetricWarning
 
-from .metric_spec import CLASS_PARAMS, NAME, MetricSpec, parse as parse_spec
+from ensemble.metric_spec import CLASS_PARAMS, NAME, MetricSpec, parse as parse_spec
 
 MetricLike = Union[str, Mapping, MetricSpec]
 logger = logging.getLogger(__name__)

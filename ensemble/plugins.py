@@ -54,7 +54,7 @@ def load_plugin(path: str | Path) -> ModuleType:
 
 def load_plugins(paths: Sequence[str | Path]) -> list[ModuleType]:
     """Import every plugin file in order (each file once per process) and log what they registered."""
-    from .metrics import METRICS
+    from ensemble.metrics import METRICS
     before = set(METRICS)
     modules = [load_plugin(p) for p in paths]
     added = [n for n in METRICS if n not in before]

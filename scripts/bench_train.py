@@ -19,12 +19,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from ensemble.data import CachedDataset, DecodeDataset, build_transforms, make_loader  # noqa: E402
-from ensemble.engine import resolve_device, resolve_precision, train_one_epoch  # noqa: E402
-from ensemble.images import build_cache  # noqa: E402
-from ensemble.losses import build_loss  # noqa: E402
-from ensemble.models import build_model  # noqa: E402
-from ensemble.optim import build_optimizer, param_groups  # noqa: E402
+from ensemble.data.datasets import CachedDataset, DecodeDataset, build_transforms, make_loader  # noqa: E402
+from ensemble.train.engine import resolve_device, resolve_precision, train_one_epoch  # noqa: E402
+from ensemble.data.images import build_cache  # noqa: E402
+from ensemble.train.losses import build_loss  # noqa: E402
+from ensemble.models.backbones import build_model  # noqa: E402
+from ensemble.train.optim import build_optimizer, param_groups  # noqa: E402
 
 
 def loader_rate(loader, epochs: int = 1) -> float:

@@ -6,8 +6,8 @@ import pandas as pd
 import pytest
 
 from conftest import REPO
-from ensemble import vote
-from ensemble.compete import load_budget, main
+from ensemble.vote import voter as vote
+from ensemble.compete.run import load_budget, main
 from ensemble.config import ConfigError
 
 

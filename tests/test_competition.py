@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from conftest import make_competition
-from ensemble.competition import DataError, load_competition, sort_labels
+from ensemble.data.competition import DataError, load_competition, sort_labels
 from ensemble.config import CompetitionCfg
 
 

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from ensemble.data import (AUGMENTATIONS, PRESETS, CachedDataset, DecodeDataset, build_transforms,
+from ensemble.data.datasets import (AUGMENTATIONS, PRESETS, CachedDataset, DecodeDataset, build_transforms,
                            make_loader)
-from ensemble.images import build_cache
+from ensemble.data.images import build_cache
 
 S = 16
 

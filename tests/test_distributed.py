@@ -11,9 +11,9 @@ import pytest
 from conftest import REPO, make_competition, write_configs
 from ensemble.artifacts import read_probs
 from ensemble.config import load_config
-from ensemble.demo import build_demo
-from ensemble.distributed import DistEnv, shard
-from ensemble.train import train
+from ensemble.data.digits import build_demo
+from ensemble.train.distributed import DistEnv, shard
+from ensemble.train.run import train
 
 
 def run_cli(args, **kw):

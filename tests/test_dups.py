@@ -9,10 +9,10 @@ import pandas as pd
 import pytest
 
 from conftest import make_competition, write_configs
-from ensemble import dups as D
-from ensemble.competition import load_competition
+from ensemble.data import dups as D
+from ensemble.data.competition import load_competition
 from ensemble.config import load_config
-from ensemble.train import competition_folds
+from ensemble.train.run import competition_folds
 
 
 def smooth_image(rng, size: int = 64) -> np.ndarray:

@@ -2,7 +2,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ensemble.folds import FoldsError, assign_folds, ensure_folds, merge_groups, read_folds
+from ensemble.data.folds import FoldsError, assign_folds, ensure_folds, merge_groups, read_folds
 
 
 def test_stratified_folds_balance_classes():

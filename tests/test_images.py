@@ -4,8 +4,8 @@ import cv2
 import numpy as np
 import pytest
 
-from ensemble import images
-from ensemble.images import CacheResult, ImageError, build_cache, decode, repair_jpeg, resize
+from ensemble.data import images
+from ensemble.data.images import CacheResult, ImageError, build_cache, decode, repair_jpeg, resize
 
 
 def _rgb(h=24, w=32, seed=0):

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from ensemble.losses import LOSSES, build_loss, register_loss, resolve_class_weights
+from ensemble.train.losses import LOSSES, build_loss, register_loss, resolve_class_weights
 
 LN3 = math.log(3.0)
 # sample 0: logits (0, 0)   -> p = (1/2, 1/2), target 0 -> nll = ln 2      = 0.6931472

@@ -10,14 +10,14 @@ import yaml
 from sklearn.metrics import f1_score, recall_score, roc_auc_score
 
 from ensemble import metrics as M
-from ensemble import voting as V
+from ensemble.vote import methods as V
 from ensemble.artifacts import RunPaths, atomic_write_json, file_hash, probs_frame, write_probs
-from ensemble.assemble import assemble_run
-from ensemble.competition import load_competition
+from ensemble.train.assemble import assemble_run
+from ensemble.data.competition import load_competition
 from ensemble.config import ConfigError, dump_config, load_config
 from ensemble.metric_spec import MetricSpec, parse
 from ensemble.plugins import PluginError, load_plugins
-from ensemble.vote import build_specs, decodes_grades, make_objective
+from ensemble.vote.voter import build_specs, decodes_grades, make_objective
 
 CLASSES = ["AKIEC", "BCC", "MEL", "NV"]
 
@@ -283,12 +283,12 @@ def test_plugin_file_missing_or_not_python(tmp_path):
     assert str(e.value) == f"--plugin {tmp_path / 'm.yaml'}: expected a Python file ending in .py"
 
 
-@pytest.mark.parametrize("module", ["ensemble.vote", "ensemble.tune"])
+@pytest.mark.parametrize("module", ["ensemble.vote.__main__", "ensemble.tune.__main__"])
 def test_cli_plugin_errors_exit_2(tmp_path, capsys, module):
     import importlib
     main = importlib.import_module(module).main
     missing = tmp_path / "missing.py"
-    args = ["--competition", "x"] if module == "ensemble.vote" else ["--cfg", str(tmp_path / "none.yaml")]
+    args = ["--competition", "x"] if module == "ensemble.vote.__main__" else ["--cfg", str(tmp_path / "none.yaml")]
     assert main(args + ["--plugin", str(missing)]) == 2
     assert capsys.readouterr().err.strip() == f"error: --plugin {missing}: file not found"
 
@@ -334,7 +334,7 @@ def test_grade_variants_only_for_grade_metrics_on_class_probabilities():
 
 
 def test_vote_picks_grade_thresholds_for_qwk_classification_runs(tmp_path, monkeypatch, capsys):
-    from ensemble.vote import main
+    from ensemble.vote.voter import main
     monkeypatch.chdir(tmp_path)
     y, oof, folds = ordinal_problem(n=300)
     classes = [str(k) for k in range(5)]

@@ -5,7 +5,7 @@ import timm
 import torch
 from torch import nn
 
-from ensemble.optim import (OPTIMIZERS, SCHEDULERS, base_name, build_optimizer, build_scheduler, current_lrs,
+from ensemble.train.optim import (OPTIMIZERS, SCHEDULERS, base_name, build_optimizer, build_scheduler, current_lrs,
                             param_groups)
 
 LRS = {"backbone": 1e-3, "head": 1e-2}

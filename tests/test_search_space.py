@@ -6,7 +6,7 @@ import pytest
 
 from conftest import REPO, write_configs
 from ensemble.config import ConfigError, load_config
-from ensemble.search_space import (check_space, defaults, encode, load_tuning, max_total_epochs, parse_param,
+from ensemble.tune.space import (check_space, defaults, encode, load_tuning, max_total_epochs, parse_param,
                                    parse_tune, sample, scale_epochs)
 
 

@@ -4,7 +4,7 @@ import pandas as pd
 import pytest
 
 from ensemble.artifacts import atomic_write_csv
-from ensemble.submission import (SubmissionError, build_frame, check_file, detect_format, problems,
+from ensemble.vote.submission import (SubmissionError, build_frame, check_file, detect_format, problems,
                                  read_sample)
 
 IDS = ["007", "NA", "c3", "d4"]  # leading zero and 'NA' must survive as ids

@@ -7,14 +7,14 @@ import pytest
 import torch
 
 from conftest import make_competition, write_configs
-from ensemble import fold as fold_mod
+from ensemble.train import fold as fold_mod
 from ensemble.artifacts import read_probs
 from ensemble.config import ConfigError, load_config
-from ensemble.engine import FeatureLoader, NonFiniteLossError, Precision, extract_features
-from ensemble.images import ImageError
-from ensemble.losses import build_loss
-from ensemble.models import build_model, set_trainable
-from ensemble.train import main, train
+from ensemble.train.engine import FeatureLoader, NonFiniteLossError, Precision, extract_features
+from ensemble.data.images import ImageError
+from ensemble.train.losses import build_loss
+from ensemble.models.backbones import build_model, set_trainable
+from ensemble.train.run import main, train
 
 
 def test_cli_writes_the_artifact_contract(tiny, capsys):

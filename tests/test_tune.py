@@ -19,10 +19,10 @@ from optuna.trial import TrialState
 
 from conftest import REPO, make_competition, write_configs
 from ensemble.config import ConfigError, load_config
-from ensemble.search_space import load_tuning
-from ensemble.train import train
-from ensemble.study import build_pruner, mask_url, open_storage
-from ensemble.tune import Tuner, expand_cfgs, fold_score, main
+from ensemble.tune.space import load_tuning
+from ensemble.train.run import train
+from ensemble.tune.study import build_pruner, mask_url, open_storage
+from ensemble.tune.tuner import Tuner, expand_cfgs, fold_score, main
 
 TUNE = """tune:
   trials: 3

@@ -4,7 +4,7 @@ import pytest
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import accuracy_score, balanced_accuracy_score, cohen_kappa_score
 
-from ensemble import voting as V
+from ensemble.vote import methods as V
 
 # 3 models x 4 rows x 3 classes
 A = [[0.6, 0.3, 0.1], [0.2, 0.5, 0.3], [0.1, 0.1, 0.8], [0.45, 0.35, 0.2]]

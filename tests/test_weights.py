@@ -11,9 +11,11 @@ import torch
 from safetensors.torch import save_file
 from sklearn.datasets import load_sample_image
 
-from ensemble import models, weights
-from ensemble.models import build_imagenet_classifier, build_model, describe_backbones, format_backbone_table
-from ensemble.weights import WeightsMismatchError, find_offline, map_by_order
+from ensemble.models import backbones as models
+
+from ensemble.models import weights
+from ensemble.models.backbones import build_imagenet_classifier, build_model, describe_backbones, format_backbone_table
+from ensemble.models.weights import WeightsMismatchError, find_offline, map_by_order
 
 BUILDINGS = {442, 483, 497, 538, 663, 698, 832}  # bell cote, castle, church, dome, monastery, palace, stupa
 

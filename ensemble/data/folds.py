@@ -10,7 +10,7 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 
-from .artifacts import atomic_write_csv, file_hash
+from ensemble.artifacts import atomic_write_csv, file_hash
 
 
 class FoldsError(ValueError):

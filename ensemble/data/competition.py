@@ -15,9 +15,9 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from .config import CompetitionCfg
-from .metric_spec import MetricSpec
-from .metrics import bind_metric
+from ensemble.config import CompetitionCfg
+from ensemble.metric_spec import MetricSpec
+from ensemble.metrics import bind_metric
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 

@@ -7,7 +7,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from .artifacts import atomic_path
+from ensemble.artifacts import atomic_path
 
 
 def _pyplot():

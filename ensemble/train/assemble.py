@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import metrics as M
-from .artifacts import RunPaths, atomic_write_json, probs_frame, write_probs
+from ensemble import metrics as M
+from ensemble.artifacts import RunPaths, atomic_write_json, probs_frame, write_probs
 
 
 class AssembleError(RuntimeError):
@@ -16,7 +16,7 @@ class AssembleError(RuntimeError):
 
 
 def missing_folds(run_dir: Path, n_folds: int) -> list[int]:
-    return [k for k in range(n_folds) if not (Path(run_dir) / f"fold{k}" / "preds.npz").exists()]
+    return RunPaths(run_dir).missing_folds(n_folds)
 
 
 def assemble_run(run_dir: Path, *, fmt: str, ids: np.ndarray, test_ids: np.ndarray, y: np.ndarray,
@@ -39,24 +39,24 @@ def assemble_run(run_dir: Path, *, fmt: str, ids: np.ndarray, test_ids: np.ndarr
     oof = np.full((len(ids), width), np.nan, dtype=np.float32)
     test = np.zeros((len(test_ids), width), dtype=np.float64)
     fold_scores, results = {}, {}
+    paths = RunPaths(run_dir, fmt)
     for k in range(n_folds):
-        with np.load(run_dir / f"fold{k}" / "preds.npz") as p:
+        with np.load(paths.preds(k)) as p:
             idx, val, tst = p["val_idx"], p["val"], p["test"]
         if np.any(folds[idx] != k):
-            raise AssembleError(f"{run_dir}/fold{k}: predicted rows are not fold {k} of folds.csv")
+            raise AssembleError(f"{paths.fold_dir(k)}: predicted rows are not fold {k} of folds.csv")
         if tst.shape != test.shape:
-            raise AssembleError(f"{run_dir}/fold{k}: test predictions have shape {tst.shape}, expected {test.shape}")
+            raise AssembleError(f"{paths.fold_dir(k)}: test predictions have shape {tst.shape}, expected {test.shape}")
         oof[idx] = val
         test += tst / n_folds
         fold_scores[str(k)] = M.score_outputs(metric, task, y[idx], val, len(classes))
-        results[str(k)] = json.loads((run_dir / f"fold{k}" / "result.json").read_text())
+        results[str(k)] = json.loads(paths.result(k).read_text())
     done = ~np.isnan(oof[:, 0])
     if fallback is not None:
         oof[~done] = fallback
     if np.isnan(oof).any():
         raise AssembleError(f"{run_dir}: {int((~done).sum())} train rows have no out-of-fold prediction")
     cols = ["score"] if task == "ordinal" else classes
-    paths = RunPaths(run_dir, fmt)
     write_probs(paths.oof, probs_frame(ids, oof, cols, folds))
     write_probs(paths.test, probs_frame(test_ids, test.astype(np.float32), cols))
     pred = M.output_labels(task, oof[done], len(classes))
@@ -81,9 +81,9 @@ def assemble_run(run_dir: Path, *, fmt: str, ids: np.ndarray, test_ids: np.ndarr
 
 
 def _plots(run_dir: Path, out: dict, classes: list[str], metric: str) -> None:
-    from .plots import plot_confusion, plot_curves
-    plot_confusion(np.array(out["confusion"]), classes, run_dir / "confusion.png",
+    from ensemble.train.plots import plot_confusion, plot_curves
+    plot_confusion(np.array(out["confusion"]), classes, RunPaths(run_dir).confusion_png,
                    f"{out['run']}: OOF {metric} {out['cv']:.4f}")
-    hist = [pd.read_csv(h) for h in sorted(run_dir.glob("fold*/history.csv"))]
+    hist = [pd.read_csv(h) for h in RunPaths(run_dir).histories()]
     if hist:
-        plot_curves(pd.concat(hist, ignore_index=True), metric, run_dir / "curves.png")
+        plot_curves(pd.concat(hist, ignore_index=True), metric, RunPaths(run_dir).curves_png)

@@ -17,7 +17,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from .artifacts import atomic_path
+from ensemble.artifacts import atomic_path
 
 SUM_TOL = 1e-3  # full-class rows must sum to 1 within this (CSV rounding)
 NA_TEXT = ["", "NA", "N/A", "NaN", "nan", "-nan", "null", "NULL", "None"]

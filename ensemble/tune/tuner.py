@@ -24,13 +24,14 @@ import optuna
 import pandas as pd
 from optuna.trial import TrialState
 
-from .artifacts import atomic_path, atomic_write_csv, atomic_write_text
-from .config import Config, ConfigError, dump_config, load_config, parse_overrides
-from .metrics import get_metric
-from .plugins import add_plugin_argument, load_plugins
-from .search_space import TuneSpec, decode, defaults, load_tuning, sample, scale_epochs
-from .study import PRUNERS, build_pruner, fail_dead_trials, open_storage, open_study, worker_id
-from .train import parse_folds, train
+from ensemble.artifacts import atomic_path, atomic_write_csv, atomic_write_text
+from ensemble.config import Config, ConfigError, dump_config, load_config, parse_overrides
+from ensemble.metrics import get_metric
+from ensemble.plugins import add_plugin_argument, load_plugins
+from ensemble.tune.space import TuneSpec, decode, defaults, load_tuning, sample, scale_epochs
+from ensemble.tune.study import PRUNERS, build_pruner, fail_dead_trials, open_storage, open_study, worker_id
+from ensemble.train.run import parse_folds, train
+from ensemble.artifacts.paths import CompetitionPaths, RunPaths
 
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 MAX_FAILS = 3
@@ -66,7 +67,7 @@ class Tuner:
 
     @property
     def tune_dir(self) -> Path:
-        return self.cfg.competition_dir / "tune" / self.model
+        return CompetitionPaths(self.cfg.competition_dir).tune / self.model
 
     def trial_config(self, trial_number: int, params: dict) -> Config:
         """The trial's config: the model config + sampled values, epochs capped by tune.epochs."""
@@ -120,7 +121,7 @@ class Tuner:
             trial.set_user_attr("epochs_trained", trained[0])
             trial.set_user_attr("seconds", round(time.time() - t0, 2))
             if not self.keep_checkpoints:
-                for ckpt in cfg.run_dir.glob("fold*/*.pt"):
+                for ckpt in RunPaths(cfg.run_dir).checkpoints():
                     ckpt.unlink()
 
     def run(self, n_trials: int, timeout: float | None) -> int:
@@ -131,7 +132,7 @@ class Tuner:
             if dead:
                 log(f"[{self.model}] trial(s) {', '.join(f'#{n}' for n in dead)} of a killed worker marked failed")
                 for n in dead if not self.keep_checkpoints else ():
-                    for ckpt in (self.tune_dir / f"trial-{n:04d}").glob("fold*/*.pt"):
+                    for ckpt in RunPaths(self.tune_dir / f"trial-{n:04d}").checkpoints():
                         ckpt.unlink()
             counts = self.counts()
             if counts["finished"] + counts["running"] >= n_trials:
@@ -208,10 +209,10 @@ def _parse(overrides: Sequence[str]) -> dict:
 
 def fold_score(cfg: Config, folds: Sequence[int]) -> float:
     """The metric over the val rows of the trained folds (their preds.npz), like metrics.json's cv."""
-    from .metrics import score_outputs
-    from .competition import load_competition
+    from ensemble.metrics import score_outputs
+    from ensemble.data.competition import load_competition
     comp = load_competition(cfg.competition)
-    parts = [np.load(cfg.run_dir / f"fold{k}" / "preds.npz") for k in folds]
+    parts = [np.load(RunPaths(cfg.run_dir).preds(k)) for k in folds]
     idx = np.concatenate([p["val_idx"] for p in parts])
     out = np.concatenate([p["val"] for p in parts])
     return float(score_outputs(comp.metric, cfg.competition.task, comp.train["y"].to_numpy()[idx], out,
@@ -273,7 +274,7 @@ def expand_cfgs(patterns: Sequence[str]) -> list[Path]:
 
 
 def _tune_section(path: str) -> dict | None:
-    from .config import read_yaml
+    from ensemble.config import read_yaml
     if "tune" not in read_yaml(path):  # base.yaml, compete.yaml, ...
         return None
     return load_config(path).tune  # a broken model config is an error, not skipped
@@ -289,7 +290,7 @@ def tune_model(path: Path, args: argparse.Namespace) -> int:
     cfg, spec = load_tuning(path, args.overrides)
     folds = parse_folds(args.folds, cfg.folds.n) if args.folds else (spec.folds or list(range(cfg.folds.n)))
     direction = "maximize" if get_metric(cfg.competition.metric).greater_is_better else "minimize"
-    tune_dir = cfg.competition_dir / "tune"
+    tune_dir = CompetitionPaths(cfg.competition_dir).tune
     storage, where = open_storage(args.storage, tune_dir)
     name = args.study or f"{cfg.competition.name}/{cfg.run_name}"
     pruner = build_pruner(args.pruner or spec.pruner, spec.startup_trials, spec.warmup_epochs,

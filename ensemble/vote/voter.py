@@ -20,12 +20,13 @@ from typing import Sequence
 
 import numpy as np
 
-from . import voting as V
-from .artifacts import atomic_write_json, file_hash, read_metrics
-from .plugins import add_plugin_argument, load_plugins
-from .runs import Runs, RunsError, competition_cfg, find_runs, load_runs
-from .submission import (SubmissionError, build_frame, check_file, detect_format, problems, read_sample,
+from ensemble.vote import methods as V
+from ensemble.artifacts import atomic_write_json, file_hash, read_metrics
+from ensemble.plugins import add_plugin_argument, load_plugins
+from ensemble.vote.runs import Runs, RunsError, competition_cfg, find_runs, load_runs
+from ensemble.vote.submission import (SubmissionError, build_frame, check_file, detect_format, problems, read_sample,
                          write_frame)
+from ensemble.artifacts.paths import CompetitionPaths
 
 
 CLASS_BALANCED_METRICS = ("balanced_accuracy", "macro_f1")
@@ -34,7 +35,7 @@ CLASS_BALANCED_METRICS = ("balanced_accuracy", "macro_f1")
 def make_objective(metric, n_classes: int, classes: Sequence[str] | None = None) -> V.Objective:
     """metric: a name, spec text (e.g. 'roc_auc[classes=MEL,NV]') or MetricSpec; classes: the class
     names it is bound to (needed when it names classes)."""
-    from . import metrics as M
+    from ensemble import metrics as M
     spec = M.bind_metric(metric, classes) if classes is not None else M.parse_metric(metric)
     return V.Objective(lambda y, p: M.score(spec, y, p), lambda y, l: M.score_labels(spec, y, l, n_classes),
                        M.get_metric(spec).greater_is_better, n_classes, spec.name in CLASS_BALANCED_METRICS)
@@ -42,7 +43,7 @@ def make_objective(metric, n_classes: int, classes: Sequence[str] | None = None)
 
 def decodes_grades(metric, ordinal: bool) -> bool:
     """Class-probability runs scored by a grade metric (QWK) also get expected-grade variants."""
-    from . import metrics as M
+    from ensemble import metrics as M
     return not ordinal and M.get_metric(metric).grades
 
 
@@ -212,7 +213,7 @@ def run_check(args) -> int:
     sample_path, id_col = (Path(args.sample) if args.sample else None), None
     if args.competition and (sample_path is None or classes is None):
         base = Path(args.runs_dir) / args.competition
-        runs = sorted(p for p in base.glob("*") if (p / "metrics.json").is_file()) if base.is_dir() else []
+        runs = CompetitionPaths(base).runs()
         if runs:
             classes = classes or [str(c) for c in read_metrics(runs[0])["classes"]]
             cfg = competition_cfg(runs[0])

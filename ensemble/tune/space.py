@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
-from .config import Config, ConfigError, load_config, parse_overrides, to_dict
+from ensemble.config import Config, ConfigError, load_config, parse_overrides, to_dict
 
 TUNE_KEYS = ("space", "epochs", "folds", "trials", "pruner", "startup_trials", "warmup_epochs")
 PARAM_FIELDS = {"float": ("low", "high", "log", "step"), "int": ("low", "high", "log", "step"),

@@ -16,19 +16,20 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from .artifacts import atomic_write_json, atomic_write_text
-from .assemble import AssembleError, assemble_run, missing_folds
-from .competition import Competition, load_competition
-from .config import Config, ConfigError, dump_config, load_config, to_dict
-from .data import build_transforms
-from .distributed import SINGLE, DistEnv, barrier, init_distributed, rank_device, shutdown
-from .engine import NonFiniteLossError, resolve_device, resolve_precision
-from .fold import FoldInputs, FoldTrainer
-from .folds import ensure_folds, merge_groups
-from .images import build_cache
-from .models import (build_model, describe_backbones, format_backbone_table, model_flops, resolve_backbone,
+from ensemble.artifacts import atomic_write_json, atomic_write_text
+from ensemble.train.assemble import AssembleError, assemble_run, missing_folds
+from ensemble.data.competition import Competition, load_competition
+from ensemble.config import Config, ConfigError, dump_config, load_config, to_dict
+from ensemble.data.datasets import build_transforms
+from ensemble.train.distributed import SINGLE, DistEnv, barrier, init_distributed, rank_device, shutdown
+from ensemble.train.engine import NonFiniteLossError, resolve_device, resolve_precision
+from ensemble.train.fold import FoldInputs, FoldTrainer
+from ensemble.data.folds import ensure_folds, merge_groups
+from ensemble.data.images import build_cache
+from ensemble.models.backbones import (build_model, describe_backbones, format_backbone_table, model_flops, resolve_backbone,
                      resolve_pretrained)
-from .plugins import add_plugin_argument, load_plugins
+from ensemble.plugins import add_plugin_argument, load_plugins
+from ensemble.artifacts.paths import CompetitionPaths, RunPaths
 
 
 def log(msg: str) -> None:
@@ -46,13 +47,13 @@ def competition_folds(cfg: Config, comp: Competition) -> tuple[np.ndarray, str]:
     """runs/<competition>/folds.csv (written once, reused by every model). -> (N,) folds, sha256."""
     groups = comp.train["group"].to_numpy() if cfg.competition.group_col else None
     extra = {}
-    dups_file = cfg.competition_dir / "dups.csv"
+    dups_file = CompetitionPaths(cfg.competition_dir).dups
     if cfg.folds.dups and dups_file.exists():
-        from .dups import dup_groups  # duplicate-aware folds when `ensemble.dups` has been run
+        from ensemble.data.dups import dup_groups  # duplicate-aware folds when `ensemble.dups` has been run
         dup = dup_groups(dups_file, comp.train["id"].to_numpy())
         extra["dup_group"] = dup
         groups = merge_groups(groups, dup)
-    return ensure_folds(cfg.competition_dir / "folds.csv", comp.train["id"].to_numpy(),
+    return ensure_folds(CompetitionPaths(cfg.competition_dir).folds, comp.train["id"].to_numpy(),
                         comp.train["y"].to_numpy(), cfg.folds.n, cfg.folds.seed, groups, extra)
 
 
@@ -81,7 +82,7 @@ def prepare_run_dir(cfg: Config, folds_hash: str, train_folds: Sequence[int], re
         shutil.rmtree(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     import yaml
-    cfg_file, state_file = run_dir / "config.yaml", run_dir / "run.json"
+    cfg_file, state_file = RunPaths(run_dir).config, RunPaths(run_dir).state
     if cfg_file.exists():
         diff = _first_difference(_identity(yaml.safe_load(cfg_file.read_text())), _identity(to_dict(cfg)))
         if diff:
@@ -90,10 +91,10 @@ def prepare_run_dir(cfg: Config, folds_hash: str, train_folds: Sequence[int], re
     if state_file.exists():
         old = json.loads(state_file.read_text())["folds_hash"]
         if old != folds_hash:
-            raise ConfigError(f"{cfg.competition_dir / 'folds.csv'} changed since {run_dir} started "
+            raise ConfigError(f"{CompetitionPaths(cfg.competition_dir).folds} changed since {run_dir} started "
                               f"(sha256 {old[:12]} -> {folds_hash[:12]}); use --fresh to retrain on the new folds")
     if not resume:
-        started = [k for k in train_folds if (run_dir / f"fold{k}").exists()]
+        started = [k for k in train_folds if RunPaths(run_dir).fold_dir(k).exists()]
         if started:
             raise ConfigError(f"{run_dir}: fold(s) {', '.join(map(str, started))} already exist; "
                               f"pass --resume to continue them or --fresh to start over")
@@ -104,7 +105,7 @@ def prepare_run_dir(cfg: Config, folds_hash: str, train_folds: Sequence[int], re
 
 def load_images(cfg: Config, comp: Competition) -> tuple:
     """Decoded, resized uint8 caches of train and test images (shared by all models and folds)."""
-    cache_dir = cfg.competition_dir / "cache"
+    cache_dir = CompetitionPaths(cfg.competition_dir).cache
     kw = dict(policy=cfg.input.bad_images, workers=max(2, cfg.train.num_workers), progress=cfg.output.progress)
     tr = build_cache(comp.train["path"].tolist(), cfg.input.size, cache_dir, **kw)
     te = build_cache(comp.test["path"].tolist(), cfg.input.size, cache_dir, **kw)
@@ -163,7 +164,7 @@ def train(cfg: Config, *, folds: Sequence[int] | None = None, resume: bool = Fal
     train_tf, eval_tf = build_transforms(cfg.augment.train), build_transforms(cfg.augment.eval)
     y = comp.train["y"].to_numpy()
     for k in todo:
-        if resume and (run_dir / f"fold{k}" / "preds.npz").exists():
+        if resume and RunPaths(run_dir).preds(k).exists():
             log_(f"fold {k}: already finished, skipped")
             continue
         seed_everything(cfg.train.seed * 1000 + k)
@@ -178,7 +179,7 @@ def train(cfg: Config, *, folds: Sequence[int] | None = None, resume: bool = Fal
                           y=y, n_classes=n_classes, train_tf=train_tf, eval_tf=eval_tf)
         log_(f"fold {k}: {len(data.train_idx)} train / {len(data.val_idx)} val rows on {device} "
             f"(amp {prec.dtype or 'off'}, channels_last {prec.channels_last})")
-        info = FoldTrainer(cfg, k, model, data, prec, run_dir / f"fold{k}", log, on_epoch, dist).run(resume=resume)
+        info = FoldTrainer(cfg, k, model, data, prec, RunPaths(run_dir).fold_dir(k), log, on_epoch, dist).run(resume=resume)
         log_(f"fold {k}: best {cfg.competition.metric} {info['best_score']:.4f} at epoch {info['best_epoch'] + 1} "
             f"(with TTA {info['tta_score']:.4f}), {info['seconds']:.0f}s")
     barrier(dist)

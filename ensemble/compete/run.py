@@ -22,9 +22,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
-from .config import ConfigError, build, load_config, read_yaml
-from .plan import Candidate
-from .plugins import add_plugin_argument, load_plugins
+from ensemble.config import ConfigError, build, load_config, read_yaml
+from ensemble.compete.plan import Candidate
+from ensemble.plugins import add_plugin_argument, load_plugins
+from ensemble.artifacts.paths import CompetitionPaths
 
 
 @dataclass(frozen=True)
@@ -74,7 +75,7 @@ class CompeteFile:
 
 
 def _build_digits(root: Path) -> None:
-    from .demo import build_demo
+    from ensemble.data.digits import build_demo
     build_demo(root)
 
 
@@ -116,20 +117,21 @@ def _prepare(competition: str, builder: str | None, cfg, dups: bool, log) -> Non
     """Build the competition folder when the compete file says how, then find near-duplicates."""
     if builder:
         BUILDERS[builder](Path(cfg.competition.root))
-    comp_dir = cfg.competition_dir
-    if dups and not (comp_dir / "dups.csv").exists():
-        if (comp_dir / "folds.csv").exists():
-            log(f"note: {comp_dir / 'folds.csv'} exists without dups.csv; duplicates are not searched "
+    comp_dir = CompetitionPaths(cfg.competition_dir)
+    if dups and not comp_dir.dups.exists():
+        if comp_dir.folds.exists():
+            log(f"note: {comp_dir.folds} exists without dups.csv; duplicates are not searched "
                 f"(run `python -m ensemble.dups` and delete folds.csv to make folds duplicate-aware)")
         else:
-            from .competition import load_competition
-            from .dups import run_dups
+            from ensemble.data.competition import load_competition
+            from ensemble.data.dups import run_dups
             log(f"== duplicates ({competition})")
-            run_dups(load_competition(cfg.competition), comp_dir, "phash", 4, 0.98, 2)
+            run_dups(load_competition(cfg.competition), comp_dir.root, "phash", 4, 0.98, 2)
 
 
 def _vote_and_report(competition: str, cfgs: Sequence, vote_args: Sequence[str], log) -> int:
-    from . import report, vote
+    from ensemble.report import page as report
+    from ensemble.vote import voter as vote
     log(f"== vote ({len(cfgs)} runs, every method, best by nested CV)")
     rc = vote.main(["--runs", *[str(c.run_dir) for c in cfgs], "--method", "all", "--write", "best",
                     "--kaggle", competition, *vote_args])
@@ -141,7 +143,7 @@ def _vote_and_report(competition: str, cfgs: Sequence, vote_args: Sequence[str],
 
 def compete(competition: str, budget: str, *, configs_dir: str = "configs", extra: Sequence[str] = (),
             log=print) -> int:
-    from .train import train
+    from ensemble.train.run import train
     t0 = time.perf_counter()
     folder, b, builder = load_budget(competition, budget, configs_dir)
     entries = _entries(b)
@@ -162,7 +164,7 @@ def compete(competition: str, budget: str, *, configs_dir: str = "configs", extr
 
 def _tuned(cfg_path: Path, cfg, b: Budget, budget: str, overrides: list[str], log):
     """Tune the model (the study resumes if it exists), then train its best config."""
-    from . import tune
+    from ensemble.tune import tuner as tune
     log(f"== tune {cfg.run_name} ({b.tune.trials} trials)")
     args = ["--cfg", str(cfg_path), "--trials", str(b.tune.trials)]
     args += ["--folds", b.tune.folds] if b.tune.folds else []
@@ -194,7 +196,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         load_plugins(args.plugin)
         if args.time:
-            from .compete_time import compete_time
+            from ensemble.compete.timed import compete_time
             return compete_time(args.competition, args.time, configs_dir=args.configs_dir, extra=args.overrides)
         return compete(args.competition, args.budget, configs_dir=args.configs_dir, extra=args.overrides)
     except (ValueError, FileNotFoundError, RuntimeError) as e:

@@ -20,8 +20,9 @@ from typing import Callable, Sequence
 import numpy as np
 import pandas as pd
 
-from . import report_html as H
-from .artifacts import atomic_path, atomic_write_text, file_hash
+from ensemble.report import html as H
+from ensemble.artifacts import atomic_path, atomic_write_text, file_hash
+from ensemble.artifacts.paths import METRICS_JSON, CompetitionPaths, RunPaths
 
 MAX_GROUPS = 40   # duplicate groups listed per table
 MAX_THUMBS = 8    # thumbnails per duplicate group
@@ -80,7 +81,7 @@ def read_json_objects(files, what: str) -> tuple[list[tuple[Path, dict]], list[s
 
 def load_runs(comp_dir: Path) -> tuple[list[tuple[Path, dict]], list[str]]:
     """Every comp_dir/<run>/metrics.json. -> ([(run dir, metrics)], notes about unreadable ones)."""
-    found, notes = read_json_objects(comp_dir.glob("*/metrics.json"), "")
+    found, notes = read_json_objects(comp_dir.glob(f"*/{METRICS_JSON}"), "")
     return [(f.parent, m) for f, m in found], notes
 
 
@@ -101,11 +102,11 @@ def run_figures(runs: list[tuple[Path, dict]], assets: Assets) -> str:
 
 def _regenerate(kind: str, d: Path, m: dict, assets: Assets) -> str | None:
     """Draw a missing confusion.png / curves.png from metrics.json / fold<k>/history.csv."""
-    from .plots import plot_confusion, plot_curves
+    from ensemble.train.plots import plot_confusion, plot_curves
     if kind == "confusion" and m.get("confusion") and m.get("classes"):
         return assets.make(f"{d.name}-confusion", lambda p: plot_confusion(
             np.array(m["confusion"]), [str(c) for c in m["classes"]], p, f"{d.name}: OOF confusion"))
-    hist = sorted(d.glob("fold*/history.csv"))
+    hist = RunPaths(d).histories()
     if kind == "curves" and hist:
         return assets.make(f"{d.name}-curves", lambda p: plot_curves(
             pd.concat([pd.read_csv(h) for h in hist], ignore_index=True), m.get("metric", "score"), p))
@@ -114,7 +115,7 @@ def _regenerate(kind: str, d: Path, m: dict, assets: Assets) -> str | None:
 
 # ---------------------------------------------------------------- duplicates
 def duplicates(comp_dir: Path, competition: str, assets: Assets, thumbs: bool) -> str:
-    f = comp_dir / "dups.csv"
+    f = CompetitionPaths(comp_dir).dups
     if not f.exists():
         return H.note(f"No {f}: run python -m ensemble.dups --competition {competition} to find exact and "
                       f"near-duplicate images (folds then keep each group in one fold).")
@@ -174,7 +175,7 @@ def _group_row(g: str, rows: pd.DataFrame, assets: Assets, thumbs: bool) -> list
 def _thumbnail(src: str, dst: Path, size: int = 64) -> None:
     import cv2
 
-    from .images import decode, resize
+    from ensemble.data.images import decode, resize
     img, _ = decode(src)
     ok, buf = cv2.imencode(".png", cv2.cvtColor(resize(img, size), cv2.COLOR_RGB2BGR))
     if not ok:
@@ -205,7 +206,7 @@ def build_report(competition: str, runs_dir: str | Path = "runs", submissions_di
     manifests, more = load_manifests(sub_dir)
     higher = not runs or runs[0][1].get("greater_is_better", True) is not False
     metric = runs[0][1].get("metric", "") if runs else (manifests[0][1].get("metric", "") if manifests else "")
-    folds = comp_dir / "folds.csv"
+    folds = CompetitionPaths(comp_dir).folds
     sections = [("leaderboard", "Leaderboard", H.leaderboard(runs, folds, file_hash(folds) if folds.exists() else None)),
                 ("runs", "Confusion matrices and learning curves", run_figures(runs, assets)),
                 ("duplicates", "Duplicate images", duplicates(comp_dir, competition, assets, thumbs)),

@@ -23,10 +23,11 @@ import time
 from pathlib import Path
 from typing import Sequence
 
-from .artifacts import atomic_write_json
-from .compete import _prepare, _vote_and_report, load_compete_file
-from .config import ConfigError, load_config
-from .plan import Plan, Speed, Workload, format_plan, make_plan, measure_speed, parse_duration
+from ensemble.artifacts import atomic_write_json
+from ensemble.compete.run import _prepare, _vote_and_report, load_compete_file
+from ensemble.config import ConfigError, load_config
+from ensemble.compete.plan import Plan, Speed, Workload, format_plan, make_plan, measure_speed, parse_duration
+from ensemble.artifacts.paths import CompetitionPaths, RunPaths
 
 
 def time_label(text: str) -> str:
@@ -35,8 +36,8 @@ def time_label(text: str) -> str:
 
 
 def _measure(cands, cfgs, n_classes: int, log) -> dict[str, Speed]:
-    from .engine import resolve_device
-    from .models import build_model
+    from ensemble.train.engine import resolve_device
+    from ensemble.models.backbones import build_model
     speeds = {}
     for c in cands:
         cfg = cfgs[c.label]
@@ -53,7 +54,7 @@ def _actual_table(plan: Plan, cfgs: dict, actual: dict[str, float], twins: dict[
     rows = [["model", "est. min", "actual min", "CV"]]
     cv = {}
     for e in plan.entries:
-        path = cfgs[e.name].run_dir / "metrics.json"
+        path = RunPaths(cfgs[e.name].run_dir).metrics
         cv[e.name] = json.loads(path.read_text())["cv"] if path.exists() else float("nan")
         rows.append([e.name, f"{e.est_seconds / 60:.1f}", f"{actual.get(e.name, float('nan')) / 60:.1f}",
                      f"{cv[e.name]:.4f}"])
@@ -69,8 +70,8 @@ def _actual_table(plan: Plan, cfgs: dict, actual: dict[str, float], twins: dict[
 def compete_time(competition: str, time_text: str, *, configs_dir: str = "configs", extra: Sequence[str] = (),
                  log=print) -> int:
     """Plan, train, vote and report within ``time_text`` (e.g. '60m') of wall time; resumable."""
-    from .competition import load_competition
-    from .train import train
+    from ensemble.data.competition import load_competition
+    from ensemble.train.run import train
     t0 = time.perf_counter()
     budget_s = parse_duration(time_text)
     folder, spec = load_compete_file(competition, configs_dir)
@@ -103,7 +104,7 @@ def compete_time(competition: str, time_text: str, *, configs_dir: str = "config
         w = Workload(len(comp.train), len(comp.test), first.folds.n, len(first.predict.tta))
         speeds = _measure(ts.candidates, cfgs, len(comp.classes), log)
         remaining = budget_s - (time.perf_counter() - t0)  # duplicates and measuring came out of the budget
-        folds_file = first.competition_dir / "folds.csv"
+        folds_file = CompetitionPaths(first.competition_dir).folds
         options = ts.folds or [first.folds.n]
         if folds_file.exists():  # every model of a competition shares one folds.csv
             import pandas as pd

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from ensemble.images import decode, resize
+from ensemble.data.images import decode, resize
 
 __all__ = ["AUGMENTATIONS", "PRESETS", "build_transforms", "CachedDataset", "DecodeDataset",
            "make_loader", "seed_worker"]

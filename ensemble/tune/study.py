@@ -11,7 +11,7 @@ from typing import Callable
 import optuna
 from optuna.trial import TrialState
 
-from .config import ConfigError
+from ensemble.config import ConfigError
 
 HEARTBEAT_S, GRACE_S, ORPHAN_S, MAX_RETRIES = 30, 120, 300, 2
 PRUNERS: dict[str, Callable[..., optuna.pruners.BasePruner]] = {}

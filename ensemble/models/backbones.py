@@ -17,7 +17,7 @@ from timm.models import group_parameters
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from .weights import find_offline, hub_reachable, load_mapped, offline_hint, read_state_dict
+from ensemble.models.weights import find_offline, hub_reachable, load_mapped, offline_hint, read_state_dict
 
 # ----------------------------------------------------------------------------- registries
 

@@ -6,8 +6,6 @@ aligned by id with vectorised indexing and stacked as (M, N, C) float32.
 """
 from __future__ import annotations
 
-import fnmatch
-import glob
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple, Sequence
@@ -16,17 +14,14 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from .artifacts import RunPaths, file_hash, read_metrics, read_probs, split_probs
-from .competition import load_competition
-from .config import CompetitionCfg, build
-from .metrics import bind_metric
-from .submission import examples as _ex, id_differences, read_sample, same_ids
+from ensemble.artifacts import RunPaths, file_hash, read_metrics, read_probs, split_probs
+from ensemble.artifacts.paths import RunsError, find_runs  # noqa: F401 (re-exported: vote's run discovery)
+from ensemble.data.competition import load_competition
+from ensemble.config import CompetitionCfg, build
+from ensemble.metrics import bind_metric
+from ensemble.vote.submission import examples as _ex, id_differences, read_sample, same_ids
 
 REQUIRED_KEYS = ("run", "competition", "metric", "classes", "folds_hash")
-
-
-class RunsError(ValueError):
-    """Runs that cannot be voted together (or cannot be found)."""
 
 
 @dataclass
@@ -63,47 +58,10 @@ class Runs:
         return [r.name for r in self.runs]
 
 
-# ---------------------------------------------------------------- finding runs
-def _is_run(p: Path) -> bool:
-    return (p / "metrics.json").is_file()
-
-
-def find_runs(runs_dir: str | Path, competition: str | None, patterns: Sequence[str] | None = None,
-              exclude: Sequence[str] = ()) -> list[Path]:
-    """Run directories: all under runs_dir/competition, or those matching `patterns` (run names
-    or paths, globs allowed), minus those matching `exclude` (name or path globs)."""
-    base = Path(runs_dir) / competition if competition else None
-    if not patterns:
-        if base is None:
-            raise RunsError("give --competition NAME or --runs")
-        found = sorted(p for p in base.glob("*") if _is_run(p))
-        if not found:
-            raise RunsError(f"no runs under {base} (a run is a directory with metrics.json)")
-    else:
-        found = []
-        for pat in patterns:
-            if "/" in pat or Path(pat).is_dir():
-                hits = [Path(h) for h in sorted(glob.glob(pat))]
-            elif base is not None:
-                hits = sorted(base.glob(pat))
-            else:
-                raise RunsError(f"--runs '{pat}': a run name needs --competition (or give its path)")
-            hits = [h for h in hits if _is_run(h)]
-            if not hits:
-                raise RunsError(f"--runs '{pat}' matched no run (a directory with metrics.json)"
-                                + (f" in {base}" if base is not None and "/" not in pat else ""))
-            found += [h for h in hits if h not in found]
-    kept = [p for p in found if not any(fnmatch.fnmatch(p.name, x) or fnmatch.fnmatch(str(p), x)
-                                         for x in exclude)]
-    if not kept:
-        raise RunsError(f"--exclude {' '.join(exclude)} left no runs")
-    return kept
-
-
 # ---------------------------------------------------------------- competition data
 def competition_cfg(run_dir: str | Path) -> CompetitionCfg:
     """The `competition:` section of a run's resolved config.yaml."""
-    path = Path(run_dir) / "config.yaml"
+    path = RunPaths(run_dir).config
     if not path.is_file():
         raise RunsError(f"{run_dir}: no config.yaml (needed to find train.csv and the sample submission)")
     data = yaml.safe_load(path.read_text()) or {}
@@ -234,7 +192,7 @@ def load_runs(run_dirs: Sequence[str | Path]) -> Runs:
     """Check and load runs: metadata first, then OOF (aligned on the first run's ids), then test
     (aligned on the sample submission's ids)."""
     runs = [Run(Path(d).name, RunPaths.find(d), read_metrics(d)) for d in run_dirs]
-    check_metadata(runs, Path(run_dirs[0]).parent / "folds.csv")
+    check_metadata(runs, RunPaths(run_dirs[0]).competition.folds)
     ref = runs[0]
     info = load_labels_and_sample(ref.paths.root)
     columns = ["score"] if ref.ordinal else info.classes

@@ -1,8 +1,6 @@
-"""The run artifact contract: paths, atomic writes, probability files, metrics.json.
+"""Reading and writing artifacts: atomic writes, file hashes, probability frames, metrics.json.
 
-Layout (see README "Artifact contract"):
-    runs/<competition>/folds.csv
-    runs/<competition>/<run>/config.yaml, oof.<ext>, test.<ext>, metrics.json, fold<k>/...
+Where each file lives is ensemble.artifacts.paths.
 """
 from __future__ import annotations
 
@@ -11,14 +9,14 @@ import hashlib
 import json
 import os
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Sequence
 
 import numpy as np
 import pandas as pd
 
-PROB_FORMATS = ("csv", "parquet")
+from ensemble.artifacts.paths import RunPaths
+
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 
@@ -71,42 +69,6 @@ def file_hash(path: str | Path) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
-
-
-@dataclass(frozen=True)
-class RunPaths:
-    """Where one run's artifacts live: runs/<competition>/<run>/."""
-
-    root: Path
-    fmt: str = "csv"
-
-    @property
-    def config(self) -> Path:
-        return self.root / "config.yaml"
-
-    @property
-    def oof(self) -> Path:
-        return self.root / f"oof.{self.fmt}"
-
-    @property
-    def test(self) -> Path:
-        return self.root / f"test.{self.fmt}"
-
-    @property
-    def metrics(self) -> Path:
-        return self.root / "metrics.json"
-
-    def fold_dir(self, k: int) -> Path:
-        return self.root / f"fold{k}"
-
-    @staticmethod
-    def find(root: str | Path) -> "RunPaths":
-        """Open an existing run directory, detecting the probability format."""
-        root = Path(root)
-        for fmt in PROB_FORMATS:
-            if (root / f"oof.{fmt}").exists():
-                return RunPaths(root, fmt)
-        raise FileNotFoundError(f"{root}: not a finished run (no oof.csv or oof.parquet)")
 
 
 def probs_frame(ids: Sequence[str], probs: np.ndarray, classes: Sequence[str],
@@ -162,4 +124,4 @@ def split_probs(df: pd.DataFrame) -> tuple[np.ndarray, list[str], np.ndarray, np
 
 
 def read_metrics(run_dir: str | Path) -> dict:
-    return json.loads((Path(run_dir) / "metrics.json").read_text())
+    return json.loads(RunPaths(run_dir).metrics.read_text())

@@ -17,15 +17,16 @@ import numpy as np
 import pandas as pd
 import torch
 
-from . import metrics as M
-from .artifacts import atomic_path, atomic_write_csv, atomic_write_json
-from .config import Config
-from .data import CachedDataset, make_loader
-from .distributed import SINGLE, DistEnv, barrier, gather_rows, shard, wrap_model
-from .engine import FeatureLoader, Precision, extract_features, predict, train_one_epoch
-from .losses import build_loss
-from .models import backbone_frozen, set_trainable
-from .optim import build_optimizer, build_scheduler, current_lrs, param_groups
+from ensemble import metrics as M
+from ensemble.artifacts import atomic_path, atomic_write_csv, atomic_write_json
+from ensemble.config import Config
+from ensemble.data.datasets import CachedDataset, make_loader
+from ensemble.train.distributed import SINGLE, DistEnv, barrier, gather_rows, shard, wrap_model
+from ensemble.train.engine import FeatureLoader, Precision, extract_features, predict, train_one_epoch
+from ensemble.train.losses import build_loss
+from ensemble.models.backbones import backbone_frozen, set_trainable
+from ensemble.train.optim import build_optimizer, build_scheduler, current_lrs, param_groups
+from ensemble.artifacts.paths import FoldPaths
 
 
 @dataclass
@@ -72,6 +73,7 @@ class FoldTrainer:
         self.cfg, self.k, self.model, self.data, self.prec = cfg, k, model, data, prec
         self.on_epoch, self.dist = on_epoch, dist
         self.dir, self.log = Path(fold_dir), (log if dist.is_main else (lambda *_: None))
+        self.paths = FoldPaths(self.dir)
         self.task = cfg.competition.task
         self.metric = cfg.competition.metric
         self.activation = "identity" if self.task == "ordinal" else "softmax"
@@ -147,7 +149,7 @@ class FoldTrainer:
 
     # ------------------------------------------------------------ checkpointing
     def _load_last(self) -> dict | None:
-        path = self.dir / "last.pt"
+        path = self.paths.last
         if not path.exists():
             return None
         return torch.load(path, map_location=self.prec.device, weights_only=True)
@@ -157,7 +159,7 @@ class FoldTrainer:
                     "schedule": schedule.state_dict(), "stage": s, "epoch": e, "best": best,
                     "bad_epochs": bad, "history": self.history, "rng": torch.get_rng_state(),
                     "scaler": self.scaler.state_dict() if self.scaler else None},
-                   self.dir / "last.pt")
+                   self.paths.last)
 
     # ------------------------------------------------------------ main loop
     def run(self, resume: bool = False) -> dict:
@@ -215,9 +217,9 @@ class FoldTrainer:
                 if self.dist.is_main:
                     if improved:
                         save_torch({"model": self.model.state_dict(), "score": score, "epoch": global_epoch},
-                                   self.dir / "best.pt")
+                                   self.paths.best)
                     self._save_last(s, e, optimizer, schedule, best, bad)
-                    atomic_write_csv(self.dir / "history.csv", pd.DataFrame(self.history))
+                    atomic_write_csv(self.paths.history, pd.DataFrame(self.history))
                 self._log_epoch(row, stage, improved)
                 if self.on_epoch is not None:
                     self.on_epoch(self.k, global_epoch, score)
@@ -266,7 +268,7 @@ class FoldTrainer:
         """Reload the best weights, predict validation + test rows (with TTA), save preds.npz."""
         if best is None:
             raise RuntimeError(f"fold {self.k}: no epoch was trained (all stages have 0 epochs?)")
-        state = torch.load(self.dir / "best.pt", map_location=self.prec.device, weights_only=True)
+        state = torch.load(self.paths.best, map_location=self.prec.device, weights_only=True)
         self.model.load_state_dict(state["model"])
         t0, d, tta = time.perf_counter(), self.data, self.cfg.predict.tta
         val_out = self._predict(self.model, d.train_images, d.val_idx, d.eval_tf, tta=tta)
@@ -278,6 +280,6 @@ class FoldTrainer:
                 "seconds": sum(r["seconds"] for r in self.history) + time.perf_counter() - t0,
                 "train_img_s": float(np.median(full)) if full else float("nan")}
         if self.dist.is_main:
-            save_npz(self.dir / "preds.npz", val_idx=d.val_idx, val=val_out, test=test_out)
-            atomic_write_json(self.dir / "result.json", info)
+            save_npz(self.paths.preds, val_idx=d.val_idx, val=val_out, test=test_out)
+            atomic_write_json(self.paths.result, info)
         return info

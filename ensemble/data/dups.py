@@ -1,0 +1,361 @@
+"""`python -m ensemble.dups --competition NAME`: exact and near-duplicate images in train + test.
+
+Every image gets a 64-bit perceptual hash (imagehash: phash, dhash, ahash or whash), a sha1 of
+its bytes and a 32x32 grey thumbnail. Candidate pairs within Hamming distance <= threshold are
+found blockwise with numpy (XOR + popcount) and confirmed when their thumbnails correlate >=
+min_corr; groups are the connected components of exact + confirmed pairs. Writes
+runs/NAME/dups.csv (only rows in some group) and runs/NAME/dups.json (settings, counts, timings);
+`ensemble.train` keeps each duplicate group inside one fold when `folds.dups: true`.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+import cv2
+import numpy as np
+import pandas as pd
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
+
+from ensemble.artifacts import atomic_write_csv, atomic_write_json
+from ensemble.artifacts.paths import CompetitionPaths
+
+# Defaults, measured on chest_xray and ham10000 (224 px JPEGs): a JPEG q50 re-encode, +20
+# brightness, x1.2 contrast or a down/up-scale moves a 64-bit pHash by <= 4 bits (99-100% of 200
+# images each; pHash bits are a median split, so distances are even) and keeps the thumbnail
+# correlation >= 0.985. But distinct look-alike images (X-rays of different children) also come
+# within 2-4 bits, with correlations <= 0.96: the hash proposes, the correlation confirms.
+DEFAULT_THRESHOLD = 4
+DEFAULT_MIN_CORR = 0.98
+THUMB = 32
+COLUMNS = ["id", "split", "label", "dup_group", "kind", "distance", "labels", "conflict", "path"]
+HASHES: dict[str, Callable] = {}
+
+
+def register_hash(name: str):
+    """Decorator: add an imagehash function (PIL image -> 64-bit ImageHash) to HASHES."""
+    def deco(fn):
+        HASHES[name] = fn
+        return fn
+    return deco
+
+
+def _imagehash(name: str):
+    def fn(img):  # PIL image -> 64-bit ImageHash
+        import imagehash
+        return getattr(imagehash, name)(img, hash_size=8)
+    return fn
+
+
+for _name, _fn in (("phash", "phash"), ("dhash", "dhash"), ("ahash", "average_hash"), ("whash", "whash")):
+    register_hash(_name)(_imagehash(_fn))
+
+
+def get_hash(name: str) -> Callable:
+    if name not in HASHES:
+        raise ValueError(f"unknown hash '{name}'; available: {', '.join(HASHES)}")
+    return HASHES[name]
+
+
+@dataclass
+class Hashes:
+    """Per-image fingerprints. hashes (N,) uint64; sha1 (N,) object (None: unreadable file);
+    thumbs (N, THUMB*THUMB) float32 zero-mean unit-norm grey thumbnails; ok (N,) bool decoded;
+    bad {path: reason}."""
+
+    hashes: np.ndarray
+    sha1: np.ndarray
+    thumbs: np.ndarray
+    ok: np.ndarray
+    bad: dict[str, str] = field(default_factory=dict)
+
+
+def _hash_one(path: str, fn: Callable) -> tuple[int, str | None, np.ndarray | None, str | None]:
+    """-> (perceptual hash as int or -1, sha1 hex or None, thumbnail or None, problem or None)."""
+    from PIL import Image
+
+    from ensemble.data.images import ImageError, decode
+    try:
+        sha = hashlib.sha1(Path(path).read_bytes()).hexdigest()
+    except OSError:
+        return -1, None, None, "missing"
+    try:
+        img, _ = decode(path)
+    except ImageError as e:
+        return -1, sha, None, e.reason or str(e)
+    bits = np.asarray(fn(Image.fromarray(img)).hash, dtype=bool).ravel()
+    grey = cv2.resize(cv2.cvtColor(img, cv2.COLOR_RGB2GRAY), (THUMB, THUMB), interpolation=cv2.INTER_AREA)
+    t = grey.astype(np.float32).ravel()
+    t -= t.mean()
+    t /= max(float(np.linalg.norm(t)), 1e-6)  # a flat image stays all zeros
+    return int.from_bytes(np.packbits(bits).tobytes(), "big"), sha, t, None
+
+
+def hash_images(paths: Sequence[str | Path], method: str = "phash", workers: int | None = None) -> Hashes:
+    """Hash, fingerprint and thumbnail every image in parallel threads (decode releases the GIL)."""
+    fn = get_hash(method)
+    strs = [str(p) for p in paths]
+    workers = workers or min(8, os.cpu_count() or 1)
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        res = list(pool.map(_hash_one, strs, [fn] * len(strs)))
+    thumbs = np.zeros((len(strs), THUMB * THUMB), np.float32)
+    for k, (_, _, t, _) in enumerate(res):
+        if t is not None:
+            thumbs[k] = t
+    return Hashes(hashes=np.array([max(h, 0) for h, *_ in res], dtype=np.uint64),
+                  sha1=np.array([r[1] for r in res], dtype=object), thumbs=thumbs,
+                  ok=np.array([r[0] >= 0 for r in res], dtype=bool),
+                  bad={p: r[3] for p, r in zip(strs, res) if r[3]})
+
+
+def thumb_corr(thumbs: np.ndarray, i: np.ndarray, j: np.ndarray, chunk: int = 16384) -> np.ndarray:
+    """(P,) Pearson correlation of thumbnails i[k], j[k] (in chunks of pairs); two flat images -> 1."""
+    out = np.empty(len(i), np.float32)
+    for s in range(0, len(i), chunk):
+        a, b = thumbs[i[s:s + chunk]], thumbs[j[s:s + chunk]]
+        out[s:s + chunk] = np.where(~a.any(1) & ~b.any(1), 1.0, np.einsum("pd,pd->p", a, b))
+    return out
+
+
+def _popcount(x: np.ndarray) -> np.ndarray:
+    """Set bits per element of a uint64 array (same shape, uint8)."""
+    if hasattr(np, "bitwise_count"):
+        return np.bitwise_count(x)
+    lut = np.array([bin(i).count("1") for i in range(256)], dtype=np.uint8)
+    return lut[x.view(np.uint8)].reshape(*x.shape, 8).sum(-1, dtype=np.uint8)
+
+
+def near_pairs(hashes: np.ndarray, threshold: int, ok: np.ndarray | None = None, block: int | None = None
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """All pairs i < j with Hamming(hashes[i], hashes[j]) <= threshold, in blocks of rows.
+
+    hashes: (N,) uint64; ok: (N,) bool rows that take part; block: rows per step (default:
+    about 4M distances, 32 MB, per step).
+    -> i, j (P,) int64, distance (P,) uint8, nearest (N,) int16: each row's distance to its
+    nearest other row (-1 for rows not taking part), to judge the threshold.
+    """
+    if threshold < 0 or threshold > 64:
+        raise ValueError(f"threshold must be a Hamming distance in 0..64, got {threshold}")
+    idx = np.arange(len(hashes)) if ok is None else np.flatnonzero(ok)
+    h = np.asarray(hashes, dtype=np.uint64)[idx]
+    nearest = np.full(len(hashes), -1, np.int16)
+    block = block or max(1, (1 << 22) // max(len(h), 1))
+    out_i, out_j, out_d = [], [], []
+    for s in range(0, len(h), block):
+        d = _popcount(h[s:s + block, None] ^ h[None, :])  # (B, M) distances to every row
+        rows = np.arange(len(d))
+        d[rows, s + rows] = 255  # not its own neighbour
+        nearest[idx[s:s + block]] = d.min(1) if d.shape[1] > 1 else -1
+        r, c = np.nonzero(d <= threshold)
+        keep = c > s + r  # each pair once
+        r, c = r[keep], c[keep]
+        out_i.append(idx[s + r])
+        out_j.append(idx[c])
+        out_d.append(d[r, c])
+    cat = (lambda xs, dt: np.concatenate(xs).astype(dt) if xs else np.zeros(0, dt))
+    return cat(out_i, np.int64), cat(out_j, np.int64), cat(out_d, np.uint8), nearest
+
+
+def exact_pairs(sha: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Pairs i < j of byte-identical files (equal sha1; None never matches). -> i, j (P,) int64."""
+    codes = pd.factorize(pd.Series(sha, dtype=object))[0]  # None -> -1
+    rows = np.flatnonzero(codes >= 0)
+    ii, jj = [], []
+    for members in pd.Series(rows).groupby(codes[rows]).agg(list):
+        if len(members) > 1:
+            a, b = np.triu_indices(len(members), 1)
+            ii.append(np.asarray(members)[a])
+            jj.append(np.asarray(members)[b])
+    cat = (lambda xs: np.concatenate(xs).astype(np.int64) if xs else np.zeros(0, np.int64))
+    return cat(ii), cat(jj)
+
+
+def find_duplicates(ids: Sequence[str], split: Sequence[str], labels: Sequence[str], paths: Sequence[str],
+                    h: Hashes, threshold: int, min_corr: float = DEFAULT_MIN_CORR) -> tuple[pd.DataFrame, dict]:
+    """Group rows (train + test) by exact and confirmed near pairs. -> (dups.csv frame, counts)."""
+    n = len(ids)
+    split = np.asarray(split, dtype=object)
+    sha = np.asarray(h.sha1, dtype=object)
+    ni, nj, nd, nearest = near_pairs(h.hashes, threshold, h.ok)
+    ei, ej = exact_pairs(sha)
+    near = ~((sha[ni] == sha[nj]) & pd.notna(sha[ni]))  # exact pairs are counted once, as exact
+    corr = thumb_corr(h.thumbs, ni, nj)
+    keep = near & (corr >= min_corr)
+    pi, pj = np.concatenate([ei, ni[keep]]), np.concatenate([ej, nj[keep]])
+    dist = np.concatenate([np.zeros(len(ei), np.int64), nd[keep].astype(np.int64)])
+    kind = np.array(["exact"] * len(ei) + ["near"] * int(keep.sum()), dtype=object)
+    sp = np.sort(np.stack([split[pi], split[pj]]).astype(str), axis=0)  # "test" < "train"
+    where = np.char.add(np.char.add(sp[1], "_"), sp[0]) if len(pi) else np.zeros(0, str)
+    counts = {f"{k}_{w}": int(((kind == k) & (where == w)).sum())
+              for k in ("exact", "near") for w in ("train_train", "train_test", "test_test")}
+    counts["rejected_lookalikes"] = int((near & ~keep).sum())
+    nn = nearest[nearest >= 0]
+    counts["nearest_hist"] = {**{str(k): int((nn == k).sum()) for k in range(13)}, ">12": int((nn > 12).sum())}
+    graph = coo_matrix((np.ones(len(pi), np.int8), (pi, pj)), shape=(n, n))
+    _, comp = connected_components(graph, directed=False)
+    in_pair = np.zeros(n, bool)
+    in_pair[pi] = in_pair[pj] = True
+    # per row: smallest distance to any group partner, and whether it has a byte-identical twin
+    best = np.full(n, 255, np.int64)
+    np.minimum.at(best, pi, dist)
+    np.minimum.at(best, pj, dist)
+    twin = np.zeros(n, bool)
+    twin[ei] = twin[ej] = True
+    rows = np.flatnonzero(in_pair)
+    df = pd.DataFrame({"id": np.asarray(ids, object)[rows], "split": split[rows],
+                       "label": np.asarray(labels, object)[rows], "comp": comp[rows],
+                       "kind": np.where(twin[rows], "exact", "near"), "distance": best[rows],
+                       "path": np.asarray(paths, object)[rows]})
+    order = pd.factorize(df["comp"])[0]  # groups numbered in train-then-test row order
+    df["dup_group"] = [f"d{g:05d}" for g in order]
+    by_group = df[df["split"] == "train"].groupby("dup_group")["label"]
+    labels_of = by_group.agg(lambda s: "|".join(sorted(set(s)))).to_dict()
+    n_labels = by_group.nunique().to_dict()
+    df["labels"] = [labels_of.get(g, "") for g in df["dup_group"]]
+    df["conflict"] = np.array([n_labels.get(g, 0) > 1 for g in df["dup_group"]], dtype=bool)
+    counts.update(groups=int(df["dup_group"].nunique()), rows=int(len(df)),
+                  conflicting_groups=int(df.loc[df["conflict"], "dup_group"].nunique()),
+                  largest_group=int(df["dup_group"].value_counts().max()) if len(df) else 0)
+    return df[COLUMNS].reset_index(drop=True), counts
+
+
+def dup_groups(dups_file: str | Path, train_ids: Sequence[str]) -> np.ndarray:
+    """dups.csv read back aligned to train_ids -> (N,) object: group label, or None if in no group."""
+    dups_file = Path(dups_file)
+    df = pd.read_csv(dups_file, dtype=str, keep_default_na=False)
+    for col in ("id", "split", "dup_group"):
+        if col not in df.columns:
+            raise ValueError(f"{dups_file}: missing column '{col}' (columns: {', '.join(df.columns)}); "
+                             f"re-run python -m ensemble.dups")
+    tr = df[df["split"] == "train"]
+    if tr["id"].duplicated().any():
+        raise ValueError(f"{dups_file}: train id '{tr['id'][tr['id'].duplicated()].iat[0]}' listed twice")
+    ids = pd.Index(np.asarray(train_ids, dtype=object).astype(str))
+    unknown = pd.Index(tr["id"]).difference(ids)
+    if len(unknown):
+        raise ValueError(f"{dups_file}: {len(unknown)} train ids are not in train.csv (e.g. "
+                         f"'{unknown[0]}'); re-run python -m ensemble.dups for this competition")
+    s = pd.Series(tr["dup_group"].replace("", None).to_numpy(), index=tr["id"])
+    out = s.reindex(ids).to_numpy(dtype=object, copy=True)
+    out[pd.isna(out)] = None
+    return out
+
+
+def folds_note(folds_file: Path, dups: pd.DataFrame) -> str | None:
+    """A line about an existing folds.csv: does it keep every duplicate group in one fold?"""
+    if not folds_file.exists():
+        return None
+    folds = pd.read_csv(folds_file, dtype={"id": str})
+    if not {"id", "fold"} <= set(folds.columns):
+        return f"warning: {folds_file} has no id/fold columns; delete it to re-split"
+    tr = dups[dups["split"] == "train"].merge(folds[["id", "fold"]], on="id", how="left")
+    split = int((tr.groupby("dup_group")["fold"].nunique() > 1).sum())
+    if split == 0:
+        return f"note: {folds_file} predates this dups.csv but already keeps every duplicate group in one fold"
+    return (f"warning: {folds_file} predates {CompetitionPaths(folds_file.parent).dups} and splits {split} duplicate "
+            f"groups across folds; folds.csv is written once, so delete it (and the runs made from it) "
+            f"for duplicate-aware folds to take effect")
+
+
+def run_dups(comp, out_dir: Path, method: str = "phash", threshold: int = DEFAULT_THRESHOLD,
+             min_corr: float = DEFAULT_MIN_CORR, workers: int | None = None, log=print) -> tuple[pd.DataFrame, dict]:
+    """Hash a Competition's train + test images, write out_dir/dups.csv + dups.json. -> (frame, summary)."""
+    get_hash(method)
+    if not 0 <= threshold <= 64:
+        raise ValueError(f"--threshold must be a Hamming distance in 0..64, got {threshold}")
+    if not -1 <= min_corr <= 1:
+        raise ValueError(f"--min-corr must be a correlation in -1..1, got {min_corr}")
+    t0 = time.perf_counter()
+    n_tr, n_te = len(comp.train), len(comp.test)
+    paths = comp.train["path"].tolist() + comp.test["path"].tolist()
+    h = hash_images(paths, method, workers)
+    t1 = time.perf_counter()
+    df, counts = find_duplicates(
+        comp.train["id"].tolist() + comp.test["id"].tolist(), ["train"] * n_tr + ["test"] * n_te,
+        comp.train["label"].tolist() + [""] * n_te, paths, h, threshold, min_corr)
+    t2 = time.perf_counter()
+    out_dir = Path(out_dir)
+    atomic_write_csv(CompetitionPaths(out_dir).dups, df)
+    summary = {"competition": comp.name, "hash": method, "threshold": threshold, "min_corr": min_corr,
+               "n_train": n_tr, "n_test": n_te, **counts, "unreadable": h.bad,
+               "hash_seconds": round(t1 - t0, 2), "pair_seconds": round(t2 - t1, 2)}
+    atomic_write_json(CompetitionPaths(out_dir).dups_json, summary)
+    for line in summary_lines(summary, df):
+        log(line)
+    note = folds_note(CompetitionPaths(out_dir).folds, df)
+    if note:
+        log(note)
+    log(f"wrote {CompetitionPaths(out_dir).dups} ({len(df)} rows) in {time.perf_counter() - t0:.1f} s")
+    return df, summary
+
+
+def summary_lines(s: dict, df: pd.DataFrame) -> list[str]:
+    out = [f"{s['competition']}: {s['n_train']} train + {s['n_test']} test images, {s['hash']} distance <= "
+           f"{s['threshold']} and thumbnail corr >= {s['min_corr']}; hashed in {s['hash_seconds']:.1f} s, "
+           f"pairs in {s['pair_seconds']:.2f} s",
+           f"  exact pairs: train-train {s['exact_train_train']}, train-test {s['exact_train_test']}, "
+           f"test-test {s['exact_test_test']}",
+           f"  near pairs (distance 1..{s['threshold']}): train-train {s['near_train_train']}, "
+           f"train-test {s['near_train_test']}, test-test {s['near_test_test']}; "
+           f"{s['rejected_lookalikes']} look-alike candidates rejected (corr < {s['min_corr']})",
+           f"  {s['groups']} groups ({s['rows']} images, largest {s['largest_group']}), "
+           f"{s['conflicting_groups']} with conflicting labels",
+           "  nearest-neighbour distance histogram: " + " ".join(f"{k}:{v}" for k, v in s["nearest_hist"].items())]
+    if s["rejected_lookalikes"] > s["n_train"] + s["n_test"]:
+        out.append(f"  note: {s['hash']} at distance <= {s['threshold']} matched {s['rejected_lookalikes']} pairs of "
+                   f"different images: it barely separates these images (try --hash phash or a lower --threshold)")
+    if s["unreadable"]:
+        out.append(f"  warning: {len(s['unreadable'])} unreadable images (not hashed): "
+                   + ", ".join(Path(p).name for p in list(s["unreadable"])[:10]))
+    for g, rows in list(df[df["conflict"]].groupby("dup_group"))[:20]:
+        out.append(f"  conflict {g} (min distance {rows['distance'].min()}): "
+                   + ", ".join(f"{r.id}={r.label or 'test'}" for r in rows.itertuples()))
+    if s["conflicting_groups"] > 20:
+        out.append(f"  ... and {s['conflicting_groups'] - 20} more conflicting groups (see dups.csv)")
+    return out
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m ensemble.dups", description=__doc__.splitlines()[0])
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--competition", help="NAME: read configs/NAME/base.yaml")
+    src.add_argument("--cfg", help="the competition's base config YAML")
+    p.add_argument("--threshold", type=int, default=DEFAULT_THRESHOLD,
+                   help=f"max Hamming distance (of 64 bits) for a near duplicate (default {DEFAULT_THRESHOLD})")
+    p.add_argument("--min-corr", type=float, default=DEFAULT_MIN_CORR,
+                   help=f"confirm a near pair when its 32x32 grey thumbnails correlate >= this "
+                        f"(default {DEFAULT_MIN_CORR}; -1 keeps every hash match)")
+    p.add_argument("--hash", default="phash", choices=list(HASHES), help="perceptual hash (default phash)")
+    p.add_argument("--runs-dir", help="default: the config's output.runs_dir (runs)")
+    p.add_argument("--workers", type=int, help="hashing threads (default: CPU count, at most 8)")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from ensemble.data.competition import load_competition
+    from ensemble.config import load_config
+    try:
+        cfg_path = Path(args.cfg) if args.cfg else Path("configs") / args.competition / "base.yaml"
+        if args.competition and not cfg_path.is_file():
+            raise ValueError(f"--competition {args.competition}: config not found: {cfg_path} (use --cfg)")
+        cfg = load_config(cfg_path)
+        comp = load_competition(cfg.competition)
+        runs_dir = Path(args.runs_dir or cfg.output.runs_dir)
+        run_dups(comp, runs_dir / cfg.competition.name, args.hash, args.threshold, args.min_corr, args.workers)
+    except (ValueError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

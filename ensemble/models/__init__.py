@@ -1,0 +1,1 @@
+"""Models: timm backbones (registry), pretrained weights offline, MLP heads, the Classifier."""

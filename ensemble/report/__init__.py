@@ -1,0 +1,1 @@
+"""One HTML page per competition: runs, duplicates, submissions."""

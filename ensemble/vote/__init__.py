@@ -1,0 +1,1 @@
+"""Vote finished runs into a submission: methods, honest (nested) CV, run loading, submission files."""
