@@ -34,6 +34,7 @@ import numpy as np
 from sklearn import metrics as skm
 from sklearn.exceptions import UndefinedMetricWarning
 
+from ensemble.registry import Registry
 from ensemble.metric_spec import CLASS_PARAMS, NAME, MetricSpec, parse as parse_spec
 
 MetricLike = Union[str, Mapping, MetricSpec]
@@ -54,6 +55,7 @@ class Metric:
     needs: str  # "label" | "proba"
     per_class: Callable[[np.ndarray, np.ndarray, int], np.ndarray] | None = None
     grades: bool = False
+    balanced: bool = False  # weighs every class equally (balanced accuracy, macro F1): vote tries per-class bias
 
     def __call__(self, y_true, probs) -> float:
         return score(self.name, y_true, probs)
@@ -68,11 +70,11 @@ class Metric:
         return names + tuple(p.name for p in sig if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY))
 
 
-METRICS: dict[str, Metric] = {}
+METRICS: Registry[Metric] = Registry("metric", hint="(a metric of your own: --plugin FILE.py)")
 
 
 def register_metric(name: str, *, greater_is_better: bool, needs: str, per_class: Callable | None = None,
-                    grades: bool = False) -> Callable:
+                    grades: bool = False, balanced: bool = False) -> Callable:
     """Decorator adding ``fn(y_true, pred, n_classes, **params) -> float`` to the registry as ``name``.
 
     needs: "label" (fn gets argmax labels (N,)) or "proba" (probabilities (N, C)). Keyword
@@ -91,7 +93,7 @@ def register_metric(name: str, *, greater_is_better: bool, needs: str, per_class
         if len([p for p in inspect.signature(fn).parameters.values()
                 if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]) < 3:
             raise ValueError(f"metric '{name}': {fn.__name__} must take (y_true, pred, n_classes, **params)")
-        METRICS[name] = Metric(name, fn, greater_is_better, needs, per_class, grades)
+        METRICS.register(name, Metric(name, fn, greater_is_better, needs, per_class, grades, balanced), override=True)
         return fn
 
     return deco
@@ -130,13 +132,14 @@ def _accuracy(y, pred, n_classes):
     return skm.accuracy_score(y, pred)
 
 
-@register_metric("balanced_accuracy", greater_is_better=True, needs="label", per_class=_recall_per_class)
+@register_metric("balanced_accuracy", greater_is_better=True, needs="label", per_class=_recall_per_class,
+                 balanced=True)
 def _balanced_accuracy(y, pred, n_classes):
     """Mean recall over the classes present in ``y``."""
     return skm.balanced_accuracy_score(y, pred)
 
 
-@register_metric("macro_f1", greater_is_better=True, needs="label", per_class=_f1_per_class)
+@register_metric("macro_f1", greater_is_better=True, needs="label", per_class=_f1_per_class, balanced=True)
 def _macro_f1(y, pred, n_classes):
     """Macro F1 over the classes present in ``y`` or ``pred``."""
     return skm.f1_score(y, pred, average="macro", zero_division=0)
@@ -174,10 +177,7 @@ def get_metric(metric: MetricLike) -> Metric:
 
 def _resolve(metric: MetricLike) -> tuple[MetricSpec, Metric]:
     spec = parse_spec(metric)
-    if spec.name not in METRICS:
-        raise ValueError(f"unknown metric '{spec.name}'; available: {', '.join(METRICS)} "
-                         f"(a metric of your own: --plugin FILE.py)")
-    m = METRICS[spec.name]
+    m = METRICS.get(spec.name)
     accepted = m.params if spec.params else ()
     if spec.params and "*" not in accepted:
         for key in spec.params:
@@ -300,11 +300,19 @@ def is_better(metric: MetricLike, a: float, b: float | None) -> bool:
     return a > b if m.greater_is_better else a < b
 
 
+def ordinal_labels(scores: np.ndarray, thresholds: np.ndarray | None, n_classes: int) -> np.ndarray:
+    """(N,) or (N, 1) ordinal scores -> (N,) labels in 0..n_classes-1, cut at `thresholds`
+    (n_classes - 1,) ascending; default k + 0.5. A score on a cut point goes up (2.5 -> 3).
+    The one score -> grade rule: training's CV and vote's submissions both use it."""
+    thr = np.arange(n_classes - 1) + 0.5 if thresholds is None else thresholds
+    return np.searchsorted(thr, np.ravel(scores), side="right")
+
+
 def output_labels(task: str, out: np.ndarray, n_classes: int) -> np.ndarray:
     """Model outputs -> class indices: argmax of (N, C) probabilities, or the (N, 1)
-    ordinal score rounded and clipped to 0..C-1."""
+    ordinal score cut at k + 0.5 (ordinal_labels)."""
     if task == "ordinal":
-        return np.clip(np.rint(out[:, 0]), 0, n_classes - 1).astype(int)
+        return ordinal_labels(out[:, 0], None, n_classes)
     return out.argmax(1)
 
 

@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from ensemble.data.datasets import CachedDataset, build_transforms, make_loader  # noqa: E402
 from ensemble.train.engine import resolve_device, resolve_precision, train_one_epoch  # noqa: E402
 from ensemble.train.losses import build_loss  # noqa: E402
-from ensemble.models.backbones import build_model, resolve_backbone  # noqa: E402
+from ensemble.models import build_model, resolve_backbone  # noqa: E402
 from ensemble.train.optim import build_optimizer, param_groups  # noqa: E402
 
 

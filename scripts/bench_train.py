@@ -23,7 +23,7 @@ from ensemble.data.datasets import CachedDataset, DecodeDataset, build_transform
 from ensemble.train.engine import resolve_device, resolve_precision, train_one_epoch  # noqa: E402
 from ensemble.data.images import build_cache  # noqa: E402
 from ensemble.train.losses import build_loss  # noqa: E402
-from ensemble.models.backbones import build_model  # noqa: E402
+from ensemble.models import build_model  # noqa: E402
 from ensemble.train.optim import build_optimizer, param_groups  # noqa: E402
 
 

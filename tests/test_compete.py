@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 from conftest import REPO
-from ensemble.vote import voter as vote
+import ensemble.vote.__main__ as vote
 from ensemble.compete.run import load_budget, main
 from ensemble.config import ConfigError
 

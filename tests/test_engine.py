@@ -4,7 +4,7 @@ import torch
 
 
 def test_d4_and_multi_size_tta_views():
-    from ensemble.train.engine import expand_tta, tta_view
+    from ensemble.train.tta import expand_tta, tta_view
     x = torch.arange(2 * 3 * 4 * 4, dtype=torch.float32).view(2, 3, 4, 4)
     views = expand_tta(["d4", "hflip", "scale1.5"])
     assert views == ["none", "hflip", "vflip", "rot90", "rot180", "rot270", "transpose", "antitranspose", "scale1.5"]

@@ -10,7 +10,7 @@ import yaml
 from sklearn.metrics import f1_score, recall_score, roc_auc_score
 
 from ensemble import metrics as M
-from ensemble.vote import methods as V
+from ensemble import vote as V
 from ensemble.artifacts import RunPaths, atomic_write_json, file_hash, probs_frame, write_probs
 from ensemble.train.assemble import assemble_run
 from ensemble.data.competition import load_competition
@@ -334,7 +334,7 @@ def test_grade_variants_only_for_grade_metrics_on_class_probabilities():
 
 
 def test_vote_picks_grade_thresholds_for_qwk_classification_runs(tmp_path, monkeypatch, capsys):
-    from ensemble.vote.voter import main
+    from ensemble.vote.__main__ import main
     monkeypatch.chdir(tmp_path)
     y, oof, folds = ordinal_problem(n=300)
     classes = [str(k) for k in range(5)]

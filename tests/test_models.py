@@ -7,7 +7,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 from ensemble.models import backbones as models
-from ensemble.models.backbones import (BACKBONES, backbone_frozen, backbone_stages, build_head, build_model,
+from ensemble.models import (BACKBONES, backbone_frozen, backbone_stages, build_head, build_model,
                              describe_backbones, format_backbone_table, model_flops,
                              resolve_backbone, set_trainable)
 

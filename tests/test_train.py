@@ -13,8 +13,9 @@ from ensemble.config import ConfigError, load_config
 from ensemble.train.engine import FeatureLoader, NonFiniteLossError, Precision, extract_features
 from ensemble.data.images import ImageError
 from ensemble.train.losses import build_loss
-from ensemble.models.backbones import build_model, set_trainable
-from ensemble.train.run import main, train
+from ensemble.models import build_model, set_trainable
+from ensemble.train.__main__ import main
+from ensemble.train.run import train
 
 
 def test_cli_writes_the_artifact_contract(tiny, capsys):

@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from ensemble.artifacts import RunPaths, atomic_write_json, file_hash, probs_frame, write_probs
-from ensemble.vote.voter import main
+from ensemble.vote.__main__ import main
 
 CLASSES = ["akiec", "bcc", "mel"]
 N_TRAIN, N_TEST, K = 60, 12, 3

@@ -4,7 +4,7 @@ import pytest
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import accuracy_score, balanced_accuracy_score, cohen_kappa_score
 
-from ensemble.vote import methods as V
+from ensemble import vote as V
 
 # 3 models x 4 rows x 3 classes
 A = [[0.6, 0.3, 0.1], [0.2, 0.5, 0.3], [0.1, 0.1, 0.8], [0.45, 0.35, 0.2]]
@@ -174,4 +174,5 @@ def test_rank_col_matches_scipy_with_ties_and_signed_zeros():
     rng = np.random.default_rng(6)
     x = np.round(rng.standard_normal(5000), 2).astype(np.float32)  # many ties, negatives
     x[:3] = [-0.0, 0.0, 0.0]
-    np.testing.assert_array_equal(V._rank_col(x), rankdata(x).astype(np.float32))
+    from ensemble.vote.methods import _rank_col
+    np.testing.assert_array_equal(_rank_col(x), rankdata(x).astype(np.float32))

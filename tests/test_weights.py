@@ -14,7 +14,7 @@ from sklearn.datasets import load_sample_image
 from ensemble.models import backbones as models
 
 from ensemble.models import weights
-from ensemble.models.backbones import build_imagenet_classifier, build_model, describe_backbones, format_backbone_table
+from ensemble.models import build_imagenet_classifier, build_model, describe_backbones, format_backbone_table
 from ensemble.models.weights import WeightsMismatchError, find_offline, map_by_order
 
 BUILDINGS = {442, 483, 497, 538, 663, 698, 832}  # bell cote, castle, church, dome, monastery, palace, stupa

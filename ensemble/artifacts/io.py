@@ -14,8 +14,10 @@ from typing import Iterator, Sequence
 
 import numpy as np
 import pandas as pd
+import yaml
 
-from ensemble.artifacts.paths import RunPaths
+from ensemble.artifacts.paths import RunPaths, RunsError
+from ensemble.config import CompetitionCfg, build
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)
@@ -125,3 +127,14 @@ def split_probs(df: pd.DataFrame) -> tuple[np.ndarray, list[str], np.ndarray, np
 
 def read_metrics(run_dir: str | Path) -> dict:
     return json.loads(RunPaths(run_dir).metrics.read_text())
+
+
+def competition_cfg(run_dir: str | Path) -> CompetitionCfg:
+    """The `competition:` section of a run's resolved config.yaml (where the sample submission is)."""
+    path = RunPaths(run_dir).config
+    if not path.is_file():
+        raise RunsError(f"{run_dir}: no config.yaml (needed to find train.csv and the sample submission)")
+    data = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(data.get("competition"), dict):
+        raise RunsError(f"{path}: no 'competition' section")
+    return build(CompetitionCfg, data["competition"], "competition", lambda key: str(path))

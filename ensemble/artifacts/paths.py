@@ -1,6 +1,6 @@
 """Every path of the artifact contract, and run discovery (the only module that spells them).
 
-    runs/<competition>/folds.csv, dups.csv, dups.json, cache/, tune/<model>/
+    runs/<competition>/folds.csv, labels.csv, dups.csv, dups.json, cache/, tune/<model>/
     runs/<competition>/<run>/config.yaml, run.json, oof.<ext>, test.<ext>, metrics.json, *.png
     runs/<competition>/<run>/fold<k>/best.pt, last.pt, history.csv, preds.npz, result.json
 
@@ -20,6 +20,7 @@ PROB_FORMATS = ("csv", "parquet")
 FOLDS_CSV = "folds.csv"
 DUPS_CSV = "dups.csv"
 DUPS_JSON = "dups.json"
+LABELS_CSV = "labels.csv"  # id, label (class name) of every train row: vote reads labels here
 CACHE_DIR = "cache"
 TUNE_DIR = "tune"
 # run level (runs/<competition>/<run>/)
@@ -63,6 +64,10 @@ class CompetitionPaths:
     @property
     def dups_json(self) -> Path:
         return self.root / DUPS_JSON
+
+    @property
+    def labels(self) -> Path:
+        return self.root / LABELS_CSV
 
     @property
     def cache(self) -> Path:

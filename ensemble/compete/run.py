@@ -16,15 +16,17 @@ Runs are named `<model>-<budget>` so budgets never overwrite each other.
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 from ensemble.config import ConfigError, build, load_config, read_yaml
 from ensemble.compete.plan import Candidate
 from ensemble.plugins import add_plugin_argument, load_plugins
+from ensemble.registry import Registry
 from ensemble.artifacts.paths import CompetitionPaths
 
 
@@ -79,7 +81,8 @@ def _build_digits(root: Path) -> None:
     build_demo(root)
 
 
-BUILDERS = {"digits": _build_digits}
+BUILDERS: Registry[Callable[[Path], None]] = Registry("builder")  # compete.yaml `builder:` -> makes the folder
+BUILDERS.register("digits", _build_digits)
 
 
 def load_compete_file(competition: str, configs_dir: str | Path = "configs") -> tuple[Path, CompeteFile]:
@@ -130,15 +133,29 @@ def _prepare(competition: str, builder: str | None, cfg, dups: bool, log) -> Non
 
 
 def _vote_and_report(competition: str, cfgs: Sequence, vote_args: Sequence[str], log) -> int:
-    from ensemble.report import page as report
-    from ensemble.vote import voter as vote
+    """vote_runs over the trained runs (every method unless compete.yaml's vote: says otherwise, the
+    best by nested CV written), then build_report. -> exit code."""
+    from ensemble.report.page import build_report
+    from ensemble.vote.__main__ import print_result, vote_options
+    from ensemble.vote.voter import vote_runs
     log(f"== vote ({len(cfgs)} runs, every method, best by nested CV)")
-    rc = vote.main(["--runs", *[str(c.run_dir) for c in cfgs], "--method", "all", "--write", "best",
-                    "--kaggle", competition, *vote_args])
-    if rc != 0:
-        return rc
+    try:
+        result = vote_runs([c.run_dir for c in cfgs], **vote_options(vote_args), write="best", kaggle=competition,
+                           command="python -m ensemble.vote " + shlex.join(
+                               ["--runs", *[str(c.run_dir) for c in cfgs], "--method", "all", "--write", "best",
+                                "--kaggle", competition, *vote_args]))
+    except (ValueError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print_result(result)
     log("== report")
-    return report.main(["--competition", competition, "--runs-dir", str(cfgs[0].competition_dir.parent)])
+    try:
+        index = build_report(competition, cfgs[0].competition_dir.parent)
+    except (ValueError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"wrote {index} ({len(list(index.parent.glob('img/*.png')))} images); open it in a browser")
+    return 0
 
 
 def compete(competition: str, budget: str, *, configs_dir: str = "configs", extra: Sequence[str] = (),

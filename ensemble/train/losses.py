@@ -16,19 +16,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-LOSSES: dict[str, Callable[..., nn.Module]] = {}
+from ensemble.registry import Registry
+
+LOSSES: Registry[Callable[..., nn.Module]] = Registry("loss")
 
 
 def register_loss(name: str) -> Callable:
     """Decorator: register ``factory(n_classes, weight, label_smoothing, gamma, alpha) -> nn.Module``."""
 
-    def deco(factory: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
-        if name in LOSSES:
-            raise ValueError(f"loss '{name}' is already registered")
-        LOSSES[name] = factory
-        return factory
-
-    return deco
+    return LOSSES.register(name)
 
 
 def resolve_class_weights(class_weights, class_counts: Sequence[int] | np.ndarray) -> torch.Tensor | None:
@@ -181,12 +177,11 @@ def build_loss(name: str, *, class_counts: Sequence[int] | np.ndarray, class_wei
 
     gamma/alpha are used by "focal" only. Returns an ``nn.Module(logits, targets) -> scalar``.
     """
-    if name not in LOSSES:
-        raise ValueError(f"unknown loss '{name}'; available: {', '.join(LOSSES)}")
+    factory = LOSSES.get(name)
     counts = np.asarray(class_counts)
     if counts.ndim != 1 or counts.size < 2 or np.any(counts < 0):
         raise ValueError(f"class_counts must be >= 2 non-negative counts (one per class), got {counts.tolist()}")
     if not 0.0 <= label_smoothing < 1.0:
         raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing}")
     weight = resolve_class_weights(class_weights, counts)
-    return LOSSES[name](int(counts.size), weight, float(label_smoothing), float(gamma), alpha)
+    return factory(int(counts.size), weight, float(label_smoothing), float(gamma), alpha)

@@ -16,9 +16,11 @@ from timm.models import group_parameters
 from torch import nn
 from torch.optim import lr_scheduler
 
+from ensemble.registry import Registry
+
 PARTS = ("backbone", "head")
-OPTIMIZERS: dict[str, Callable[..., torch.optim.Optimizer]] = {}
-SCHEDULERS: dict[str, Callable[..., "Schedule"]] = {}
+OPTIMIZERS: Registry[Callable[..., torch.optim.Optimizer]] = Registry("optimizer")
+SCHEDULERS: Registry[Callable[..., "Schedule"]] = Registry("scheduler")
 
 
 # ----------------------------------------------------------------------------- param groups
@@ -124,17 +126,8 @@ def current_lrs(optimizer: torch.optim.Optimizer) -> dict[str, float]:
 
 
 # ----------------------------------------------------------------------------- optimizers
-def _registrar(table: dict) -> Callable:
-    def register(name: str) -> Callable:
-        def deco(fn):
-            table[name] = fn
-            return fn
-        return deco
-    return register
-
-
-register_optimizer = _registrar(OPTIMIZERS)
-register_scheduler = _registrar(SCHEDULERS)
+register_optimizer = OPTIMIZERS.register  # @register_optimizer("lamb") def f(groups, *, momentum, nesterov, betas, eps)
+register_scheduler = SCHEDULERS.register  # @register_scheduler("x") def f(optimizer, *, total, warmup, ...) -> Schedule
 
 
 @register_optimizer("adamw")
@@ -157,15 +150,14 @@ def _sgd(groups, *, momentum, nesterov, betas, eps):
 def build_optimizer(name: str, groups: list[dict], *, momentum: float = 0.9, nesterov: bool = False,
                     betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8) -> torch.optim.Optimizer:
     """Optimizer over named groups from :func:`param_groups`; each ``optimizer.param_groups[i]`` keeps its "name"."""
-    if name not in OPTIMIZERS:
-        raise ValueError(f"unknown optimizer '{name}'; available: {', '.join(OPTIMIZERS)}")
+    make = OPTIMIZERS.get(name)
     if not groups:
         raise ValueError("build_optimizer needs at least one param group")
     for i, g in enumerate(groups):
         missing = [k for k in ("name", "params", "lr") if k not in g]
         if missing:
             raise ValueError(f"param group {i} is missing key(s) {', '.join(missing)}")
-    return OPTIMIZERS[name](groups, momentum=momentum, nesterov=nesterov, betas=tuple(betas), eps=eps)
+    return make(groups, momentum=momentum, nesterov=nesterov, betas=tuple(betas), eps=eps)
 
 
 # ----------------------------------------------------------------------------- schedules
@@ -256,8 +248,7 @@ def build_scheduler(name: str, optimizer: torch.optim.Optimizer, *, epochs: int,
     cosine/constant/onecycle step per batch (warmup = ``round(warmup_epochs * steps_per_epoch)`` steps;
     onecycle uses it as its rise phase), step per epoch, plateau per epoch on the validation metric.
     """
-    if name not in SCHEDULERS:
-        raise ValueError(f"unknown scheduler '{name}'; available: {', '.join(SCHEDULERS)}")
+    make = SCHEDULERS.get(name)
     checks = [
         (epochs >= 1, f"epochs must be >= 1, got {epochs}"),
         (steps_per_epoch >= 1, f"steps_per_epoch must be >= 1, got {steps_per_epoch}"),
@@ -276,6 +267,6 @@ def build_scheduler(name: str, optimizer: torch.optim.Optimizer, *, epochs: int,
         raise ValueError(f"warmup_epochs is not supported by scheduler '{name}' (use cosine, constant or onecycle), "
                          f"got {warmup_epochs}")
     total = int(epochs * steps_per_epoch)
-    return SCHEDULERS[name](optimizer, total=total, warmup=int(round(warmup_epochs * steps_per_epoch)),
+    return make(optimizer, total=total, warmup=int(round(warmup_epochs * steps_per_epoch)),
                             epochs=epochs, steps_per_epoch=steps_per_epoch, min_lr_ratio=min_lr_ratio,
                             step_size=step_size, gamma=gamma, patience=patience, factor=factor, mode=mode)

@@ -1,39 +1,55 @@
-"""`python -m ensemble.train --cfg configs/<competition>/<model>.yaml`: K-fold training of one model.
+"""train_run: K-fold training of one model config -> a finished run (RunResult).
 
-Writes runs/<competition>/<run>/ (see README, "Artifact contract"): config.yaml, fold<k>/,
-oof + test probabilities, metrics.json, confusion.png, curves.png.
+    result = train_run(load_config("configs/demo/resnet18.yaml"), folds=[0])
+    result.run_dir, result.metrics          # metrics None until every fold is trained
+
+Writes runs/<competition>/<run>/ (see README, "Artifact contract" and ensemble.artifacts.paths):
+config.yaml, fold<k>/, oof + test probabilities, metrics.json, confusion.png, curves.png, and the
+competition's folds.csv and labels.csv.
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
+import logging
 import shutil
-import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+import pandas as pd
 import torch
 
-from ensemble.artifacts import atomic_write_json, atomic_write_text
-from ensemble.train.assemble import AssembleError, assemble_run, missing_folds
+from ensemble.artifacts import atomic_write_csv, atomic_write_json, atomic_write_text
+from ensemble.train.assemble import assemble_run, missing_folds
 from ensemble.data.competition import Competition, load_competition
-from ensemble.config import Config, ConfigError, dump_config, load_config, to_dict
-from ensemble.data.datasets import build_transforms
-from ensemble.train.distributed import SINGLE, DistEnv, barrier, init_distributed, rank_device, shutdown
-from ensemble.train.engine import NonFiniteLossError, resolve_device, resolve_precision
+from ensemble.config import Config, ConfigError, dump_config, to_dict
+from ensemble.data.augment import build_transforms
+from ensemble.train.distributed import SINGLE, DistEnv, barrier, rank_device
+from ensemble.train.engine import resolve_device, resolve_precision
 from ensemble.train.fold import FoldInputs, FoldTrainer
 from ensemble.data.folds import ensure_folds, merge_groups
 from ensemble.data.images import build_cache
-from ensemble.models.backbones import (build_model, describe_backbones, format_backbone_table, model_flops, resolve_backbone,
-                     resolve_pretrained)
-from ensemble.plugins import add_plugin_argument, load_plugins
+from ensemble.models import build_model, model_flops, resolve_backbone, resolve_pretrained
+from ensemble.train.plan import build_fold_plan
 from ensemble.artifacts.paths import CompetitionPaths, RunPaths
 
 
-def log(msg: str) -> None:
-    print(msg, flush=True)
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class RunResult:
+    """What train_run did: the run directory, the folds it trained (fold -> result dict: best score
+    and epoch, TTA score, seconds) and metrics.json's dict once every fold is done (else None)."""
+    run_dir: Path
+    folds: dict[int, dict] = field(default_factory=dict)
+    metrics: dict | None = None
+
+    @property
+    def complete(self) -> bool:
+        return self.metrics is not None
 
 
 def seed_everything(seed: int) -> None:
@@ -55,6 +71,16 @@ def competition_folds(cfg: Config, comp: Competition) -> tuple[np.ndarray, str]:
         groups = merge_groups(groups, dup)
     return ensure_folds(CompetitionPaths(cfg.competition_dir).folds, comp.train["id"].to_numpy(),
                         comp.train["y"].to_numpy(), cfg.folds.n, cfg.folds.seed, groups, extra)
+
+
+def write_labels(cfg: Config, comp: Competition) -> Path:
+    """runs/<competition>/labels.csv: id and class name of every train row (vote reads labels here)."""
+    path = CompetitionPaths(cfg.competition_dir).labels
+    frame = pd.DataFrame({"id": comp.train["id"].astype(str),
+                          "label": np.asarray(comp.classes, dtype=object)[comp.train["y"].to_numpy()]})
+    if not path.exists() or not pd.read_csv(path, dtype=str, keep_default_na=False).equals(frame):
+        atomic_write_csv(path, frame)
+    return path
 
 
 def _first_difference(a, b, prefix: str = "") -> str | None:
@@ -125,21 +151,31 @@ def parse_folds(text: str | None, n: int) -> list[int]:
     return ks
 
 
-def train(cfg: Config, *, folds: Sequence[int] | None = None, resume: bool = False, fresh: bool = False,
-          assemble_only: bool = False, on_epoch=None, dist: DistEnv = SINGLE) -> dict | None:
-    """Train the given folds (default all) and assemble the run when every fold is done.
+def train(cfg: Config, **kwargs) -> dict | None:
+    """train_run(...).metrics: metrics.json's dict, or None while other folds are still missing."""
+    return train_run(cfg, **kwargs).metrics
 
-    on_epoch(fold, global_epoch, score) is called after each epoch (tuning reports/prunes there).
-    Returns metrics.json's dict, or None while other folds are still missing.
-    dist: under torchrun, every rank calls this; rank 0 writes the shared files first.
+
+def train_run(cfg: Config, *, folds: Sequence[int] | None = None, resume: bool = False, fresh: bool = False,
+              assemble_only: bool = False, on_epoch=None, dist: DistEnv = SINGLE) -> RunResult:
+    """Train the given folds (default all) of `cfg` and assemble the run when every fold is done.
+
+    folds: fold numbers (another process may train the others); resume: continue interrupted folds
+    from last.pt, skip finished ones; fresh: delete the run directory first; assemble_only: train
+    nothing, only assemble oof/test/metrics. on_epoch(fold, global_epoch, score) is called after each
+    epoch (tuning reports/prunes there). dist: under torchrun, every rank calls this; rank 0 writes
+    the shared files first.
     """
-    log_ = log if dist.is_main else (lambda *_: None)
+    def log_(msg: str) -> None:
+        if dist.is_main:
+            logger.info(msg)
     comp = load_competition(cfg.competition)
     n_classes = len(comp.classes)
     todo = [] if assemble_only else list(folds if folds is not None else range(cfg.folds.n))
     for turn in ("main", "others"):  # rank 0 writes folds.csv, the run dir and the cache; then the rest read them
         if (turn == "main") == dist.is_main:
             fold_of, folds_hash = competition_folds(cfg, comp)
+            write_labels(cfg, comp)
             run_dir = prepare_run_dir(cfg, folds_hash, todo, resume, fresh and dist.is_main)
             tr, te = load_images(cfg, comp)
         barrier(dist)
@@ -163,6 +199,8 @@ def train(cfg: Config, *, folds: Sequence[int] | None = None, resume: bool = Fal
                     drop_path_rate=cfg.model.drop_path_rate)
     train_tf, eval_tf = build_transforms(cfg.augment.train), build_transforms(cfg.augment.eval)
     y = comp.train["y"].to_numpy()
+    plan = build_fold_plan(cfg, cfg.competition.metric, dist.world_size)
+    result = RunResult(run_dir)
     for k in todo:
         if resume and RunPaths(run_dir).preds(k).exists():
             log_(f"fold {k}: already finished, skipped")
@@ -179,16 +217,17 @@ def train(cfg: Config, *, folds: Sequence[int] | None = None, resume: bool = Fal
                           y=y, n_classes=n_classes, train_tf=train_tf, eval_tf=eval_tf)
         log_(f"fold {k}: {len(data.train_idx)} train / {len(data.val_idx)} val rows on {device} "
             f"(amp {prec.dtype or 'off'}, channels_last {prec.channels_last})")
-        info = FoldTrainer(cfg, k, model, data, prec, RunPaths(run_dir).fold_dir(k), log, on_epoch, dist).run(resume=resume)
+        info = FoldTrainer(plan, k, model, data, prec, RunPaths(run_dir).fold_dir(k), on_epoch, dist).run(resume=resume)
+        result.folds[k] = info
         log_(f"fold {k}: best {cfg.competition.metric} {info['best_score']:.4f} at epoch {info['best_epoch'] + 1} "
             f"(with TTA {info['tta_score']:.4f}), {info['seconds']:.0f}s")
     barrier(dist)
     if not dist.is_main:
-        return None
+        return result
     gone = missing_folds(run_dir, cfg.folds.n)
     if gone and not assemble_only:
-        log(f"run {run_dir}: fold(s) {', '.join(map(str, gone))} still to train; assembles when all are done")
-        return None
+        logger.info(f"run {run_dir}: fold(s) {', '.join(map(str, gone))} still to train; assembles when all are done")
+        return result
     prior = np.bincount(y[tr.ok], minlength=n_classes) / max(int(tr.ok.sum()), 1)
     fallback = prior if cfg.competition.task != "ordinal" else np.array([float(prior @ np.arange(n_classes))])
     flops_model = build_model(cfg.model.backbone, out_dim, **{**model_kw, "pretrained": False})
@@ -199,7 +238,7 @@ def train(cfg: Config, *, folds: Sequence[int] | None = None, resume: bool = Fal
              "gflops": model_flops(flops_model, cfg.input.size)}
     bad_test = [comp.test["id"].iat[i] for i in np.flatnonzero(~te.ok)]
     if bad_test:
-        log(f"warning: {len(bad_test)} test images could not be read; their rows average the folds' predictions "
+        logger.warning(f"warning: {len(bad_test)} test images could not be read; their rows average the folds' predictions "
             f"of a blank image: {', '.join(bad_test[:5])}")
     metrics = assemble_run(run_dir, fmt=cfg.output.format, ids=comp.train["id"].to_numpy(),
                            test_ids=comp.test["id"].to_numpy(), y=y, folds=fold_of, classes=comp.classes,
@@ -207,50 +246,8 @@ def train(cfg: Config, *, folds: Sequence[int] | None = None, resume: bool = Fal
                            fallback=fallback, skipped=[comp.train["id"].iat[i] for i in np.flatnonzero(~tr.ok)],
                            extra=extra)
     recall = " ".join(f"{c}={r:.2f}" for c, r in metrics["per_class_recall"].items())
-    log(f"run {run_dir}: CV {cfg.competition.metric} {metrics['cv']:.4f} "
-        f"(folds {' '.join(f'{v:.4f}' for v in metrics['cv_folds'].values())}; std {metrics['cv_std']:.4f})\n"
-        f"  per-class recall: {recall}")
-    return metrics
-
-
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m ensemble.train", description=__doc__.splitlines()[0])
-    p.add_argument("--cfg", help="model config YAML (with a `base:` competition file)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config key, e.g. --set input.size=64 --set 'stages=[{epochs: 1}]'")
-    p.add_argument("--folds", help="train only these folds, e.g. 0,1 (others may run in another process)")
-    p.add_argument("--resume", action="store_true", help="continue interrupted folds from fold<k>/last.pt")
-    p.add_argument("--fresh", action="store_true", help="delete the run directory and start over")
-    p.add_argument("--assemble", action="store_true", help="only assemble oof/test/metrics from finished folds")
-    p.add_argument("--device", help="override train.device (cpu, cuda, cuda:1)")
-    p.add_argument("--list-backbones", action="store_true", help="print registered backbones, params and GFLOPs")
-    p.add_argument("--size", type=int, default=224, help="image size for --list-backbones GFLOPs")
-    add_plugin_argument(p)
-    return p
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    if args.list_backbones:
-        print(format_backbone_table(describe_backbones(size=args.size)))
-        return 0
-    if not args.cfg:
-        build_parser().error("--cfg is required (or --list-backbones)")
-    try:
-        load_plugins(args.plugin)
-        overrides = list(args.overrides) + ([f"train.device={args.device}"] if args.device else [])
-        cfg = load_config(args.cfg, overrides)
-        dist = init_distributed(cfg.train.device)
-        try:
-            train(cfg, folds=parse_folds(args.folds, cfg.folds.n), resume=args.resume, fresh=args.fresh,
-                  assemble_only=args.assemble, dist=dist)
-        finally:
-            shutdown(dist)
-    except (ValueError, FileNotFoundError, NonFiniteLossError, AssembleError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    logger.info(f"run {run_dir}: CV {cfg.competition.metric} {metrics['cv']:.4f} "
+                f"(folds {' '.join(f'{v:.4f}' for v in metrics['cv_folds'].values())}; std {metrics['cv_std']:.4f})\n"
+                f"  per-class recall: {recall}")
+    result.metrics = metrics
+    return result

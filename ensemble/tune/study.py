@@ -12,9 +12,10 @@ import optuna
 from optuna.trial import TrialState
 
 from ensemble.config import ConfigError
+from ensemble.registry import Registry
 
 HEARTBEAT_S, GRACE_S, ORPHAN_S, MAX_RETRIES = 30, 120, 300, 2
-PRUNERS: dict[str, Callable[..., optuna.pruners.BasePruner]] = {}
+PRUNERS: Registry[Callable[..., optuna.pruners.BasePruner]] = Registry("pruner")
 
 
 def log(msg: str) -> None:
@@ -23,10 +24,7 @@ def log(msg: str) -> None:
 
 def register_pruner(name: str):
     """Decorator: ``factory(startup_trials, warmup_steps, max_steps) -> optuna pruner``."""
-    def deco(fn):
-        PRUNERS[name] = fn
-        return fn
-    return deco
+    return PRUNERS.register(name)
 
 
 @register_pruner("median")
@@ -45,9 +43,11 @@ def _nop(startup: int, warmup: int, max_steps: int):
 
 
 def build_pruner(name: str, startup: int, warmup: int, max_steps: int) -> optuna.pruners.BasePruner:
-    if name not in PRUNERS:
-        raise ConfigError(f"unknown pruner '{name}'; available: {', '.join(PRUNERS)}")
-    return PRUNERS[name](startup, warmup, max_steps)
+    try:
+        make = PRUNERS.get(name)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    return make(startup, warmup, max_steps)
 
 
 # ---------------------------------------------------------------- storage and workers

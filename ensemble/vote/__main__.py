@@ -1,6 +1,103 @@
-import sys
+"""Vote the runs of a competition into a validated submission, with honest CV scores.
 
-from ensemble.vote.voter import main
+    python -m ensemble.vote --competition ham10000                       # every method, best written
+    python -m ensemble.vote --competition ham10000 --method hillclimb --bias on
+    python -m ensemble.vote --runs 'runs/ham10000/resnet*' --exclude '*debug*' --method weighted --weights 2,1
+    python -m ensemble.vote --check submissions/ham10000/x.csv --competition ham10000
+    python -m ensemble.vote --competition aptos --plugin my_metric.py     # a metric registered by a plugin
+"""
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from typing import Sequence
+
+from ensemble.artifacts.paths import find_runs
+from ensemble.cli import add_verbosity, setup_logging
+from ensemble.plugins import add_plugin_argument, load_plugins
+from ensemble.vote import methods as V
+from ensemble.vote.runs import RunsError
+from ensemble.vote.submission import SubmissionError
+from ensemble.vote.voter import check_submission, vote_runs
+
+
+def parse_args(argv: Sequence[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m ensemble.vote", description=__doc__.split("\n")[0])
+    p.add_argument("--competition", metavar="NAME", help="vote every run under RUNS_DIR/NAME")
+    p.add_argument("--runs-dir", default="runs", help="default: runs")
+    p.add_argument("--runs", nargs="+", metavar="RUN", help="run names or paths (globs allowed)")
+    p.add_argument("--exclude", nargs="+", default=[], metavar="RUN", help="run names or paths to drop (globs)")
+    p.add_argument("--method", default="all", help=f"'all' or comma-separated: {', '.join(V.METHODS)}")
+    p.add_argument("--weights", help="for 'weighted': '2,1,1' in run order or 'runA=2,runB=1'")
+    p.add_argument("--bias", choices=["auto", "on", "off"], default="auto",
+                   help="also fit per-class bias (ordinal runs and QWK's expected grade: thresholds) on OOF; "
+                        "auto = thresholds only")
+    p.add_argument("--max-iter", type=int, default=100, help="hill-climbing steps")
+    p.add_argument("--stack-c", type=float, default=1.0, help="stacking: inverse L2 strength")
+    p.add_argument("--write", choices=["best", "all", "none"], default="best",
+                   help="which ensembles get a submission file")
+    p.add_argument("--out-dir", default="submissions", help="default: submissions (+ /NAME/)")
+    p.add_argument("--kaggle", metavar="SLUG", help="Kaggle competition slug for the printed command (default: NAME)")
+    p.add_argument("--check", metavar="FILE", help="validate FILE against the sample submission and exit")
+    p.add_argument("--sample", metavar="PATH", help="sample_submission.csv for --check (default: from the runs' config)")
+    p.add_argument("--classes", help="comma-separated classes for --check when there are no runs")
+    add_plugin_argument(p)
+    add_verbosity(p)
+    return p.parse_args(argv)
+
+
+def vote_options(flags: Sequence[str]) -> dict:
+    """Method flags as in compete.yaml's `vote: [--bias, "on"]` -> vote_runs keyword arguments."""
+    args = parse_args(["--runs", "-", *flags])
+    return dict(methods=args.method, weights=args.weights, bias=args.bias, max_iter=args.max_iter,
+                stack_c=args.stack_c)
+
+
+def print_result(result) -> None:
+    """The score report, notes and written files of a VoteResult, as the command prints them."""
+    print(result.report())
+    for n in result.notes:
+        print(f"note: {n}")
+    for path, cmd in result.written:
+        print(f"wrote {path} (+ .json manifest)\n  {cmd}")
+
+
+def run_vote(args, argv: Sequence[str]) -> int:
+    result = vote_runs(find_runs(args.runs_dir, args.competition, args.runs, args.exclude), args.method,
+                       weights=args.weights, bias=args.bias, max_iter=args.max_iter, stack_c=args.stack_c,
+                       write=args.write, out_dir=args.out_dir, kaggle=args.kaggle,
+                       command="python -m ensemble.vote " + shlex.join(argv))
+    print_result(result)
+    t = result.timings
+    print(f"timings: load {t['load']:.1f} s, scores {t['scores']:.1f} s, submission {t['submission']:.1f} s")
+    return 0
+
+
+def run_check(args) -> int:
+    classes = [c.strip() for c in args.classes.split(",")] if args.classes else None
+    issues, sample_path, kind, rows = check_submission(args.check, sample=args.sample, classes=classes,
+                                                       competition=args.competition, runs_dir=args.runs_dir)
+    if issues:
+        print(f"{args.check}: INVALID against {sample_path} ({len(issues)} problems)")
+        for s in issues:
+            print(f"  - {s}")
+        return 1
+    print(f"{args.check}: OK ({rows} rows, format {kind}, matches {sample_path})")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = parse_args(argv)
+    setup_logging(args.verbose - args.quiet)
+    try:
+        load_plugins(args.plugin)
+        return run_check(args) if args.check else run_vote(args, argv)
+    except (RunsError, SubmissionError, ValueError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -2,19 +2,21 @@
 
 C is the number of classes (probability runs) or 1 (ordinal runs: a regressed `score` column).
 Each method is one function in a registry; methods that learn from OOF predictions also register
-a `fit`. For a grade metric (QWK) on class probabilities, a spec may decode the combined
-probabilities into the expected grade sum_k p_k k (N, 1) and cut it like an ordinal score. `cross_validate` gives every spec an honest CV score: anything fitted on OOF (hill-climb,
-stacking, per-class bias, ordinal thresholds) is refitted on K-1 folds and scored on the held-out one.
+a `fit`. Specs, fitting and honest CV scores: ensemble.vote.cv; bias and ordinal thresholds:
+ensemble.vote.postprocess.
 """
 from __future__ import annotations
 
 import os
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
 from sklearn.linear_model import LogisticRegression
+
+from ensemble.registry import Registry
+from ensemble.vote.postprocess import _normalise, apply_bias, ordinal_labels
 
 EPS = 1e-7
 
@@ -58,20 +60,20 @@ class Method:
         return (self.combine.__doc__ or "").strip().splitlines()[0]
 
 
-METHODS: dict[str, Method] = {}
+METHODS: Registry[Method] = Registry("vote method")
 
 
 def register(name: str, *, fit=None, ordinal: bool = False, needs_weights: bool = False):
+    """Decorator: ``@register("mean", ordinal=True)`` on ``combine(stack (M, N, C), state) -> (N, C)``;
+    fit(oof, y, objective, **options) -> state, when the method learns from the OOF rows."""
     def deco(fn):
-        METHODS[name] = Method(name, fn, fit, ordinal, needs_weights)
+        METHODS.register(name, Method(name, fn, fit, ordinal, needs_weights))
         return fn
     return deco
 
 
 def get_method(name: str) -> Method:
-    if name not in METHODS:
-        raise ValueError(f"unknown vote method '{name}'; available: {', '.join(METHODS)}")
-    return METHODS[name]
+    return METHODS.get(name)
 
 
 def check_weights(weights, n_models: int) -> np.ndarray:
@@ -87,11 +89,6 @@ def check_weights(weights, n_models: int) -> np.ndarray:
 def _wmean(stack: np.ndarray, w: np.ndarray) -> np.ndarray:
     m, n, c = stack.shape
     return (np.asarray(w, np.float32) @ stack.reshape(m, n * c)).reshape(n, c)
-
-
-def _normalise(x: np.ndarray) -> np.ndarray:
-    x /= x.sum(axis=1, keepdims=True)
-    return x
 
 
 # ---------------------------------------------------------------- methods
@@ -224,152 +221,8 @@ def stacking(stack: np.ndarray, state: dict) -> np.ndarray:
 
 
 # ---------------------------------------------------------------- post-processing
-def apply_bias(probs: np.ndarray, bias: np.ndarray) -> np.ndarray:
-    """probs (N, C) * exp(bias (C,)), renormalised: shifts argmax decisions, stays a distribution."""
-    return _normalise(probs * np.exp(bias).astype(np.float32))
-
-
-def expected_grade(probs: np.ndarray) -> np.ndarray:
-    """(N, C) class probabilities (or any non-negative scores) -> (N, 1) expected grade sum_k p_k k,
-    with each row normalised first (rank averages do not sum to 1)."""
-    p = np.asarray(probs, np.float64)
-    sums = p.sum(axis=1, keepdims=True)
-    grade = (p @ np.arange(p.shape[1], dtype=np.float64))[:, None] / np.where(sums > 0, sums, 1.0)
-    return grade.astype(np.float32)
-
-
-def ordinal_labels(scores: np.ndarray, thresholds: np.ndarray | None, n_classes: int) -> np.ndarray:
-    """(N,) or (N, 1) scores -> (N,) labels in 0..n_classes-1; default thresholds k + 0.5."""
-    thr = np.arange(n_classes - 1) + 0.5 if thresholds is None else thresholds
-    return np.searchsorted(thr, np.ravel(scores), side="right")
-
-
-def _coordinate_ascent(x: np.ndarray, candidates, gain, passes: int) -> np.ndarray:
-    """Improve x one coordinate at a time over candidates(k, x); moves only on strict gains."""
-    best = gain(x)
-    for _ in range(passes):
-        for k in range(len(x)):
-            for value in candidates(k, x):
-                trial = x.copy()
-                trial[k] = value
-                v = gain(trial)
-                if v > best:
-                    best, x = v, trial
-    return x
-
-
-def fit_bias(probs, y, objective: Objective, grid=np.linspace(-2, 2, 17), passes: int = 2):
-    """Per-class log-bias (C,) by coordinate ascent on the metric."""
-    return _coordinate_ascent(np.zeros(probs.shape[1]), lambda k, b: grid,
-                              lambda b: objective.gain(y, probs, b), passes)
-
-
-def fit_thresholds(scores, y, objective: Objective, steps: int = 21, passes: int = 3):
-    """Ordinal cut points (n_classes - 1,) by coordinate search between their neighbours."""
-    def between(k: int, thr: np.ndarray) -> np.ndarray:
-        lo = thr[k - 1] if k > 0 else thr[k] - 1.0
-        hi = thr[k + 1] if k + 1 < len(thr) else thr[k] + 1.0
-        return np.linspace(lo, hi, steps)[1:-1]
-
-    return _coordinate_ascent(np.arange(objective.n_classes - 1) + 0.5, between,
-                              lambda t: objective.gain(y, scores, t), passes)
 
 
 # ---------------------------------------------------------------- specs, fitting, CV
-@dataclass(frozen=True)
-class Spec:
-    """A method, its options (weights, max_iter, C), whether to tune bias/thresholds on OOF and
-    whether to decode class probabilities into the expected grade (then thresholds, not bias)."""
-    method: str
-    options: dict = field(default_factory=dict)
-    tune: bool = False
-    grade: bool = False
-
-    @property
-    def fits(self) -> bool:
-        return self.tune or get_method(self.method).fit is not None
-
-    def name(self, ordinal: bool = False) -> str:
-        if self.grade:
-            return self.method + "+grade" + ("+thr" if self.tune else "")
-        return self.method + (("+thr" if ordinal else "+bias") if self.tune else "")
 
 
-@dataclass
-class Fitted:
-    spec: Spec
-    state: dict
-    post: np.ndarray | None  # bias (C,) or ordinal thresholds (C-1,)
-
-    def predict(self, stack: np.ndarray) -> np.ndarray:
-        """(M, N, C) -> raw combined (N, C), or (N, 1) expected grade (before bias / thresholds)."""
-        out = get_method(self.spec.method).combine(stack, self.state)
-        return expected_grade(out) if self.spec.grade else out
-
-    def finish(self, pred: np.ndarray, n_classes: int) -> np.ndarray:
-        """Raw combined -> submission values: (N, C) probabilities, or (N,) labels if ordinal."""
-        if pred.shape[1] == 1:
-            return ordinal_labels(pred, self.post, n_classes)
-        return pred if self.post is None else apply_bias(pred, self.post)
-
-
-def fit(spec: Spec, oof: np.ndarray, y: np.ndarray, objective: Objective) -> Fitted:
-    method = get_method(spec.method)
-    if oof.shape[2] == 1 and not method.ordinal:
-        raise ValueError(f"method '{spec.method}' does not support ordinal (score) runs")
-    if spec.grade and oof.shape[2] < 2:
-        raise ValueError(f"'{spec.name()}' decodes class probabilities; ordinal runs already hold a grade")
-    state = method.fit(oof, y, objective, **spec.options) if method.fit else dict(spec.options)
-    fitted = Fitted(spec, state, None)
-    if spec.tune:
-        pred = fitted.predict(oof)
-        tuner = fit_thresholds if pred.shape[1] == 1 else fit_bias
-        fitted.post = tuner(pred, y, objective)
-    return fitted
-
-
-@dataclass(frozen=True)
-class CVScore:
-    score: float  # honest: fold mean; nested (fit on K-1 folds) when the spec fits on OOF
-    std: float
-    folds: list[float]
-    in_sample: float | None = None  # fold mean of the spec fitted on all OOF (fitting specs only)
-
-
-def fold_scores(pred: np.ndarray, y: np.ndarray, folds: np.ndarray, objective: Objective,
-                post=None) -> list[float]:
-    return [objective(y[folds == k], pred[folds == k], post) for k in np.unique(folds)]
-
-
-def _cv(scores: list[float], in_sample: float | None = None) -> CVScore:
-    return CVScore(float(np.mean(scores)), float(np.std(scores)), scores, in_sample)
-
-
-def model_scores(oof: np.ndarray, y, folds, objective: Objective) -> list[CVScore]:
-    """Each single model's fold-mean CV score."""
-    return [_cv(fold_scores(p, y, folds, objective)) for p in oof]
-
-
-def cross_validate(spec: Spec, oof: np.ndarray, y: np.ndarray, folds: np.ndarray,
-                   objective: Objective) -> tuple[CVScore, Fitted]:
-    """-> (honest CV score, the spec fitted on all OOF rows). oof (M, N, C), y/folds (N,)."""
-    full = fit(spec, oof, y, objective)
-    in_sample = fold_scores(full.predict(oof), y, folds, objective, full.post)
-    if not spec.fits:
-        return _cv(in_sample), full
-    keys = np.unique(folds)
-    if len(keys) < 2:
-        raise ValueError(f"'{spec.name(oof.shape[2] == 1)}' fits on OOF: a nested score needs >= 2 folds")
-    nested = []
-    for k in keys:
-        held = folds == k
-        f = fit(spec, oof[:, ~held], y[~held], objective)
-        nested.append(objective(y[held], f.predict(oof[:, held]), f.post))
-    return _cv(nested, float(np.mean(in_sample))), full
-
-
-def error_correlation(oof: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """(M, M) correlation of the models' OOF residuals (one-hot(y) - p, or y - score)."""
-    m, n, c = oof.shape
-    target = y[:, None].astype(np.float32) if c == 1 else np.eye(c, dtype=np.float32)[y]
-    return np.atleast_2d(np.corrcoef((target[None] - oof).reshape(m, n * c)))  # one run: [[1.0]]

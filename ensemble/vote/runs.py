@@ -12,12 +12,10 @@ from typing import NamedTuple, Sequence
 
 import numpy as np
 import pandas as pd
-import yaml
 
-from ensemble.artifacts import RunPaths, file_hash, read_metrics, read_probs, split_probs
-from ensemble.artifacts.paths import RunsError, find_runs  # noqa: F401 (re-exported: vote's run discovery)
-from ensemble.data.competition import load_competition
-from ensemble.config import CompetitionCfg, build
+from ensemble.artifacts import RunPaths, competition_cfg, file_hash, read_metrics, read_probs, split_probs
+from ensemble.artifacts.paths import RunsError
+from ensemble.artifacts.paths import find_runs  # noqa: F401 (re-exported: vote's run discovery)
 from ensemble.metrics import bind_metric
 from ensemble.vote.submission import examples as _ex, id_differences, read_sample, same_ids
 
@@ -59,17 +57,6 @@ class Runs:
 
 
 # ---------------------------------------------------------------- competition data
-def competition_cfg(run_dir: str | Path) -> CompetitionCfg:
-    """The `competition:` section of a run's resolved config.yaml."""
-    path = RunPaths(run_dir).config
-    if not path.is_file():
-        raise RunsError(f"{run_dir}: no config.yaml (needed to find train.csv and the sample submission)")
-    data = yaml.safe_load(path.read_text()) or {}
-    if not isinstance(data.get("competition"), dict):
-        raise RunsError(f"{path}: no 'competition' section")
-    return build(CompetitionCfg, data["competition"], "competition", lambda key: str(path))
-
-
 class LabelsAndSample(NamedTuple):
     labels: pd.Series  # train id -> class index (int), indexed by id
     classes: list[str]
@@ -80,15 +67,20 @@ class LabelsAndSample(NamedTuple):
 
 
 def load_labels_and_sample(run_dir: str | Path) -> LabelsAndSample:
-    """True labels (by metrics.json's class order) and the sample submission, from the run's config.
+    """True labels (by metrics.json's class order) and the sample submission, from the artifacts.
 
-    csv layout: reads only the id and label columns of train.csv; folders layout: load_competition.
+    Labels: runs/<competition>/labels.csv (written by training); for older csv-layout runs, the id
+    and label columns of the competition's train.csv named by the run's config.yaml.
     """
     metrics = read_metrics(run_dir)
     classes = [str(c) for c in metrics["classes"]]
     cfg = competition_cfg(run_dir)
     root = Path(cfg.root)
-    if cfg.layout == "csv":
+    labels_file = RunPaths(run_dir).competition.labels
+    if labels_file.is_file():  # written by training: vote reads artifacts only
+        train = pd.read_csv(labels_file, dtype=str, keep_default_na=False)
+        ids, labels = train["id"], train["label"]
+    elif cfg.layout == "csv":  # runs trained before labels.csv existed
         path = root / cfg.train_csv
         if not path.is_file():
             raise RunsError(f"{run_dir}: train labels not found: {path}")
@@ -99,8 +91,8 @@ def load_labels_and_sample(run_dir: str | Path) -> LabelsAndSample:
                 raise RunsError(f"{path}: missing column '{col}' (columns: {', '.join(train.columns)})")
         ids, labels = train[cfg.id_col], train[cfg.label_col].str.strip()
     else:
-        train = load_competition(cfg).train
-        ids, labels = train["id"], train["label"]
+        raise RunsError(f"{run_dir}: no {labels_file} (the train labels of a folders-layout competition); "
+                        f"write it with python -m ensemble.train --cfg <the run's config> --assemble")
     y = labels.map(pd.Series(np.arange(len(classes)), index=classes))
     if y.isna().any():
         bad = labels[y.isna()].unique()[:3]

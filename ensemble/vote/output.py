@@ -1,0 +1,100 @@
+"""What a vote writes and prints: the score report (text), and each submission CSV with its manifest."""
+from __future__ import annotations
+
+import platform
+import shlex
+from importlib import metadata
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from ensemble.artifacts import atomic_write_json, file_hash
+from ensemble.vote.cv import CVScore, Fitted, Spec, error_correlation
+from ensemble.vote.methods import Objective
+from ensemble.vote.runs import Runs
+from ensemble.vote.submission import SubmissionError, build_frame, detect_format, problems, write_frame
+
+
+def _fmt_table(rows: list[list[str]], header: list[str]) -> str:
+    width = [max(len(str(r[i])) for r in rows + [header]) for i in range(len(header))]
+    line = lambda r: "  ".join(str(c).ljust(w) if i == 0 else str(c).rjust(w) for i, (c, w) in enumerate(zip(r, width)))
+    return "\n".join([line(header)] + [line(r) for r in rows])
+
+
+def _num(v) -> str:
+    return f"{v:.4f}" if isinstance(v, (int, float)) else "-"
+
+
+def report(data: Runs, objective: Objective, singles, results, best: int) -> str:
+    """Scores of single models and ensembles, error correlations and the chosen weights."""
+    names, ordinal = data.names, data.ordinal
+    rows = [[n, f"{s.score:.4f}", f"{s.std:.4f}", "fold mean", "", _num(r.metrics.get("cv"))]
+            for n, s, r in zip(names, singles, data.runs)]
+    for i, (spec, cv, _) in enumerate(results):
+        rows.append([("* " if i == best else "  ") + spec.name(ordinal), f"{cv.score:.4f}", f"{cv.std:.4f}",
+                     "nested" if spec.fits else "fold mean", "" if cv.in_sample is None else f"{cv.in_sample:.4f}", ""])
+    direction = "higher" if objective.greater_is_better else "lower"
+    out = [f"{data.competition}: {len(names)} runs, {len(np.unique(data.folds))} folds, OOF {len(data.y)} rows, "
+           f"test {data.test.shape[1]} rows; {data.metric} ({direction} is better)",
+           "cv = mean of per-fold scores; nested = fitted on K-1 folds, scored on the held-out fold; "
+           "in-sample = fitted on all OOF (optimistic)",
+           _fmt_table(rows, ["run / ensemble (* best)", "cv", "std", "cv is", "in-sample", "metrics.json cv"])]
+    corr = error_correlation(data.oof, data.y)
+    short = [n[:14] for n in names]
+    out += ["", "OOF error correlation",
+            _fmt_table([[s] + [f"{v:.2f}" for v in row] for s, row in zip(short, corr)], ["run"] + short)]
+    wcols = [(spec, fitted) for spec, _, fitted in results if "weights" in fitted.state]
+    if wcols:
+        rows = [[n] + [f"{f.state['weights'][i]:.3f}" for _, f in wcols] for i, n in enumerate(names)]
+        out += ["", "weights (methods not listed: equal; stacking: share of |coef|)",
+                _fmt_table(rows, ["run"] + [s.name(ordinal) for s, _ in wcols])]
+    for spec, _, fitted in results:
+        if fitted.post is not None:
+            labels = [f"t{k}" for k in range(len(fitted.post))] if ordinal or spec.grade else data.classes
+            out.append(f"{spec.name(ordinal)}: " + " ".join(f"{c}={v:+.2f}" for c, v in zip(labels, fitted.post)))
+    return "\n".join(out)
+
+
+def _versions() -> dict:
+    out = {"python": platform.python_version()}
+    for pkg in ("numpy", "pandas", "scikit-learn", "pyarrow", "ensemble"):
+        try:
+            out[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            pass
+    return out
+
+
+def write_submission(data: Runs, spec: Spec, cv: CVScore, fitted: Fitted, out_dir: Path,
+                     stamp: str, slug: str, command: str) -> tuple[Path, str]:
+    """Predict test, validate against the sample, write CSV + manifest atomically. -> (path, kaggle cmd)."""
+    fmt = detect_format(data.sample, data.classes, data.id_col, data.sample_path.name)
+    values = fitted.finish(fitted.predict(data.test), len(data.classes))
+    frame = build_frame(fmt, data.sample[fmt.id_col], values)
+    issues = problems(frame, data.sample, fmt, data.sample_path.name)
+    if issues:
+        raise SubmissionError(f"{spec.name(data.ordinal)}: submission failed validation: " + "; ".join(issues))
+    name = spec.name(data.ordinal)
+    path = out_dir / data.competition / f"{name}-cv{cv.score:.4f}-{stamp}.csv"
+    write_frame(path, frame)
+    weights = fitted.state.get("weights", np.full(len(data.runs), 1 / len(data.runs)))
+    manifest = {
+        "competition": data.competition, "method": name, "metric": data.metric,
+        "cv": {"score": cv.score, "std": cv.std, "folds": cv.folds, "in_sample": cv.in_sample, "nested": spec.fits},
+        "weights": dict(zip(data.names, np.asarray(weights, float).round(6).tolist())),
+        "options": {k: v for k, v in spec.options.items() if k != "weights"},
+        ("thresholds" if data.ordinal or spec.grade else "bias"): None if fitted.post is None else fitted.post.tolist(),
+        "runs": [{"name": r.name, "dir": str(r.paths.root), "cv": r.metrics.get("cv"),
+                  "oof": {"path": str(r.paths.oof), "sha256": file_hash(r.paths.oof)},
+                  "test": {"path": str(r.paths.test), "sha256": file_hash(r.paths.test)},
+                  "metrics_sha256": file_hash(r.paths.metrics)} for r in data.runs],
+        "folds_hash": data.folds_hash,
+        "sample_submission": {"path": str(data.sample_path), "sha256": file_hash(data.sample_path)},
+        "submission": {"path": str(path), "sha256": file_hash(path), "rows": len(frame), "format": fmt.kind},
+        "created_utc": stamp, "command": command, "versions": _versions(),
+    }
+    atomic_write_json(path.with_suffix(".json"), manifest)
+    cmd = (f"kaggle competitions submit -c {slug} -f {shlex.quote(str(path))} "
+           f"-m {shlex.quote(f'{name} cv {cv.score:.4f} ({len(data.runs)} runs)')}")
+    return path, cmd
