@@ -6,8 +6,11 @@ only the commands decide where messages go: plain lines on stdout, as the comman
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import sys
+from pathlib import Path
+from typing import Iterator
 
 _handler: logging.Handler | None = None
 
@@ -44,3 +47,40 @@ def setup_logging(verbosity: int = 0) -> None:
         root.addHandler(_handler)
     root.setLevel(level)
     _handler.setLevel(level)
+
+
+class _Only(logging.Filter):
+    """Passes records of the named loggers (and their children) only."""
+
+    def __init__(self, names: tuple[str, ...]):
+        super().__init__()
+        self.names = names
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return any(record.name == n or record.name.startswith(n + ".") for n in self.names)
+
+
+@contextlib.contextmanager
+def capture_logs(path: str | Path, echo: bool = False, keep: tuple[str, ...] = ()) -> Iterator[None]:
+    """Every "ensemble" message while inside goes to the file `path`; the console (setup_logging's
+    handler) still shows them when `echo`, else only those of the loggers named in `keep`.
+    Used by the tuner: each trial's training messages land in logs/trial-NNNN.log."""
+    root = logging.getLogger("ensemble")
+    file_handler = logging.FileHandler(path, mode="w")
+    file_handler.setFormatter(logging.Formatter("%(message)s"))
+    file_handler.setLevel(logging.DEBUG if root.level and root.level < logging.INFO else logging.INFO)
+    quiet = None if echo or _handler is None else _Only(keep)
+    level = root.level
+    if root.level == logging.NOTSET or root.level > logging.INFO:
+        root.setLevel(logging.INFO)  # the file gets info messages even when the console is quiet
+    root.addHandler(file_handler)
+    if quiet is not None:
+        _handler.addFilter(quiet)
+    try:
+        yield
+    finally:
+        root.removeHandler(file_handler)
+        file_handler.close()
+        if quiet is not None:
+            _handler.removeFilter(quiet)
+        root.setLevel(level)

@@ -16,6 +16,7 @@ from typing import Sequence
 
 import pandas as pd
 
+from ensemble.cli import add_verbosity, setup_logging
 from ensemble.data.digits import build_demo, digit_images  # noqa: F401 (re-exported)
 
 
@@ -33,13 +34,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--build-only", action="store_true", help="only write the competition files")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="config overrides for both demo models")
+    add_verbosity(p)
     args = p.parse_args(argv)
+    setup_logging(args.verbose - args.quiet)
     t0 = time.perf_counter()
     root = build_demo(args.root)
     print(f"demo competition in {root} ({time.perf_counter() - t0:.1f}s)", flush=True)
     if args.build_only:
         return 0
-    from ensemble.compete.run import compete
+    from ensemble.compete.run import compete  # compete builds on everything; demo is only its front door
     rc = compete("demo", "smoke", extra=[f"competition.root={root}", *args.overrides])
     subs = sorted(Path("submissions/demo").glob("*.csv"), key=lambda f: f.stat().st_mtime)
     if rc == 0 and subs:

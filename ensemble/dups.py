@@ -1,7 +1,53 @@
-"""`python -m ensemble.dups`: near-duplicate images of a competition (ensemble.data.dups does the work)."""
-import sys
+"""`python -m ensemble.dups --competition NAME`: exact and near-duplicate images in train + test.
 
-from ensemble.data.dups import main
+Writes runs/NAME/dups.csv and dups.json (ensemble.data.dups does the work); train then keeps each
+duplicate group in one fold.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from ensemble.cli import add_verbosity, setup_logging
+from ensemble.data.dups import DEFAULT_MIN_CORR, DEFAULT_THRESHOLD, HASHES, run_dups
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m ensemble.dups", description=__doc__.splitlines()[0])
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--competition", help="NAME: read configs/NAME/base.yaml")
+    src.add_argument("--cfg", help="the competition's base config YAML")
+    p.add_argument("--threshold", type=int, default=DEFAULT_THRESHOLD,
+                   help=f"max Hamming distance (of 64 bits) for a near duplicate (default {DEFAULT_THRESHOLD})")
+    p.add_argument("--min-corr", type=float, default=DEFAULT_MIN_CORR,
+                   help=f"confirm a near pair when its 32x32 grey thumbnails correlate >= this "
+                        f"(default {DEFAULT_MIN_CORR}; -1 keeps every hash match)")
+    p.add_argument("--hash", default="phash", choices=list(HASHES), help="perceptual hash (default phash)")
+    p.add_argument("--runs-dir", help="default: the config's output.runs_dir (runs)")
+    p.add_argument("--workers", type=int, help="hashing threads (default: CPU count, at most 8)")
+    add_verbosity(p)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    setup_logging(args.verbose - args.quiet)
+    from ensemble.data.competition import load_competition
+    from ensemble.config import load_config
+    try:
+        cfg_path = Path(args.cfg) if args.cfg else Path("configs") / args.competition / "base.yaml"
+        if args.competition and not cfg_path.is_file():
+            raise ValueError(f"--competition {args.competition}: config not found: {cfg_path} (use --cfg)")
+        cfg = load_config(cfg_path)
+        comp = load_competition(cfg.competition)
+        runs_dir = Path(args.runs_dir or cfg.output.runs_dir)
+        run_dups(comp, runs_dir / cfg.competition.name, args.hash, args.threshold, args.min_corr, args.workers)
+    except (ValueError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
 
 if __name__ == "__main__":
     sys.exit(main())

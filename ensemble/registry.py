@@ -127,11 +127,31 @@ def lookup(kind: str) -> Registry:
     return getattr(importlib.import_module(module), attr)
 
 
+# Checks that are more than a name lookup: a backbone may be any timm name, TTA groups expand,
+# an augmentation list is built once.
+_CHECKS = {
+    "backbone": ("ensemble.models.backbones", "resolve_backbone", lambda fn, v: fn(v)),
+    "TTA views": ("ensemble.train.tta", "expand_tta", lambda fn, v: fn(v)),
+    "augmentation": ("ensemble.data.augment", "build_transforms", lambda fn, v: fn(v, where="spec")),
+}
+
+
+def validate(kind: str, value: Any) -> Any:
+    """Check a config value of `kind` against its registry (importing the owner on first use).
+    -> the value, or what the check makes of it (TTA groups expanded). Raises ValueError."""
+    if kind in _CHECKS:
+        module, attr, call = _CHECKS[kind]
+        out = call(getattr(importlib.import_module(module), attr), value)
+        return out if kind == "TTA views" else value
+    if isinstance(value, str):
+        lookup(kind).check(value)
+    return value
+
+
 def names(kind: str) -> Callable[[Any], Any]:
-    """A config `parse` hook: the value unchanged when it is a registered `kind` name."""
+    """A config `parse` hook: the value unchanged when it is a registered `kind` name (a backbone
+    may also be any timm model name); else the registry's unknown-name ValueError."""
     def check(value):
-        if isinstance(value, str):
-            lookup(kind).check(value)
-        return value
+        return validate(kind, value) if isinstance(value, str) else value
     check.__doc__ = f"a registered {kind} name"
     return check

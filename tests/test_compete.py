@@ -7,7 +7,8 @@ import pytest
 
 from conftest import REPO
 import ensemble.vote.__main__ as vote
-from ensemble.compete.run import load_budget, main
+from ensemble.compete.__main__ import main
+from ensemble.compete.run import load_budget
 from ensemble.config import ConfigError
 
 

@@ -10,6 +10,7 @@ import pytest
 
 from conftest import make_competition, write_configs
 from ensemble.data import dups as D
+from ensemble.dups import main as dups_main
 from ensemble.data.competition import load_competition
 from ensemble.config import load_config
 from ensemble.train.run import competition_folds
@@ -136,7 +137,7 @@ def test_cli_then_folds_keep_duplicates_together(tmp_path, capsys):
     pd.concat([train, extra]).to_csv(comp / "train.csv", index=False)
     model_cfg = write_configs(tmp_path / "configs", comp, tmp_path / "runs", n_folds=5)
 
-    assert D.main(["--cfg", str(model_cfg.parent / "base.yaml"), "--workers", "2"]) == 0
+    assert dups_main(["--cfg", str(model_cfg.parent / "base.yaml"), "--workers", "2"]) == 0
     out = capsys.readouterr().out
     assert "exact pairs: train-train 3, train-test 1, test-test 0" in out
     assert "near pairs (distance 1..4): train-train 1," in out
@@ -153,19 +154,19 @@ def test_cli_then_folds_keep_duplicates_together(tmp_path, capsys):
     assert saved.set_index("id").loc["cat_900", "dup_group"] == saved.set_index("id").loc["cat_000", "dup_group"]
 
     # dups.csv re-made after folds.csv: a note when folds already fit, a warning when they split a group
-    assert D.main(["--cfg", str(model_cfg.parent / "base.yaml")]) == 0
+    assert dups_main(["--cfg", str(model_cfg.parent / "base.yaml")]) == 0
     assert "already keeps every duplicate group in one fold" in capsys.readouterr().out
     saved.loc[saved["id"] == "cat_900", "fold"] = str((of["cat_000"] + 1) % 5)
     saved.to_csv(tmp_path / "runs" / "tiny" / "folds.csv", index=False)
-    assert D.main(["--cfg", str(model_cfg.parent / "base.yaml")]) == 0
+    assert dups_main(["--cfg", str(model_cfg.parent / "base.yaml")]) == 0
     assert ("predates " + str(tmp_path / "runs" / "tiny" / "dups.csv") + " and splits 1 duplicate groups"
             in capsys.readouterr().out)
 
 
 def test_cli_errors(tmp_path, capsys):
-    assert D.main(["--competition", "nope"]) == 2
+    assert dups_main(["--competition", "nope"]) == 2
     assert "error: --competition nope: config not found: configs/nope/base.yaml (use --cfg)" in capsys.readouterr().err
     comp = make_competition(tmp_path / "comp", n_per_class=2, n_test=1)
     cfg = write_configs(tmp_path / "configs", comp, tmp_path / "runs").parent / "base.yaml"
-    assert D.main(["--cfg", str(cfg), "--threshold", "70"]) == 2
+    assert dups_main(["--cfg", str(cfg), "--threshold", "70"]) == 2
     assert "--threshold must be a Hamming distance in 0..64, got 70" in capsys.readouterr().err

@@ -17,6 +17,7 @@ import pytest
 
 from conftest import make_competition, write_configs
 from ensemble.report import page as report
+from ensemble.report.__main__ import main as report_main
 from ensemble.artifacts import atomic_write_json, atomic_write_text, file_hash
 from ensemble.data.competition import load_competition
 from ensemble.config import load_config
@@ -52,7 +53,7 @@ def site(tmp_path_factory):
     train = pd.read_csv(comp / "train.csv", dtype=str)
     pd.concat([train, pd.DataFrame({"id": ["dog_009"], "label": ["dog"]})]).to_csv(comp / "train.csv", index=False)
     cfg = load_config(write_configs(tmp / "configs", comp, runs))
-    run_dups(load_competition(cfg.competition), runs / "tiny", log=lambda s: None)
+    run_dups(load_competition(cfg.competition), runs / "tiny")
 
     folds = runs / "tiny" / "folds.csv"
     atomic_write_text(folds, "id,fold\ncat_000,0\n")
@@ -82,7 +83,7 @@ def site(tmp_path_factory):
     out = tmp / "site" / "report"
     (out / "img").mkdir(parents=True)
     (out / "img" / "stale.png").write_bytes(b"old")
-    assert report.main(["--competition", "tiny", "--runs-dir", str(runs), "--submissions-dir", str(subs),
+    assert report_main(["--competition", "tiny", "--runs-dir", str(runs), "--submissions-dir", str(subs),
                         "--out", str(out)]) == 0
     return out
 
@@ -128,7 +129,7 @@ def test_report_content_is_escaped_and_complete(site):
 
 def test_missing_competition_is_one_line_error(tmp_path, capsys):
     (tmp_path / "runs" / "other").mkdir(parents=True)
-    assert report.main(["--competition", "nope", "--runs-dir", str(tmp_path / "runs"),
+    assert report_main(["--competition", "nope", "--runs-dir", str(tmp_path / "runs"),
                         "--submissions-dir", str(tmp_path / "subs")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: nothing to report: neither ") and err.endswith("competitions in "

@@ -22,7 +22,8 @@ from ensemble.config import ConfigError, load_config
 from ensemble.tune.space import load_tuning
 from ensemble.train.run import train
 from ensemble.tune.study import build_pruner, mask_url, open_storage
-from ensemble.tune.tuner import Tuner, expand_cfgs, fold_score, main
+from ensemble.tune.__main__ import expand_cfgs, main
+from ensemble.tune.tuner import Tuner, fold_score
 
 TUNE = """tune:
   trials: 3

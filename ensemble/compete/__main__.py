@@ -1,6 +1,46 @@
-import sys
+"""`python -m ensemble.compete --competition NAME --budget smoke|cpu|gpu` (or `--time 60m`): a whole competition."""
+from __future__ import annotations
 
-from ensemble.compete.run import main
+import argparse
+import sys
+from typing import Sequence
+
+from ensemble.cli import add_verbosity, setup_logging
+from ensemble.compete.run import compete
+from ensemble.plugins import add_plugin_argument, load_plugins
+
+DESCRIPTION = '`python -m ensemble.compete --competition NAME --budget smoke|cpu|gpu`: Kaggle folder -> submission.'  # --help's first line, as before the package split
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m ensemble.compete", description=DESCRIPTION)
+    p.add_argument("--competition", required=True, help="a folder under configs/ with compete.yaml")
+    p.add_argument("--budget", default="cpu", help="a budget from compete.yaml (smoke, cpu, gpu)")
+    p.add_argument("--time", help="plan the whole job to fit this wall time (e.g. 60m, 1.5h) from "
+                                  "compete.yaml's time: candidates, instead of a fixed --budget")
+    p.add_argument("--threads", type=int, help="torch CPU threads (e.g. 1 each for two jobs at once)")
+    p.add_argument("--configs-dir", default="configs")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="extra config overrides for every model")
+    add_plugin_argument(p)
+    add_verbosity(p)
+    args = p.parse_args(argv)
+    setup_logging(args.verbose - args.quiet)
+    if args.threads is not None:
+        if args.threads < 1:
+            p.error(f"--threads must be >= 1, got {args.threads}")
+        import torch
+        torch.set_num_threads(args.threads)
+    try:
+        load_plugins(args.plugin)
+        if args.time:
+            from ensemble.compete.timed import compete_time
+            return compete_time(args.competition, args.time, configs_dir=args.configs_dir, extra=args.overrides)
+        return compete(args.competition, args.budget, configs_dir=args.configs_dir, extra=args.overrides)
+    except (ValueError, FileNotFoundError, RuntimeError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
 
 if __name__ == "__main__":
     sys.exit(main())

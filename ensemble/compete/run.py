@@ -15,7 +15,7 @@ Runs are named `<model>-<budget>` so budgets never overwrite each other.
 """
 from __future__ import annotations
 
-import argparse
+import logging
 import shlex
 import sys
 import time
@@ -25,9 +25,10 @@ from typing import Callable, Sequence
 
 from ensemble.config import ConfigError, build, load_config, read_yaml
 from ensemble.compete.plan import Candidate
-from ensemble.plugins import add_plugin_argument, load_plugins
 from ensemble.registry import Registry
 from ensemble.artifacts.paths import CompetitionPaths
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -116,29 +117,29 @@ def model_overrides(entry: ModelEntry, b: Budget, budget: str, extra: Sequence[s
     return [*b.set, *entry.set, *extra, f"name={name}-{budget}"]
 
 
-def _prepare(competition: str, builder: str | None, cfg, dups: bool, log) -> None:
+def _prepare(competition: str, builder: str | None, cfg, dups: bool) -> None:
     """Build the competition folder when the compete file says how, then find near-duplicates."""
     if builder:
         BUILDERS[builder](Path(cfg.competition.root))
     comp_dir = CompetitionPaths(cfg.competition_dir)
     if dups and not comp_dir.dups.exists():
         if comp_dir.folds.exists():
-            log(f"note: {comp_dir.folds} exists without dups.csv; duplicates are not searched "
+            logger.info(f"note: {comp_dir.folds} exists without dups.csv; duplicates are not searched "
                 f"(run `python -m ensemble.dups` and delete folds.csv to make folds duplicate-aware)")
         else:
             from ensemble.data.competition import load_competition
             from ensemble.data.dups import run_dups
-            log(f"== duplicates ({competition})")
+            logger.info(f"== duplicates ({competition})")
             run_dups(load_competition(cfg.competition), comp_dir.root, "phash", 4, 0.98, 2)
 
 
-def _vote_and_report(competition: str, cfgs: Sequence, vote_args: Sequence[str], log) -> int:
+def _vote_and_report(competition: str, cfgs: Sequence, vote_args: Sequence[str]) -> int:
     """vote_runs over the trained runs (every method unless compete.yaml's vote: says otherwise, the
     best by nested CV written), then build_report. -> exit code."""
     from ensemble.report.page import build_report
     from ensemble.vote.__main__ import print_result, vote_options
     from ensemble.vote.voter import vote_runs
-    log(f"== vote ({len(cfgs)} runs, every method, best by nested CV)")
+    logger.info(f"== vote ({len(cfgs)} runs, every method, best by nested CV)")
     try:
         result = vote_runs([c.run_dir for c in cfgs], **vote_options(vote_args), write="best", kaggle=competition,
                            command="python -m ensemble.vote " + shlex.join(
@@ -148,7 +149,7 @@ def _vote_and_report(competition: str, cfgs: Sequence, vote_args: Sequence[str],
         print(f"error: {e}", file=sys.stderr)
         return 2
     print_result(result)
-    log("== report")
+    logger.info("== report")
     try:
         index = build_report(competition, cfgs[0].competition_dir.parent)
     except (ValueError, FileNotFoundError) as e:
@@ -158,8 +159,7 @@ def _vote_and_report(competition: str, cfgs: Sequence, vote_args: Sequence[str],
     return 0
 
 
-def compete(competition: str, budget: str, *, configs_dir: str = "configs", extra: Sequence[str] = (),
-            log=print) -> int:
+def compete(competition: str, budget: str, *, configs_dir: str = "configs", extra: Sequence[str] = ()) -> int:
     from ensemble.train.run import train
     t0 = time.perf_counter()
     folder, b, builder = load_budget(competition, budget, configs_dir)
@@ -167,59 +167,26 @@ def compete(competition: str, budget: str, *, configs_dir: str = "configs", extr
     if builder:
         BUILDERS[builder](Path(load_config(folder / entries[0].cfg, list(extra)).competition.root))
     cfgs = [load_config(folder / e.cfg, model_overrides(e, b, budget, extra)) for e in entries]
-    _prepare(competition, None, cfgs[0], b.dups, log)
+    _prepare(competition, None, cfgs[0], b.dups)
     for i, (entry, cfg) in enumerate(zip(entries, cfgs)):
         if b.tune is not None:
-            cfg = _tuned(folder / entry.cfg, cfg, b, budget, model_overrides(entry, b, budget, extra), log)
-        log(f"== train {cfg.run_name} ({i + 1}/{len(cfgs)}, {cfg.model.backbone} @ {cfg.input.size}px)")
+            cfg = _tuned(folder / entry.cfg, cfg, b, budget, model_overrides(entry, b, budget, extra))
+        logger.info(f"== train {cfg.run_name} ({i + 1}/{len(cfgs)}, {cfg.model.backbone} @ {cfg.input.size}px)")
         train(cfg, resume=True)
-    rc = _vote_and_report(competition, cfgs, b.vote, log)
+    rc = _vote_and_report(competition, cfgs, b.vote)
     if rc == 0:
-        log(f"compete {competition} --budget {budget}: done in {time.perf_counter() - t0:.0f}s")
+        logger.info(f"compete {competition} --budget {budget}: done in {time.perf_counter() - t0:.0f}s")
     return rc
 
 
-def _tuned(cfg_path: Path, cfg, b: Budget, budget: str, overrides: list[str], log):
+def _tuned(cfg_path: Path, cfg, b: Budget, budget: str, overrides: list[str]):
     """Tune the model (the study resumes if it exists), then train its best config."""
-    from ensemble.tune import tuner as tune
-    log(f"== tune {cfg.run_name} ({b.tune.trials} trials)")
-    args = ["--cfg", str(cfg_path), "--trials", str(b.tune.trials)]
-    args += ["--folds", b.tune.folds] if b.tune.folds else []
-    args += ["--timeout", str(b.tune.timeout)] if b.tune.timeout else []
-    args += [a for o in overrides if not o.startswith("name=") for a in ("--set", o)]
-    if tune.main(args) != 0:
+    from ensemble.train.run import parse_folds
+    from ensemble.tune.tuner import tune_model
+    logger.info(f"== tune {cfg.run_name} ({b.tune.trials} trials)")
+    sets = [o for o in overrides if not o.startswith("name=")]
+    result = tune_model(cfg_path, overrides=sets, trials=b.tune.trials, timeout=b.tune.timeout or None,
+                        folds=parse_folds(b.tune.folds, cfg.folds.n) if b.tune.folds else None)
+    if result.rc != 0:
         raise RuntimeError(f"tuning {cfg_path} failed")
-    best = tune.best_config_path(cfg_path)
-    return load_config(best, [f"name={cfg.run_name}-tuned"])
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m ensemble.compete", description=__doc__.splitlines()[0])
-    p.add_argument("--competition", required=True, help="a folder under configs/ with compete.yaml")
-    p.add_argument("--budget", default="cpu", help="a budget from compete.yaml (smoke, cpu, gpu)")
-    p.add_argument("--time", help="plan the whole job to fit this wall time (e.g. 60m, 1.5h) from "
-                                  "compete.yaml's time: candidates, instead of a fixed --budget")
-    p.add_argument("--threads", type=int, help="torch CPU threads (e.g. 1 each for two jobs at once)")
-    p.add_argument("--configs-dir", default="configs")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="extra config overrides for every model")
-    add_plugin_argument(p)
-    args = p.parse_args(argv)
-    if args.threads is not None:
-        if args.threads < 1:
-            p.error(f"--threads must be >= 1, got {args.threads}")
-        import torch
-        torch.set_num_threads(args.threads)
-    try:
-        load_plugins(args.plugin)
-        if args.time:
-            from ensemble.compete.timed import compete_time
-            return compete_time(args.competition, args.time, configs_dir=args.configs_dir, extra=args.overrides)
-        return compete(args.competition, args.budget, configs_dir=args.configs_dir, extra=args.overrides)
-    except (ValueError, FileNotFoundError, RuntimeError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    return load_config(result.best_path, [f"name={cfg.run_name}-tuned"])

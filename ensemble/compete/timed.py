@@ -17,10 +17,10 @@ limited to its share (`train.time_limit`: it stops at the end of an epoch with i
 """
 from __future__ import annotations
 
+import logging
 import json
 import re
 import time
-from pathlib import Path
 from typing import Sequence
 
 from ensemble.artifacts import atomic_write_json
@@ -29,13 +29,15 @@ from ensemble.config import ConfigError, load_config
 from ensemble.compete.plan import Plan, Speed, Workload, format_plan, make_plan, measure_speed, parse_duration
 from ensemble.artifacts.paths import CompetitionPaths, RunPaths
 
+logger = logging.getLogger(__name__)
+
 
 def time_label(text: str) -> str:
     """'60m' -> 't60m' (run names and the plan file); '1.5h' -> 't1p5h'."""
     return "t" + re.sub(r"[^0-9a-z]", "", str(text).strip().lower().replace(".", "p"))
 
 
-def _measure(cands, cfgs, n_classes: int, log) -> dict[str, Speed]:
+def _measure(cands, cfgs, n_classes: int) -> dict[str, Speed]:
     from ensemble.train.engine import resolve_device
     from ensemble.models import build_model
     speeds = {}
@@ -45,7 +47,7 @@ def _measure(cands, cfgs, n_classes: int, log) -> dict[str, Speed]:
                             head_batchnorm=cfg.model.head.batchnorm)
         sp = measure_speed(model, min(c.sizes), cfg.train.batch_size, device=resolve_device(cfg.train.device),
                            channels_last=cfg.train.channels_last)
-        log(f"measured {c.label} @ {sp.size}px: train {sp.train:.1f} img/s, predict {sp.eval:.1f} img/s")
+        logger.info(f"measured {c.label} @ {sp.size}px: train {sp.train:.1f} img/s, predict {sp.eval:.1f} img/s")
         speeds[c.label] = sp
     return speeds
 
@@ -67,8 +69,8 @@ def _actual_table(plan: Plan, cfgs: dict, actual: dict[str, float], twins: dict[
     return "\n".join(lines)
 
 
-def compete_time(competition: str, time_text: str, *, configs_dir: str = "configs", extra: Sequence[str] = (),
-                 log=print) -> int:
+def compete_time(competition: str, time_text: str, *, configs_dir: str = "configs",
+                 extra: Sequence[str] = ()) -> int:
     """Plan, train, vote and report within ``time_text`` (e.g. '60m') of wall time; resumable."""
     from ensemble.data.competition import load_competition
     from ensemble.train.run import train
@@ -92,17 +94,17 @@ def compete_time(competition: str, time_text: str, *, configs_dir: str = "config
 
     cfgs = {c.label: cfg_of(c.label, c.cfg, c.set) for c in ts.candidates}
     first = cfgs[names[0]]
-    _prepare(competition, spec.builder, first, ts.dups, log)
+    _prepare(competition, spec.builder, first, ts.dups)
     state_file = first.competition_dir / f"compete-{label}.json"
     before = 0.0  # seconds spent by earlier, interrupted invocations
     if state_file.exists():
         state = json.loads(state_file.read_text())
         plan, before = Plan.from_dict(state["plan"]), state["elapsed_s"]
-        log(f"resuming the plan in {state_file} ({before / 60:.1f} min spent before)")
+        logger.info(f"resuming the plan in {state_file} ({before / 60:.1f} min spent before)")
     else:
         comp = load_competition(first.competition)
         w = Workload(len(comp.train), len(comp.test), first.folds.n, len(first.predict.tta))
-        speeds = _measure(ts.candidates, cfgs, len(comp.classes), log)
+        speeds = _measure(ts.candidates, cfgs, len(comp.classes))
         remaining = budget_s - (time.perf_counter() - t0)  # duplicates and measuring came out of the budget
         folds_file = CompetitionPaths(first.competition_dir).folds
         options = ts.folds or [first.folds.n]
@@ -114,25 +116,25 @@ def compete_time(competition: str, time_text: str, *, configs_dir: str = "config
         state = {"time": time_text, "budget_s": budget_s, "plan": plan.to_dict(), "actual_s": {},
                  "elapsed_s": time.perf_counter() - t0}
         atomic_write_json(state_file, state)
-    log(f"== plan for {time_text} ({plan.available_s / 60:.1f} min to train after setup and reserve)\n"
+    logger.info(f"== plan for {time_text} ({plan.available_s / 60:.1f} min to train after setup and reserve)\n"
         f"{format_plan(plan)}")
     run_cfgs = {e.name: cfg_of(e.name, e.cfg, e.overrides()) for e in plan.entries}
     for i, e in enumerate(plan.entries):
         cfg = run_cfgs[e.name]
-        log(f"== train {cfg.run_name} ({i + 1}/{len(plan.entries)}, {cfg.model.backbone} @ {e.size}px, "
+        logger.info(f"== train {cfg.run_name} ({i + 1}/{len(plan.entries)}, {cfg.model.backbone} @ {e.size}px, "
             f"{e.head_epochs} head + {e.epochs} epochs, est. {e.est_seconds / 60:.1f} min)")
         ts0 = time.perf_counter()
         train(cfg, resume=True)
         state["actual_s"][e.name] = state["actual_s"].get(e.name, 0.0) + time.perf_counter() - ts0
         state["elapsed_s"] = before + time.perf_counter() - t0
         atomic_write_json(state_file, state)
-    rc = _vote_and_report(competition, list(run_cfgs.values()), ts.vote, log)
+    rc = _vote_and_report(competition, list(run_cfgs.values()), ts.vote)
     state["elapsed_s"] = before + time.perf_counter() - t0
     atomic_write_json(state_file, state)
     if rc != 0:
         return rc
     twins = {c.label: c.twin for c in ts.candidates if c.twin}
-    log(f"== plan vs actual\n{_actual_table(plan, run_cfgs, state['actual_s'], twins)}\n"
+    logger.info(f"== plan vs actual\n{_actual_table(plan, run_cfgs, state['actual_s'], twins)}\n"
         f"compete {competition} --time {time_text}: {state['elapsed_s'] / 60:.1f} min of "
         f"{budget_s / 60:.1f} ({100 * state['elapsed_s'] / budget_s:.0f}% of the budget)")
     return 0

@@ -169,6 +169,9 @@ def build(tp, value, key: str, source) -> Any:
         args = typing.get_args(tp)
         if value is None and type(None) in args:
             return None
+        if len(args) == 2 and type(None) in args and dataclasses.is_dataclass([a for a in args if a is not type(None)][0]):
+            # an optional section (stages[].lr): its own errors name the inner key
+            return build([a for a in args if a is not type(None)][0], value, key, source)
         errors = []
         for a in args:
             if a is type(None):

@@ -28,8 +28,32 @@ def _tta_field(value) -> list[str]:
         value = [value]
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
         raise ValueError(f"expected a list of TTA view names, got {value!r}")
-    from ensemble.train.tta import expand_tta
-    return expand_tta(value)
+    from ensemble.registry import validate
+    return validate("TTA views", value)
+
+
+def _lr_field(value):
+    """A learning rate: a number > 0 (strings like 1e-3 are numbers; other types: the type check)."""
+    try:
+        lr = float(value) if isinstance(value, (int, float, str)) and not isinstance(value, bool) else None
+    except ValueError:
+        return value
+    if lr is not None and not (lr > 0 and lr < float("inf")):
+        raise ValueError(f"a learning rate must be > 0, got {value!r}")
+    return value
+
+
+def _augment_field(value):
+    """A preset name or a list of transforms, checked by building the pipeline once."""
+    if isinstance(value, (str, list)):
+        from ensemble.registry import validate
+        validate("augmentation", value)
+    return value
+
+
+def _names(kind: str):
+    from ensemble.registry import names
+    return names(kind)
 
 
 @dataclass(frozen=True)
@@ -69,12 +93,12 @@ class HeadCfg:
     hidden: list[int] = field(default_factory=list)
     batchnorm: bool = False
     dropout: float = 0.0
-    activation: str = "relu"
+    activation: str = field(default="relu", metadata={"parse": _names("activation")})
 
 
 @dataclass(frozen=True)
 class ModelCfg:
-    backbone: str = "resnet18"
+    backbone: str = field(default="resnet18", metadata={"parse": _names("backbone")})  # friendly or timm name
     pretrained: bool | str = False
     weights_map: Literal["identity", "by_order"] = "identity"  # how a `pretrained` file's keys map to timm's
     drop_rate: float = 0.0
@@ -84,7 +108,7 @@ class ModelCfg:
 
 @dataclass(frozen=True)
 class LossCfg:
-    name: str = "ce"
+    name: str = field(default="ce", metadata={"parse": _names("loss")})
     label_smoothing: float = 0.0
     class_weights: str | list[float] | None = None
     gamma: float = 2.0
@@ -93,13 +117,13 @@ class LossCfg:
 
 @dataclass(frozen=True)
 class LRCfg:
-    backbone: float = 1e-4
-    head: float = 1e-3
+    backbone: float = field(default=1e-4, metadata={"parse": _lr_field})
+    head: float = field(default=1e-3, metadata={"parse": _lr_field})
 
 
 @dataclass(frozen=True)
 class OptimCfg:
-    name: str = "adamw"
+    name: str = field(default="adamw", metadata={"parse": _names("optimizer")})
     lr: LRCfg = field(default_factory=LRCfg)
     weight_decay: float = 1e-4
     momentum: float = 0.9
@@ -109,7 +133,7 @@ class OptimCfg:
 
 @dataclass(frozen=True)
 class ScheduleCfg:
-    name: str = "cosine"
+    name: str = field(default="cosine", metadata={"parse": _names("schedule")})
     warmup_epochs: float = 0.0
     min_lr_ratio: float = 0.01
     step_size: int = 5
@@ -145,8 +169,8 @@ class TrainCfg:
 
 @dataclass(frozen=True)
 class AugmentCfg:
-    train: str | list[dict[str, Any]] = "medical"
-    eval: str | list[dict[str, Any]] = "none"
+    train: str | list[dict[str, Any]] = field(default="medical", metadata={"parse": _augment_field})
+    eval: str | list[dict[str, Any]] = field(default="none", metadata={"parse": _augment_field})
 
 
 @dataclass(frozen=True)

@@ -9,10 +9,9 @@ runs/NAME/dups.csv (only rows in some group) and runs/NAME/dups.json (settings, 
 """
 from __future__ import annotations
 
-import argparse
+import logging
 import hashlib
 import os
-import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -28,6 +27,8 @@ from scipy.sparse.csgraph import connected_components
 from ensemble.artifacts import atomic_write_csv, atomic_write_json
 from ensemble.artifacts.paths import CompetitionPaths
 from ensemble.registry import Registry
+
+logger = logging.getLogger(__name__)
 
 # Defaults, measured on chest_xray and ham10000 (224 px JPEGs): a JPEG q50 re-encode, +20
 # brightness, x1.2 contrast or a down/up-scale moves a 64-bit pHash by <= 4 bits (99-100% of 200
@@ -262,7 +263,7 @@ def folds_note(folds_file: Path, dups: pd.DataFrame) -> str | None:
 
 
 def run_dups(comp, out_dir: Path, method: str = "phash", threshold: int = DEFAULT_THRESHOLD,
-             min_corr: float = DEFAULT_MIN_CORR, workers: int | None = None, log=print) -> tuple[pd.DataFrame, dict]:
+             min_corr: float = DEFAULT_MIN_CORR, workers: int | None = None) -> tuple[pd.DataFrame, dict]:
     """Hash a Competition's train + test images, write out_dir/dups.csv + dups.json. -> (frame, summary)."""
     get_hash(method)
     if not 0 <= threshold <= 64:
@@ -285,11 +286,11 @@ def run_dups(comp, out_dir: Path, method: str = "phash", threshold: int = DEFAUL
                "hash_seconds": round(t1 - t0, 2), "pair_seconds": round(t2 - t1, 2)}
     atomic_write_json(CompetitionPaths(out_dir).dups_json, summary)
     for line in summary_lines(summary, df):
-        log(line)
+        logger.info(line)
     note = folds_note(CompetitionPaths(out_dir).folds, df)
     if note:
-        log(note)
-    log(f"wrote {CompetitionPaths(out_dir).dups} ({len(df)} rows) in {time.perf_counter() - t0:.1f} s")
+        logger.info(note)
+    logger.info(f"wrote {CompetitionPaths(out_dir).dups} ({len(df)} rows) in {time.perf_counter() - t0:.1f} s")
     return df, summary
 
 
@@ -317,41 +318,3 @@ def summary_lines(s: dict, df: pd.DataFrame) -> list[str]:
     if s["conflicting_groups"] > 20:
         out.append(f"  ... and {s['conflicting_groups'] - 20} more conflicting groups (see dups.csv)")
     return out
-
-
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m ensemble.dups", description=__doc__.splitlines()[0])
-    src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--competition", help="NAME: read configs/NAME/base.yaml")
-    src.add_argument("--cfg", help="the competition's base config YAML")
-    p.add_argument("--threshold", type=int, default=DEFAULT_THRESHOLD,
-                   help=f"max Hamming distance (of 64 bits) for a near duplicate (default {DEFAULT_THRESHOLD})")
-    p.add_argument("--min-corr", type=float, default=DEFAULT_MIN_CORR,
-                   help=f"confirm a near pair when its 32x32 grey thumbnails correlate >= this "
-                        f"(default {DEFAULT_MIN_CORR}; -1 keeps every hash match)")
-    p.add_argument("--hash", default="phash", choices=list(HASHES), help="perceptual hash (default phash)")
-    p.add_argument("--runs-dir", help="default: the config's output.runs_dir (runs)")
-    p.add_argument("--workers", type=int, help="hashing threads (default: CPU count, at most 8)")
-    return p
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    from ensemble.data.competition import load_competition
-    from ensemble.config import load_config
-    try:
-        cfg_path = Path(args.cfg) if args.cfg else Path("configs") / args.competition / "base.yaml"
-        if args.competition and not cfg_path.is_file():
-            raise ValueError(f"--competition {args.competition}: config not found: {cfg_path} (use --cfg)")
-        cfg = load_config(cfg_path)
-        comp = load_competition(cfg.competition)
-        runs_dir = Path(args.runs_dir or cfg.output.runs_dir)
-        run_dups(comp, runs_dir / cfg.competition.name, args.hash, args.threshold, args.min_corr, args.workers)
-    except (ValueError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,6 +1,34 @@
-import sys
+"""`python -m ensemble.report --competition NAME`: one HTML page of runs, duplicates and submissions."""
+from __future__ import annotations
 
-from ensemble.report.page import main
+import argparse
+import sys
+from typing import Sequence
+
+from ensemble.cli import add_verbosity, setup_logging
+from ensemble.report.page import build_report
+
+DESCRIPTION = '`python -m ensemble.report --competition NAME`: one static HTML page to read instead of logs.'  # --help's first line, as before the package split
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m ensemble.report", description=DESCRIPTION)
+    p.add_argument("--competition", required=True)
+    p.add_argument("--runs-dir", default="runs")
+    p.add_argument("--submissions-dir", default="submissions")
+    p.add_argument("--out", help="output directory (default RUNS_DIR/NAME/report)")
+    p.add_argument("--no-thumbs", action="store_true", help="no thumbnails of duplicate images")
+    add_verbosity(p)
+    args = p.parse_args(argv)
+    setup_logging(args.verbose - args.quiet)
+    try:
+        index = build_report(args.competition, args.runs_dir, args.submissions_dir, args.out, not args.no_thumbs)
+    except (ValueError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"wrote {index} ({len(list(index.parent.glob('img/*.png')))} images); open it in a browser")
+    return 0
+
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -7,15 +7,13 @@ submissions written so far (submissions/NAME/*.json manifests from `ensemble.vot
 """
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import re
 import shutil
-import sys
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -221,24 +219,3 @@ def build_report(competition: str, runs_dir: str | Path = "runs", submissions_di
     atomic_write_text(index, H.page(f"{competition}: ensemble report", meta, sections))
     assets.prune()
     return index
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m ensemble.report", description=__doc__.splitlines()[0])
-    p.add_argument("--competition", required=True)
-    p.add_argument("--runs-dir", default="runs")
-    p.add_argument("--submissions-dir", default="submissions")
-    p.add_argument("--out", help="output directory (default RUNS_DIR/NAME/report)")
-    p.add_argument("--no-thumbs", action="store_true", help="no thumbnails of duplicate images")
-    args = p.parse_args(argv)
-    try:
-        index = build_report(args.competition, args.runs_dir, args.submissions_dir, args.out, not args.no_thumbs)
-    except (ValueError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    print(f"wrote {index} ({len(list(index.parent.glob('img/*.png')))} images); open it in a browser")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

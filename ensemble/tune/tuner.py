@@ -1,6 +1,8 @@
-"""`python -m ensemble.tune --cfg configs/<competition>/<model>.yaml`: Optuna search, one study per model.
+"""tune_model: an Optuna study over one model config -> TuneResult (best trial, best config file).
 
-Trials train through `ensemble.train.train` (runs/<competition>/tune/<model>/trial-NNNN), report every
+    result = tune_model("configs/demo/resnet18.yaml", trials=20, folds=[0])
+
+Trials train through `ensemble.train.train_run` (runs/<competition>/tune/<model>/trial-NNNN), report every
 epoch's validation score and are pruned at once. The study lives in runs/<competition>/tune/optuna.journal
 (or --storage postgresql://...: start the same command on several machines). Running the command again
 continues the study; after every trial it writes configs/<competition>/<model>.best.yaml,
@@ -8,38 +10,34 @@ runs/<competition>/tune/<model>/trials.csv, history.png and importance.png.
 """
 from __future__ import annotations
 
-import argparse
-import contextlib
 import dataclasses
-import glob
-import sys
+import logging
 import time
-import traceback
 import warnings
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 import optuna
-import pandas as pd
 from optuna.trial import TrialState
 
-from ensemble.artifacts import atomic_path, atomic_write_csv, atomic_write_text
-from ensemble.config import Config, ConfigError, dump_config, load_config, parse_overrides
+from ensemble.artifacts import CompetitionPaths, RunPaths, atomic_write_csv, atomic_write_text
+from ensemble.cli import capture_logs
+from ensemble.config import Config, dump_config, load_config, parse_overrides
 from ensemble.metrics import get_metric
-from ensemble.plugins import add_plugin_argument, load_plugins
+from ensemble.train import train_run
+from ensemble.tune.outputs import best_config_path, trials_frame, write_plots
 from ensemble.tune.space import TuneSpec, decode, defaults, load_tuning, sample, scale_epochs
-from ensemble.tune.study import PRUNERS, build_pruner, fail_dead_trials, open_storage, open_study, worker_id
-from ensemble.train.run import parse_folds, train
-from ensemble.artifacts.paths import CompetitionPaths, RunPaths
+from ensemble.tune.study import build_pruner, fail_dead_trials, open_storage, open_study, worker_id
 
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 MAX_FAILS = 3
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 
 
-def log(msg: str) -> None:
-    print(msg, flush=True)
+logger = logging.getLogger(__name__)
+trial_logger = logging.getLogger("ensemble.tune.trial")  # into the trial's log file only
+log = logger.info
 
 
 # ---------------------------------------------------------------- one model
@@ -81,6 +79,9 @@ class Tuner:
         return cfg
 
     def objective(self, trial: optuna.Trial) -> float:
+        """One trial: sample the space, train the trial's folds (runs/<competition>/tune/<model>/trial-NNNN),
+        report every epoch's validation score at step fold_position * max_epochs + global_epoch (so
+        the pruner compares like with like) -> the CV metric over the trained folds' val rows."""
         states = FINISHED + (TrialState.RUNNING,)
         active = sorted(t.number for t in self.study.get_trials(deepcopy=False, states=states))
         if trial.number in active and active.index(trial.number) >= self.n_trials:
@@ -104,14 +105,15 @@ class Tuner:
         log_file = self.tune_dir / "logs" / f"trial-{trial.number:04d}.log"
         log_file.parent.mkdir(parents=True, exist_ok=True)
         try:
-            with open(log_file, "w") as f, contextlib.redirect_stdout(sys.stdout if self.verbose else f):
+            # training's messages go to the trial's log file (and the console only with verbose)
+            with capture_logs(log_file, echo=self.verbose, keep=(logger.name,)):
                 try:
-                    metrics = train(cfg, folds=self.folds, fresh=True, on_epoch=on_epoch)
+                    metrics = train_run(cfg, folds=self.folds, fresh=True, on_epoch=on_epoch).metrics
                 except optuna.TrialPruned as e:
-                    print(f"pruned: {e}")
+                    trial_logger.info(f"pruned: {e}")
                     raise
                 except Exception:
-                    traceback.print_exc(file=f)
+                    trial_logger.exception("trial failed")
                     raise
             return float(metrics["cv"]) if metrics else fold_score(cfg, self.folds)
         except KeyboardInterrupt:  # not the trial's fault: run its params again next time
@@ -219,147 +221,57 @@ def fold_score(cfg: Config, folds: Sequence[int]) -> float:
                         len(comp.classes)))
 
 
-def trials_frame(trials: Sequence[optuna.trial.FrozenTrial]) -> pd.DataFrame:
-    """One row per trial: number, state, value, seconds, epochs trained, worker, then the params."""
-    rows = []
-    for t in trials:
-        w = t.user_attrs.get("worker") or {}
-        row = {"number": t.number, "state": t.state.name, "value": t.value,
-               "seconds": t.user_attrs.get("seconds"), "epochs_trained": t.user_attrs.get("epochs_trained"),
-               "worker": f"{w.get('host')}:{w.get('pid')}" if w else None, "retry_of": t.user_attrs.get("retry_of")}
-        row.update({f"param:{k}": str(v) if isinstance(v, (list, dict)) else v
-                    for k, v in (t.user_attrs.get("overrides") or t.params).items()})
-        rows.append(row)
-    return pd.DataFrame(rows)
+@dataclasses.dataclass
+class TuneResult:
+    """What tune_model did: exit code (0 ok, 1 too many failed trials), the study, its best trial
+    (None before any completes) and where the best config and trials.csv are."""
+    rc: int
+    study: optuna.Study
+    best: optuna.trial.FrozenTrial | None
+    best_path: Path
+    trials_csv: Path
+
+    @property
+    def best_value(self) -> float | None:
+        return None if self.best is None else self.best.value
 
 
-def write_plots(study: optuna.Study, out_dir: Path) -> None:
-    """history.png (value per trial, best so far) and importance.png (fANOVA; needs 2+ completed trials)."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from optuna.visualization import matplotlib as ovm
-    done = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))]
-    plots = {"history.png": ovm.plot_optimization_history} if done else {}
-    if len(done) >= 2 and len({tuple(sorted(map(str, t.params.items()))) for t in done}) >= 2:
-        plots["importance.png"] = ovm.plot_param_importances
-    for name, fn in plots.items():
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                ax = fn(study)
-            ax.set_title(f"{study.study_name}: {ax.get_title().lower().replace(' plot', '')}")
-            fig = ax.figure
-            fig.set_size_inches(8, 5)
-            fig.tight_layout()
-            with atomic_path(out_dir / name) as tmp:
-                fig.savefig(tmp, format="png", dpi=100)
-            plt.close(fig)
-        except (ValueError, RuntimeError) as e:  # e.g. importances of a space with one point
-            log(f"{name}: not drawn ({e})")
-
-
-# ---------------------------------------------------------------- CLI
-def expand_cfgs(patterns: Sequence[str]) -> list[Path]:
-    """--cfg values and globs -> model configs. Among several files, *.best.yaml and configs without a
-    tune.space (base.yaml, compete.yaml) are skipped; one file named alone must have a tune.space."""
-    found = [p for pat in patterns for p in (sorted(glob.glob(pat)) if glob.has_magic(pat) else [pat])]
-    found = list(dict.fromkeys(found))
-    if len(found) == 1:
-        return [Path(found[0])]
-    out = [Path(p) for p in found if not p.endswith(".best.yaml") and "space" in (_tune_section(p) or {})]
-    if not out:
-        raise ConfigError(f"--cfg {' '.join(patterns)}: no model config with a tune.space")
-    return out
-
-
-def _tune_section(path: str) -> dict | None:
-    from ensemble.config import read_yaml
-    if "tune" not in read_yaml(path):  # base.yaml, compete.yaml, ...
-        return None
-    return load_config(path).tune  # a broken model config is an error, not skipped
-
-
-def best_config_path(cfg_path: str | Path, best_dir: str | Path | None = None) -> Path:
-    """configs/<competition>/<model>.yaml -> configs/<competition>/<model>.best.yaml (or in best_dir)."""
-    cfg_path = Path(cfg_path)
-    return (Path(best_dir) if best_dir else cfg_path.parent) / f"{cfg_path.name.split('.')[0]}.best.yaml"
-
-
-def tune_model(path: Path, args: argparse.Namespace) -> int:
-    cfg, spec = load_tuning(path, args.overrides)
-    folds = parse_folds(args.folds, cfg.folds.n) if args.folds else (spec.folds or list(range(cfg.folds.n)))
+def tune_model(cfg_path: str | Path, *, overrides: Sequence[str] = (), trials: int | None = None,
+               timeout: float | None = None, folds: Sequence[int] | None = None, pruner: str | None = None,
+               sampler: str = "tpe", seed: int | None = None, storage: str | None = None, study: str | None = None,
+               best_dir: str | Path | None = None, keep_checkpoints: bool = False,
+               verbose: bool = False) -> TuneResult:
+    """Run (or continue) the study of one model config until it has `trials` finished trials (all
+    workers together; default tune.trials) or `timeout` seconds pass. folds: the folds every trial
+    trains (default tune.folds or all); storage: an Optuna URL or journal file (default
+    runs/<competition>/tune/optuna.journal). Writes <model>.best.yaml beside the config (or in
+    best_dir), trials.csv and plots after every trial."""
+    path = Path(cfg_path)
+    cfg, spec = load_tuning(path, list(overrides))
+    folds = list(folds) if folds else (spec.folds or list(range(cfg.folds.n)))
     direction = "maximize" if get_metric(cfg.competition.metric).greater_is_better else "minimize"
     tune_dir = CompetitionPaths(cfg.competition_dir).tune
-    storage, where = open_storage(args.storage, tune_dir)
-    name = args.study or f"{cfg.competition.name}/{cfg.run_name}"
-    pruner = build_pruner(args.pruner or spec.pruner, spec.startup_trials, spec.warmup_epochs,
+    storage, where = open_storage(storage, tune_dir)
+    name = study or f"{cfg.competition.name}/{cfg.run_name}"
+    pruner = build_pruner(pruner or spec.pruner, spec.startup_trials, spec.warmup_epochs,
                           spec.max_epochs * len(folds))
     signature = {"metric": cfg.competition.metric, "folds": ",".join(map(str, folds)), "epochs": spec.epochs or 0}
-    study = open_study(storage, name, direction, None, pruner, signature, lambda: defaults(spec.space, cfg, log))
+    opened = open_study(storage, name, direction, None, pruner, signature, lambda: defaults(spec.space, cfg, log))
     # a resumed study with --seed must not replay the random draws of its first run
-    seed = None if args.seed is None else args.seed + sum(t.state != TrialState.WAITING for t in study.trials)
-    study.sampler = (optuna.samplers.RandomSampler(seed=seed) if args.sampler == "random" else
+    seed = None if seed is None else seed + sum(t.state != TrialState.WAITING for t in opened.trials)
+    opened.sampler = (optuna.samplers.RandomSampler(seed=seed) if sampler == "random" else
                      optuna.samplers.TPESampler(n_startup_trials=spec.startup_trials, seed=seed, constant_liar=True))
-    best_path = best_config_path(path, args.best_dir)
-    tuner = Tuner(path, cfg, spec, folds, study, where, list(args.overrides), best_path,
-                  args.keep_checkpoints, args.verbose)
-    n = args.trials or spec.trials
+    best_path = best_config_path(path, best_dir)
+    tuner = Tuner(path, cfg, spec, folds, opened, where, list(overrides), best_path,
+                  keep_checkpoints, verbose)
+    n = trials or spec.trials
     dash = where if "://" not in where else f"'{where}'"
     log(f"[{cfg.run_name}] study '{name}' in {where}: {direction} {cfg.competition.metric} on fold(s) "
-        f"{','.join(map(str, folds))}, {n} trials, pruner {args.pruner or spec.pruner}, "
+        f"{','.join(map(str, folds))}, {n} trials, pruner {pruner or spec.pruner}, "
         f"{tuner.counts()['finished']} finished trial(s) so far\n[{cfg.run_name}] dashboard: optuna-dashboard {dash}")
-    rc = tuner.run(n, args.timeout)
+    rc = tuner.run(n, timeout)
     best = tuner._best()
     if best is not None:
         log(f"[{cfg.run_name}] best {cfg.competition.metric} {best.value:.4f} (trial #{best.number}) -> {best_path}; "
             f"trials: {tuner.tune_dir / 'trials.csv'}")
-    return rc
-
-
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m ensemble.tune", description=__doc__.splitlines()[0])
-    p.add_argument("--cfg", action="extend", nargs="+", required=True,
-                   help="model config(s) with a tune: section, or a glob: each model is tuned in turn")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config key for every trial (and the best config)")
-    p.add_argument("--trials", type=int, help="finished trials the study should have, counting earlier runs "
-                                              "and other workers (default: tune.trials or 20)")
-    p.add_argument("--timeout", type=float, help="seconds per model after which no new trial starts")
-    p.add_argument("--folds", help="folds each trial trains, e.g. 0 (default: tune.folds or all)")
-    p.add_argument("--pruner", choices=sorted(PRUNERS), help="default: tune.pruner or median")
-    p.add_argument("--sampler", choices=("tpe", "random"), default="tpe")
-    p.add_argument("--seed", type=int, help="sampler seed (leave unset when several workers share a study)")
-    p.add_argument("--storage", help="postgresql://user:pass@host/db (several workers), sqlite:///x.db or a journal "
-                                     "file (default: runs/<competition>/tune/optuna.journal)")
-    p.add_argument("--study", help="study name (default: <competition>/<model>)")
-    p.add_argument("--best-dir", help="where <model>.best.yaml goes (default: beside the model config)")
-    p.add_argument("--keep-checkpoints", action="store_true", help="keep the trials' .pt files")
-    p.add_argument("--verbose", action="store_true", help="show training output (default: logs/trial-NNNN.log)")
-    add_plugin_argument(p)
-    return p
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    if args.trials is not None and args.trials < 1:
-        build_parser().error(f"--trials expected a number >= 1, got {args.trials}")
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    try:
-        load_plugins(args.plugin)
-        for path in expand_cfgs(args.cfg):
-            rc = tune_model(path, args)
-            if rc:
-                return rc
-    except KeyboardInterrupt:
-        log("interrupted: finished trials are kept and the interrupted one is queued again; "
-            "run the same command to continue")
-        return 130
-    except (ValueError, FileNotFoundError, RuntimeError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    return TuneResult(rc, opened, best, best_path, tuner.tune_dir / "trials.csv")

@@ -5,7 +5,6 @@ import platform
 import shlex
 from importlib import metadata
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
