@@ -75,3 +75,11 @@ def tiny(tmp_path):
     comp = make_competition(tmp_path / "comp")
     runs = tmp_path / "runs"
     return write_configs(tmp_path / "configs", comp, runs), comp, runs
+
+
+@pytest.fixture(autouse=True)
+def _command_logging():
+    """Library messages on stdout, one plain line each, as every `python -m ensemble.<cmd>` sets them up
+    (ensemble.cli.setup_logging); also undoes a -q of an earlier test."""
+    from ensemble.cli import setup_logging
+    setup_logging(0)

@@ -13,7 +13,7 @@ from ensemble.data import dups as D
 from ensemble.dups import main as dups_main
 from ensemble.data.competition import load_competition
 from ensemble.config import load_config
-from ensemble.train.run import competition_folds
+from ensemble.train.setup import competition_folds
 
 
 def smooth_image(rng, size: int = 64) -> np.ndarray:
@@ -147,7 +147,8 @@ def test_cli_then_folds_keep_duplicates_together(tmp_path, capsys):
 
     cfg = load_config(model_cfg)
     c = load_competition(cfg.competition)
-    fold, _ = competition_folds(cfg, c)
+    fold, _ = competition_folds(c, cfg.competition_dir, cfg.folds.n, cfg.folds.seed,
+                                grouped=bool(cfg.competition.group_col), use_dups=cfg.folds.dups)
     of = dict(zip(c.train["id"], fold))
     assert all(of[a] == of[b] for a, b in pairs.items())
     saved = pd.read_csv(tmp_path / "runs" / "tiny" / "folds.csv", dtype=str, keep_default_na=False)

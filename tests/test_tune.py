@@ -88,7 +88,7 @@ def test_study_writes_outputs_continues_and_reproduces(tmp_path, capsys):
     assert cfg.model.head.hidden == best.user_attrs["overrides"]["model.head.hidden"]
     assert train(cfg, folds=[0]) is None
     assert len({round(t.value, 6) for t in study.trials}) == 3
-    assert fold_score(cfg, [0]) == pytest.approx(best.value, abs=1e-6)
+    assert fold_score(cfg.run_dir, cfg.competition, [0]) == pytest.approx(best.value, abs=1e-6)
 
 
 def test_pruned_trial_stops_at_once(tmp_path):

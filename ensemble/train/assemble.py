@@ -21,12 +21,14 @@ def missing_folds(run_dir: Path, n_folds: int) -> list[int]:
 
 def assemble_run(run_dir: Path, *, fmt: str, ids: np.ndarray, test_ids: np.ndarray, y: np.ndarray,
                  folds: np.ndarray, classes: list[str], metric: M.MetricLike, task: str, folds_hash: str,
-                 fallback: np.ndarray | None = None, skipped: list[str] = (), extra: dict | None = None) -> dict:
+                 fallback: np.ndarray | None = None, skipped: list[str] = (), extra: dict | None = None,
+                 plots: bool = True) -> dict:
     """Combine fold<k>/preds.npz of all K folds. -> the metrics.json dict.
 
     metric: a name, spec text or MetricSpec (bound to `classes` when it names classes); metrics.json
     stores its text form. ids, y, folds: (N,) train rows; fallback: (C,) class prior given to rows that were not
-    predicted (skipped images); the CV score is computed on predicted rows only.
+    predicted (skipped images); the CV score is computed on predicted rows only. plots: also draw
+    confusion.png and curves.png.
     """
     run_dir = Path(run_dir)
     metric = M.bind_metric(metric, classes)
@@ -76,7 +78,8 @@ def assemble_run(run_dir: Path, *, fmt: str, ids: np.ndarray, test_ids: np.ndarr
         "wall_seconds": float(sum(r["seconds"] for r in results.values())),
     }
     atomic_write_json(paths.metrics, out)
-    _plots(run_dir, out, classes, metric.text)
+    if plots:  # output.plots: confusion.png, curves.png
+        _plots(run_dir, out, classes, metric.text)
     return out
 
 

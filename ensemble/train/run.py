@@ -12,28 +12,24 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
-import pandas as pd
 import torch
 
-from ensemble.artifacts import atomic_write_csv, atomic_write_json, atomic_write_text
-from ensemble.train.assemble import assemble_run, missing_folds
-from ensemble.data.competition import Competition, load_competition
+from ensemble.artifacts import CompetitionPaths, RunPaths
 from ensemble.config import Config, ConfigError, dump_config, to_dict
 from ensemble.data.augment import build_transforms
+from ensemble.data.competition import load_competition
+from ensemble.models import build_model, model_flops, resolve_backbone, resolve_pretrained
+from ensemble.train.assemble import assemble_run, missing_folds
 from ensemble.train.distributed import SINGLE, DistEnv, barrier, rank_device
 from ensemble.train.engine import resolve_device, resolve_precision
 from ensemble.train.fold import FoldInputs, FoldTrainer
-from ensemble.data.folds import ensure_folds, merge_groups
-from ensemble.data.images import build_cache
-from ensemble.models import build_model, model_flops, resolve_backbone, resolve_pretrained
 from ensemble.train.plan import build_fold_plan
-from ensemble.artifacts.paths import CompetitionPaths, RunPaths
+from ensemble.train.setup import competition_folds, load_images, prepare_run_dir, write_labels
 
 
 logger = logging.getLogger(__name__)
@@ -57,85 +53,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
-
-
-def competition_folds(cfg: Config, comp: Competition) -> tuple[np.ndarray, str]:
-    """runs/<competition>/folds.csv (written once, reused by every model). -> (N,) folds, sha256."""
-    groups = comp.train["group"].to_numpy() if cfg.competition.group_col else None
-    extra = {}
-    dups_file = CompetitionPaths(cfg.competition_dir).dups
-    if cfg.folds.dups and dups_file.exists():
-        from ensemble.data.dups import dup_groups  # duplicate-aware folds when `ensemble.dups` has been run
-        dup = dup_groups(dups_file, comp.train["id"].to_numpy())
-        extra["dup_group"] = dup
-        groups = merge_groups(groups, dup)
-    return ensure_folds(CompetitionPaths(cfg.competition_dir).folds, comp.train["id"].to_numpy(),
-                        comp.train["y"].to_numpy(), cfg.folds.n, cfg.folds.seed, groups, extra)
-
-
-def write_labels(cfg: Config, comp: Competition) -> Path:
-    """runs/<competition>/labels.csv: id and class name of every train row (vote reads labels here)."""
-    path = CompetitionPaths(cfg.competition_dir).labels
-    frame = pd.DataFrame({"id": comp.train["id"].astype(str),
-                          "label": np.asarray(comp.classes, dtype=object)[comp.train["y"].to_numpy()]})
-    if not path.exists() or not pd.read_csv(path, dtype=str, keep_default_na=False).equals(frame):
-        atomic_write_csv(path, frame)
-    return path
-
-
-def _first_difference(a, b, prefix: str = "") -> str | None:
-    if isinstance(a, dict) and isinstance(b, dict):
-        for k in sorted(set(a) | set(b), key=str):
-            d = _first_difference(a.get(k), b.get(k), f"{prefix}{k}.")
-            if d:
-                return d
-        return None
-    return None if a == b else f"{prefix[:-1]}: {a!r} -> {b!r}"
-
-
-def _identity(raw: dict) -> dict:
-    """The parts of a resolved config that decide a run's results (tuning spaces and the
-    progress bar do not)."""
-    out = {k: v for k, v in raw.items() if k != "tune"}
-    out["output"] = {k: v for k, v in raw.get("output", {}).items() if k != "progress"}
-    return out
-
-
-def prepare_run_dir(cfg: Config, folds_hash: str, train_folds: Sequence[int], resume: bool, fresh: bool) -> Path:
-    """Create or reopen the run directory; refuse a changed config or folds file."""
-    run_dir = cfg.run_dir
-    if fresh and run_dir.exists():
-        shutil.rmtree(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    import yaml
-    cfg_file, state_file = RunPaths(run_dir).config, RunPaths(run_dir).state
-    if cfg_file.exists():
-        diff = _first_difference(_identity(yaml.safe_load(cfg_file.read_text())), _identity(to_dict(cfg)))
-        if diff:
-            raise ConfigError(f"{run_dir} was made with another config ({diff}); use --set name=<new run> "
-                              f"or --fresh to overwrite it")
-    if state_file.exists():
-        old = json.loads(state_file.read_text())["folds_hash"]
-        if old != folds_hash:
-            raise ConfigError(f"{CompetitionPaths(cfg.competition_dir).folds} changed since {run_dir} started "
-                              f"(sha256 {old[:12]} -> {folds_hash[:12]}); use --fresh to retrain on the new folds")
-    if not resume:
-        started = [k for k in train_folds if RunPaths(run_dir).fold_dir(k).exists()]
-        if started:
-            raise ConfigError(f"{run_dir}: fold(s) {', '.join(map(str, started))} already exist; "
-                              f"pass --resume to continue them or --fresh to start over")
-    atomic_write_text(cfg_file, dump_config(cfg))
-    atomic_write_json(state_file, {"folds_hash": folds_hash})
-    return run_dir
-
-
-def load_images(cfg: Config, comp: Competition) -> tuple:
-    """Decoded, resized uint8 caches of train and test images (shared by all models and folds)."""
-    cache_dir = CompetitionPaths(cfg.competition_dir).cache
-    kw = dict(policy=cfg.input.bad_images, workers=max(2, cfg.train.num_workers), progress=cfg.output.progress)
-    tr = build_cache(comp.train["path"].tolist(), cfg.input.size, cache_dir, **kw)
-    te = build_cache(comp.test["path"].tolist(), cfg.input.size, cache_dir, **kw)
-    return tr, te
 
 
 def parse_folds(text: str | None, n: int) -> list[int]:
@@ -174,10 +91,14 @@ def train_run(cfg: Config, *, folds: Sequence[int] | None = None, resume: bool =
     todo = [] if assemble_only else list(folds if folds is not None else range(cfg.folds.n))
     for turn in ("main", "others"):  # rank 0 writes folds.csv, the run dir and the cache; then the rest read them
         if (turn == "main") == dist.is_main:
-            fold_of, folds_hash = competition_folds(cfg, comp)
-            write_labels(cfg, comp)
-            run_dir = prepare_run_dir(cfg, folds_hash, todo, resume, fresh and dist.is_main)
-            tr, te = load_images(cfg, comp)
+            comp_dir = cfg.competition_dir
+            fold_of, folds_hash = competition_folds(comp, comp_dir, cfg.folds.n, cfg.folds.seed,
+                                                    grouped=bool(cfg.competition.group_col), use_dups=cfg.folds.dups)
+            write_labels(comp, comp_dir)
+            run_dir = prepare_run_dir(cfg.run_dir, to_dict(cfg), dump_config(cfg), CompetitionPaths(comp_dir).folds,
+                                      folds_hash, todo, resume, fresh and dist.is_main)
+            tr, te = load_images(comp, comp_dir, cfg.input.size, keep=cfg.input.cache, policy=cfg.input.bad_images,
+                                 workers=max(2, cfg.train.num_workers), progress=cfg.output.progress)
         barrier(dist)
     # the metric bound to the competition's classes (after config.yaml is written with its text form)
     cfg = dataclasses.replace(cfg, competition=dataclasses.replace(cfg.competition, metric=comp.metric))
@@ -244,7 +165,7 @@ def train_run(cfg: Config, *, folds: Sequence[int] | None = None, resume: bool =
                            test_ids=comp.test["id"].to_numpy(), y=y, folds=fold_of, classes=comp.classes,
                            metric=cfg.competition.metric, task=cfg.competition.task, folds_hash=folds_hash,
                            fallback=fallback, skipped=[comp.train["id"].iat[i] for i in np.flatnonzero(~tr.ok)],
-                           extra=extra)
+                           extra=extra, plots=cfg.output.plots)
     recall = " ".join(f"{c}={r:.2f}" for c, r in metrics["per_class_recall"].items())
     logger.info(f"run {run_dir}: CV {cfg.competition.metric} {metrics['cv']:.4f} "
                 f"(folds {' '.join(f'{v:.4f}' for v in metrics['cv_folds'].values())}; std {metrics['cv_std']:.4f})\n"

@@ -18,6 +18,7 @@ JSON text and decoded when a trial's overrides are built.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import re
 from dataclasses import dataclass, field
@@ -26,6 +27,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 from ensemble.config import Config, ConfigError, load_config, parse_overrides, to_dict
 
+logger = logging.getLogger(__name__)
 TUNE_KEYS = ("space", "epochs", "folds", "trials", "pruner", "startup_trials", "warmup_epochs")
 PARAM_FIELDS = {"float": ("low", "high", "log", "step"), "int": ("low", "high", "log", "step"),
                 "categorical": ("choices",)}
@@ -257,7 +259,7 @@ def config_value(cfg: Config, key: str) -> Any:
     return node
 
 
-def defaults(space: Mapping[str, Param], cfg: Config, warn: Callable[[str], None] = print) -> dict[str, Any]:
+def defaults(space: Mapping[str, Param], cfg: Config, warn: Callable[[str], None] | None = None) -> dict[str, Any]:
     """The config's own values as Optuna params (to enqueue as the first trial).
 
     A value outside its range is left out (that key is sampled), with a warning."""
@@ -267,7 +269,7 @@ def defaults(space: Mapping[str, Param], cfg: Config, warn: Callable[[str], None
         if p.contains(value):
             out[key] = encode(value)
         else:
-            warn(f"tune.space '{key}': the config's value {value!r} is outside the space; "
+            (warn or logger.warning)(f"tune.space '{key}': the config's value {value!r} is outside the space; "
                  f"the first trial samples it instead")
     return out
 

@@ -2,6 +2,7 @@
 and trials left RUNNING by workers that died."""
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import time
@@ -18,8 +19,8 @@ HEARTBEAT_S, GRACE_S, ORPHAN_S, MAX_RETRIES = 30, 120, 300, 2
 PRUNERS: Registry[Callable[..., optuna.pruners.BasePruner]] = Registry("pruner")
 
 
-def log(msg: str) -> None:
-    print(msg, flush=True)
+logger = logging.getLogger(__name__)
+log = logger.info
 
 
 def register_pruner(name: str):

@@ -23,7 +23,7 @@ from optuna.trial import TrialState
 
 from ensemble.artifacts import CompetitionPaths, RunPaths, atomic_write_csv, atomic_write_text
 from ensemble.cli import capture_logs
-from ensemble.config import Config, dump_config, load_config, parse_overrides
+from ensemble.config import CompetitionCfg, Config, dump_config, load_config, parse_overrides
 from ensemble.metrics import get_metric
 from ensemble.train import train_run
 from ensemble.tune.outputs import best_config_path, trials_frame, write_plots
@@ -115,7 +115,7 @@ class Tuner:
                 except Exception:
                     trial_logger.exception("trial failed")
                     raise
-            return float(metrics["cv"]) if metrics else fold_score(cfg, self.folds)
+            return float(metrics["cv"]) if metrics else fold_score(cfg.run_dir, cfg.competition, self.folds)
         except KeyboardInterrupt:  # not the trial's fault: run its params again next time
             self.study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number, "retries": 0})
             raise
@@ -209,16 +209,16 @@ def _parse(overrides: Sequence[str]) -> dict:
     return parse_overrides(overrides)
 
 
-def fold_score(cfg: Config, folds: Sequence[int]) -> float:
+def fold_score(run_dir: Path, competition: CompetitionCfg, folds: Sequence[int]) -> float:
     """The metric over the val rows of the trained folds (their preds.npz), like metrics.json's cv."""
     from ensemble.metrics import score_outputs
     from ensemble.data.competition import load_competition
-    comp = load_competition(cfg.competition)
-    parts = [np.load(RunPaths(cfg.run_dir).preds(k)) for k in folds]
+    comp = load_competition(competition)
+    parts = [np.load(RunPaths(run_dir).preds(k)) for k in folds]
     idx = np.concatenate([p["val_idx"] for p in parts])
     out = np.concatenate([p["val"] for p in parts])
-    return float(score_outputs(comp.metric, cfg.competition.task, comp.train["y"].to_numpy()[idx], out,
-                        len(comp.classes)))
+    return float(score_outputs(comp.metric, competition.task, comp.train["y"].to_numpy()[idx], out,
+                               len(comp.classes)))
 
 
 @dataclasses.dataclass
