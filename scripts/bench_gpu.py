@@ -29,7 +29,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from ensemble.data.datasets import CachedDataset, build_transforms, make_loader  # noqa: E402
+from ensemble.data.augment import build_transforms  # noqa: E402
+from ensemble.data.datasets import CachedDataset, make_loader  # noqa: E402
 from ensemble.train.engine import resolve_device, resolve_precision, train_one_epoch  # noqa: E402
 from ensemble.train.losses import build_loss  # noqa: E402
 from ensemble.models import build_model, resolve_backbone  # noqa: E402

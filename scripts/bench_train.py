@@ -19,7 +19,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from ensemble.data.datasets import CachedDataset, DecodeDataset, build_transforms, make_loader  # noqa: E402
+from ensemble.data.augment import build_transforms  # noqa: E402
+from ensemble.data.datasets import CachedDataset, DecodeDataset, make_loader  # noqa: E402
 from ensemble.train.engine import resolve_device, resolve_precision, train_one_epoch  # noqa: E402
 from ensemble.data.images import build_cache  # noqa: E402
 from ensemble.train.losses import build_loss  # noqa: E402

@@ -51,6 +51,9 @@ class Classifier(nn.Module):
         """(N, 3, H, W) in 0..255 -> logits (N, out_dim)."""
         return self.forward_head(self.forward_features(x))
 
+    # Why not timm.layers.freeze_batch_norm_2d: it swaps BatchNorm2d for FrozenBatchNorm2d for good,
+    # so a later stage (train: all) could not unfreeze them; keeping frozen BatchNorms in eval mode
+    # here follows requires_grad stage by stage and leaves the state dict (and checkpoints) unchanged.
     def train(self, mode: bool = True) -> "Classifier":
         """Like nn.Module.train, but BatchNorms whose parameters are all frozen stay in eval mode."""
         super().train(mode)

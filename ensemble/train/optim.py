@@ -54,6 +54,11 @@ def _layer_labels(backbone: nn.Module, coarse: bool) -> tuple[dict[str, int], di
     return layer_of, labels
 
 
+# Why not timm.optim.param_groups_weight_decay / param_groups_layer_decay: they return unnamed
+# groups for one model, with one base LR. Ours applies the same no-decay rule (_no_wd: 1-d params,
+# biases, no_weight_decay()) and timm's own group_matcher for layer decay, but over two parts with
+# their own LRs (backbone, head) and names every group, so logs and history.csv show each group's LR
+# and a stage can freeze the backbone without rebuilding the rule.
 def param_groups(model: nn.Module, lrs: dict[str, float], weight_decay: float,
                  layer_decay: float | None = None, *, coarse: bool = False) -> list[dict]:
     """Named optimizer groups for a model with ``.backbone`` (timm) and ``.head``.
@@ -193,6 +198,10 @@ class Schedule:
             self.scheduler.load_state_dict(state["scheduler"])
 
 
+# Why not timm.scheduler.CosineLRScheduler: it steps per epoch (or per update with its own counter
+# protocol) and keeps its state outside torch's LRScheduler; ours is a plain torch LambdaLR per
+# optimizer step (linear warmup, then cosine to min_lr_ratio), so it resumes from last.pt through
+# state_dict() like every other torch schedule and shares one Schedule wrapper with plateau/step.
 def _warmup_cosine(total: int, warmup: int, min_ratio: float, cosine: bool) -> Callable[[int], float]:
     """LR multiplier for the step ``s`` about to run: (s+1)/(W+1) ramp, then 1 -> min_ratio at step T-1."""
     def fn(s: int) -> float:

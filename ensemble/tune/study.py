@@ -127,13 +127,18 @@ def retry_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         log(f"trial #{trial.number}: its worker died; its params are queued again")
 
 
-def fail_dead_trials(study: optuna.Study) -> list[int]:
+def fail_dead_trials(study: optuna.Study, storage: optuna.storages.BaseStorage | None) -> list[int]:
     """Mark RUNNING trials whose worker process on this host is gone as FAIL and queue them again.
+    storage: the study's storage (Optuna's Study has no public accessor for it; the storage's own
+    public API sets a trial's state). None (an in-memory study): no other process can have died.
 
     Journal files have no heartbeat, and a killed process can tell nothing: the worker (host, pid,
     process start time) stored on each trial decides; a trial that never got one (killed right after
     ask()) is failed after ORPHAN_S. Trials of other hosts are left to the RDB heartbeat."""
+    if storage is None:
+        return []
     host, failed, now = socket.gethostname(), [], time.time()
+    study_id = storage.get_study_id_from_name(study.study_name)
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         w = t.user_attrs.get("worker")
         if w is None:  # set right after ask(): a worker killed in between leaves none
@@ -142,7 +147,8 @@ def fail_dead_trials(study: optuna.Study) -> list[int]:
         elif w.get("host") != host or worker_alive(w):
             continue
         try:
-            if study._storage.set_trial_state_values(t._trial_id, state=TrialState.FAIL):
+            trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, t.number)
+            if storage.set_trial_state_values(trial_id, state=TrialState.FAIL):
                 failed.append(t.number)
                 retry_trial(study, t)
         except optuna.exceptions.UpdateFinishedTrialError:

@@ -56,6 +56,7 @@ class Tuner:
     keep_checkpoints: bool = False
     verbose: bool = False
     n_trials: int = 0
+    storage: optuna.storages.BaseStorage | None = None  # the study's (dead-worker detection)
     _surplus: bool = False
     _last_state: TrialState | None = None
 
@@ -130,7 +131,7 @@ class Tuner:
         """Run trials until the study has n_trials finished (all workers together) or timeout. -> exit code."""
         self.n_trials, t0, fails = n_trials, time.time(), 0
         while True:
-            dead = fail_dead_trials(self.study)
+            dead = fail_dead_trials(self.study, self.storage)
             if dead:
                 log(f"[{self.model}] trial(s) {', '.join(f'#{n}' for n in dead)} of a killed worker marked failed")
                 for n in dead if not self.keep_checkpoints else ():
@@ -263,7 +264,7 @@ def tune_model(cfg_path: str | Path, *, overrides: Sequence[str] = (), trials: i
                      optuna.samplers.TPESampler(n_startup_trials=spec.startup_trials, seed=seed, constant_liar=True))
     best_path = best_config_path(path, best_dir)
     tuner = Tuner(path, cfg, spec, folds, opened, where, list(overrides), best_path,
-                  keep_checkpoints, verbose)
+                  keep_checkpoints, verbose, storage=storage)
     n = trials or spec.trials
     dash = where if "://" not in where else f"'{where}'"
     log(f"[{cfg.run_name}] study '{name}' in {where}: {direction} {cfg.competition.metric} on fold(s) "
