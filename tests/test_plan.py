@@ -1,7 +1,7 @@
 """The time-budget planner: durations, cost model, allocation (pure functions, no training)."""
 import pytest
 
-from ensemble.compete.plan import Candidate, Entry, Plan, Speed, Workload, fold_cost, format_plan, make_plan, parse_duration
+from ensemble.compete.timeplan import Candidate, Entry, Plan, Speed, Workload, fold_cost, format_plan, make_plan, parse_duration
 
 W = Workload(n_train=6000, n_test=1500, folds=5, views=2, overhead=1.0)
 SPEEDS = {"a": Speed(128, 30.0, 150.0), "b": Speed(128, 30.0, 150.0), "a-scratch": Speed(128, 30.0, 150.0),

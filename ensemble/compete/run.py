@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from ensemble.config import ConfigError, build, load_config, read_yaml
-from ensemble.compete.plan import Candidate
+from ensemble.compete.timeplan import Candidate
 from ensemble.registry import Registry
 from ensemble.artifacts.paths import CompetitionPaths
 
@@ -56,7 +56,7 @@ class Budget:
 
 @dataclass(frozen=True)
 class TimeSpec:
-    """`time:` in compete.yaml: what `--time 60m` may choose from (see ensemble.plan)."""
+    """`time:` in compete.yaml: what `--time 60m` may choose from (see ensemble.compete.timeplan)."""
 
     candidates: list[Candidate]
     set: list[str] = field(default_factory=list)

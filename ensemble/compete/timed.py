@@ -26,7 +26,7 @@ from typing import Sequence
 from ensemble.artifacts import atomic_write_json
 from ensemble.compete.run import _prepare, _vote_and_report, load_compete_file
 from ensemble.config import ConfigError, load_config
-from ensemble.compete.plan import Plan, Speed, Workload, format_plan, make_plan, measure_speed, parse_duration
+from ensemble.compete.timeplan import Plan, Speed, Workload, format_plan, make_plan, measure_speed, parse_duration
 from ensemble.artifacts.paths import CompetitionPaths, RunPaths
 
 logger = logging.getLogger(__name__)
