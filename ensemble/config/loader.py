@@ -8,7 +8,6 @@ Every key is checked against the dataclasses of ensemble.config.schema; errors n
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import types
 import typing
 from pathlib import Path
@@ -17,6 +16,7 @@ from typing import Any, Literal, Mapping, Sequence, Union
 import yaml
 
 from ensemble.config.schema import Config, ConfigError
+from ensemble.registry import did_you_mean
 
 
 # ---------------------------------------------------------------- loading
@@ -151,7 +151,7 @@ def build(tp, value, key: str, source) -> Any:
         for k, v in value.items():
             sub = f"{key}.{k}" if key else str(k)
             if k not in fields:
-                near = difflib.get_close_matches(str(k), list(fields), n=1)
+                near = did_you_mean(str(k), fields)
                 hint = f" (did you mean '{key + '.' if key else ''}{near[0]}'?)" if near else ""
                 raise ConfigError(f"{source(sub)}: unknown key '{sub}'{hint}")
             if "parse" in fields[k].metadata:  # a field with its own syntax (e.g. competition.metric)
