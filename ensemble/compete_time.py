@@ -36,15 +36,17 @@ def time_label(text: str) -> str:
 
 def _measure(cands, cfgs, n_classes: int, log) -> dict[str, Speed]:
     from .engine import resolve_device
-    from .models import build_model
+    from .models import build_model, set_trainable
     speeds = {}
     for c in cands:
         cfg = cfgs[c.label]
         model = build_model(cfg.model.backbone, n_classes, head_hidden=cfg.model.head.hidden,
                             head_batchnorm=cfg.model.head.batchnorm)
+        set_trainable(model, c.train)  # a frozen stem and early stages make each step far cheaper
         sp = measure_speed(model, min(c.sizes), cfg.train.batch_size, device=resolve_device(cfg.train.device),
                            channels_last=cfg.train.channels_last)
-        log(f"measured {c.label} @ {sp.size}px: train {sp.train:.1f} img/s, predict {sp.eval:.1f} img/s")
+        trains = "" if c.train == "all" else f" (last {c.train} stages)"
+        log(f"measured {c.label} @ {sp.size}px: train{trains} {sp.train:.1f} img/s, predict {sp.eval:.1f} img/s")
         speeds[c.label] = sp
     return speeds
 
@@ -67,8 +69,10 @@ def _actual_table(plan: Plan, cfgs: dict, actual: dict[str, float], twins: dict[
 
 
 def compete_time(competition: str, time_text: str, *, configs_dir: str = "configs", extra: Sequence[str] = (),
-                 log=print) -> int:
-    """Plan, train, vote and report within ``time_text`` (e.g. '60m') of wall time; resumable."""
+                 plan_only: bool = False, log=print) -> int:
+    """Plan, train, vote and report within ``time_text`` (e.g. '60m') of wall time; resumable.
+
+    plan_only: measure and print the plan, save and train nothing."""
     from .competition import load_competition
     from .train import train
     t0 = time.perf_counter()
@@ -100,7 +104,8 @@ def compete_time(competition: str, time_text: str, *, configs_dir: str = "config
         log(f"resuming the plan in {state_file} ({before / 60:.1f} min spent before)")
     else:
         comp = load_competition(first.competition)
-        w = Workload(len(comp.train), len(comp.test), first.folds.n, len(first.predict.tta))
+        from .engine import expand_tta
+        w = Workload(len(comp.train), len(comp.test), first.folds.n, len(expand_tta(first.predict.tta)))
         speeds = _measure(ts.candidates, cfgs, len(comp.classes), log)
         remaining = budget_s - (time.perf_counter() - t0)  # duplicates and measuring came out of the budget
         folds_file = first.competition_dir / "folds.csv"
@@ -112,10 +117,13 @@ def compete_time(competition: str, time_text: str, *, configs_dir: str = "config
                          target_epochs=ts.target_epochs, max_epochs=ts.max_epochs, max_models=ts.max_models)
         state = {"time": time_text, "budget_s": budget_s, "plan": plan.to_dict(), "actual_s": {},
                  "elapsed_s": time.perf_counter() - t0}
-        atomic_write_json(state_file, state)
+        if not plan_only:
+            atomic_write_json(state_file, state)
     log(f"== plan for {time_text} ({plan.available_s / 60:.1f} min to train after setup and reserve)\n"
         f"{format_plan(plan)}")
     run_cfgs = {e.name: cfg_of(e.name, e.cfg, e.overrides()) for e in plan.entries}
+    if plan_only:
+        return 0
     for i, e in enumerate(plan.entries):
         cfg = run_cfgs[e.name]
         log(f"== train {cfg.run_name} ({i + 1}/{len(plan.entries)}, {cfg.model.backbone} @ {e.size}px, "
