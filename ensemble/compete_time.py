@@ -20,13 +20,15 @@ from __future__ import annotations
 import json
 import re
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Sequence
 
 from .artifacts import atomic_write_json
 from .compete import _prepare, _vote_and_report, load_compete_file
 from .config import ConfigError, load_config
-from .plan import Plan, Speed, Workload, format_plan, make_plan, measure_speed, parse_duration
+from .engine import expand_tta
+from .plan import Plan, Speed, Workload, format_plan, make_plan, measure_speed, parse_duration, top_up
 
 
 def time_label(text: str) -> str:
@@ -98,14 +100,13 @@ def compete_time(competition: str, time_text: str, *, configs_dir: str = "config
     _prepare(competition, spec.builder, first, ts.dups, log)
     state_file = first.competition_dir / f"compete-{label}.json"
     before = 0.0  # seconds spent by earlier, interrupted invocations
+    comp = load_competition(first.competition)
+    w = Workload(len(comp.train), len(comp.test), first.folds.n, len(expand_tta(first.predict.tta)))
     if state_file.exists():
         state = json.loads(state_file.read_text())
         plan, before = Plan.from_dict(state["plan"]), state["elapsed_s"]
         log(f"resuming the plan in {state_file} ({before / 60:.1f} min spent before)")
     else:
-        comp = load_competition(first.competition)
-        from .engine import expand_tta
-        w = Workload(len(comp.train), len(comp.test), first.folds.n, len(expand_tta(first.predict.tta)))
         speeds = _measure(ts.candidates, cfgs, len(comp.classes), log)
         remaining = budget_s - (time.perf_counter() - t0)  # duplicates and measuring came out of the budget
         folds_file = first.competition_dir / "folds.csv"
@@ -124,7 +125,9 @@ def compete_time(competition: str, time_text: str, *, configs_dir: str = "config
     run_cfgs = {e.name: cfg_of(e.name, e.cfg, e.overrides()) for e in plan.entries}
     if plan_only:
         return 0
-    for i, e in enumerate(plan.entries):
+    i = 0
+    while i < len(plan.entries):
+        e = plan.entries[i]
         cfg = run_cfgs[e.name]
         log(f"== train {cfg.run_name} ({i + 1}/{len(plan.entries)}, {cfg.model.backbone} @ {e.size}px, "
             f"{e.head_epochs} head + {e.epochs} epochs, est. {e.est_seconds / 60:.1f} min)")
@@ -132,6 +135,18 @@ def compete_time(competition: str, time_text: str, *, configs_dir: str = "config
         train(cfg, resume=True)
         state["actual_s"][e.name] = state["actual_s"].get(e.name, 0.0) + time.perf_counter() - ts0
         state["elapsed_s"] = before + time.perf_counter() - t0
+        i += 1
+        if i == len(plan.entries):  # ran faster than measured: plan more models into the time left
+            left_s = budget_s * (1 - ts.reserve) - 30.0 - state["elapsed_s"]
+            extra_entries = top_up(plan, ts.candidates, state["actual_s"], w, left_s, min_epochs=ts.min_epochs,
+                                   target_epochs=ts.target_epochs, max_epochs=ts.max_epochs,
+                                   max_models=ts.max_models - len(plan.entries))
+            if extra_entries:
+                plan = replace(plan, entries=[*plan.entries, *extra_entries])
+                state["plan"] = plan.to_dict()
+                run_cfgs.update({x.name: cfg_of(x.name, x.cfg, x.overrides()) for x in extra_entries})
+                log(f"== ahead of the plan ({left_s / 60:.1f} min left): adding\n"
+                    f"{format_plan(replace(plan, entries=extra_entries))}")
         atomic_write_json(state_file, state)
     rc = _vote_and_report(competition, list(run_cfgs.values()), ts.vote, log)
     state["elapsed_s"] = before + time.perf_counter() - t0

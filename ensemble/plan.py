@@ -163,11 +163,14 @@ def _fit(c: Candidate, speed: Speed, w: Workload, share: float, target: int, max
 
 def make_plan(candidates: list[Candidate], speeds: dict[str, Speed], w: Workload, budget_s: float, *,
               folds: Sequence[int] = (), reserve: float = 0.08, reserve_s: float = 30.0, min_epochs: int = 2,
-              target_epochs: int = 5, max_epochs: int = 15, max_models: int = 4, limit_slack: float = 1.05) -> Plan:
+              target_epochs: int = 5, max_epochs: int = 15, max_models: int = 4, limit_slack: float = 1.05,
+              twin_time: dict[str, tuple[int, float]] | None = None, fallback: bool = True) -> Plan:
     """Choose folds, models, sizes and epochs that fit ``budget_s`` (see the module docstring).
 
     folds: fold counts to try in order (default: w.folds); the first with which the first
     candidate gets ``target_epochs`` at its smallest size wins, else the last.
+    twin_time: {name: (size, seconds)} of models planned before, for twins of theirs.
+    fallback: when no candidate gets ``min_epochs``, plan the first with what fits (else nothing).
     """
     available = budget_s * (1 - reserve) - reserve_s
     if available <= 0:
@@ -180,20 +183,24 @@ def make_plan(candidates: list[Candidate], speeds: dict[str, Speed], w: Workload
         if _fit(c, speeds[c.label], w, available, target_epochs, max_epochs)[1] >= target_epochs:
             break
     return _allocate(candidates, speeds, w, available, budget_s, min_epochs, target_epochs, max_epochs,
-                     max_models, limit_slack)
+                     max_models, limit_slack, twin_time or {}, fallback)
 
 
 def _allocate(candidates, speeds, w: Workload, available: float, budget_s: float, min_epochs: int,
-              target_epochs: int, max_epochs: int, max_models: int, limit_slack: float) -> Plan:
+              target_epochs: int, max_epochs: int, max_models: int, limit_slack: float,
+              twin_time: dict[str, tuple[int, float]], fallback: bool) -> Plan:
     chosen: list[tuple[Candidate, int, int]] = []
     for m in range(min(len(candidates), max_models), 0, -1):
         share = available / m
         chosen = []
         for c in candidates[:m]:
             twin = next((x for x in chosen if x[0].label == c.twin), None)
-            if twin is not None:  # the twin's size, and as many epochs as fit in the twin's time
-                size = twin[1]
-                twin_s = w.folds * fold_cost(speeds[twin[0].label].at(size), w, twin[0].head_epochs, twin[2])[0]
+            if twin is not None or c.twin in twin_time:  # the twin's size, and the epochs that fit in its time
+                if twin is not None:
+                    size = twin[1]
+                    twin_s = w.folds * fold_cost(speeds[twin[0].label].at(size), w, twin[0].head_epochs, twin[2])[0]
+                else:
+                    size, twin_s = twin_time[c.twin]
                 e = max_epochs
                 while e > 0 and w.folds * fold_cost(speeds[c.label].at(size), w, c.head_epochs, e)[0] > min(share, twin_s):
                     e -= 1
@@ -204,6 +211,8 @@ def _allocate(candidates, speeds, w: Workload, available: float, budget_s: float
             chosen.append((c, size, e))
         if len(chosen) == m:
             break
+    if not chosen and not fallback:
+        return Plan(budget_s, available, [], {k: asdict(v) for k, v in speeds.items()})
     if not chosen:  # not even one model gets min_epochs: the first one, with what fits
         c = candidates[0]
         size, e = _fit(c, speeds[c.label], w, available, target_epochs, max_epochs)
@@ -214,6 +223,28 @@ def _allocate(candidates, speeds, w: Workload, available: float, budget_s: float
         entries.append(Entry(c.label, c.cfg, list(c.set), size, c.head_epochs, e, total * w.folds,
                              math.ceil(train * limit_slack), w.folds, c.partial, c.train))
     return Plan(budget_s, available, entries, {k: asdict(v) for k, v in speeds.items()})
+
+
+def top_up(plan: Plan, candidates: list[Candidate], actual_s: dict[str, float], w: Workload, remaining_s: float,
+           **kw) -> list[Entry]:
+    """Models to add when the plan ran faster than estimated and ``remaining_s`` is left.
+
+    The measured speeds are corrected by how the trained entries actually ran (estimated /
+    actual seconds, within 0.5..4), then the candidates not in the plan are planned into the
+    remaining time (``make_plan``'s keywords); a twin of a trained model gets that model's actual
+    time. Returns [] when nothing gets ``min_epochs``.
+    """
+    done = [e for e in plan.entries if actual_s.get(e.name)]
+    left = [c for c in candidates if plan.entry(c.label) is None]
+    if not done or not left or remaining_s <= 0:
+        return []
+    ratio = min(4.0, max(0.5, sum(e.est_seconds for e in done) / sum(actual_s[e.name] for e in done)))
+    speeds = {c.label: replace(Speed(**plan.speeds[c.label]), train=plan.speeds[c.label]["train"] * ratio,
+                               eval=plan.speeds[c.label]["eval"] * ratio) for c in left}
+    twins = {e.name: (e.size, actual_s[e.name]) for e in done}
+    sub = make_plan(left, speeds, replace(w, folds=done[0].folds), remaining_s, reserve=0.0, reserve_s=0.0,
+                    twin_time=twins, fallback=False, **kw)
+    return sub.entries
 
 
 def format_plan(plan: Plan) -> str:

@@ -1,7 +1,8 @@
 """The time-budget planner: durations, cost model, allocation (pure functions, no training)."""
 import pytest
 
-from ensemble.plan import Candidate, Entry, Plan, Speed, Workload, fold_cost, format_plan, make_plan, parse_duration
+from ensemble.plan import (Candidate, Entry, Plan, Speed, Workload, fold_cost, format_plan, make_plan, parse_duration,
+                           top_up)
 
 W = Workload(n_train=6000, n_test=1500, folds=5, views=2, overhead=1.0)
 SPEEDS = {"a": Speed(128, 30.0, 150.0), "b": Speed(128, 30.0, 150.0), "a-scratch": Speed(128, 30.0, 150.0),
@@ -88,3 +89,21 @@ def test_partial_fine_tuning_epochs_and_a_faster_pretrained_model_twin():
 def test_budget_too_small_is_an_error():
     with pytest.raises(ValueError, match=r"^a budget of 20s leaves no time to train after the reserve \(32s"):
         make_plan([Candidate("a.yaml", name="a")], SPEEDS, W, budget_s=20)
+
+
+def test_top_up_plans_more_models_when_the_plan_ran_faster_than_measured():
+    cands = [Candidate("a.yaml", name="a", head_epochs=2), Candidate("b.yaml", name="b"),
+             Candidate("a.yaml", name="a-scratch", twin="a")]
+    plan = make_plan(cands, SPEEDS, W, budget_s=3600.0, reserve=0.0, reserve_s=0.0, min_epochs=3, target_epochs=5)
+    assert [(e.name, e.epochs) for e in plan.entries] == [("a", 3)]
+    a = plan.entries[0]
+    # `a` took a quarter of its estimate: the speeds were 4x too pessimistic, and 3/4 of the budget is left
+    extra = top_up(plan, cands, {"a": a.est_seconds / 4}, W, 3600.0 - a.est_seconds / 4, min_epochs=3,
+                   target_epochs=5)
+    assert [e.name for e in extra] == ["b", "a-scratch"]
+    twin = extra[1]
+    assert twin.size == a.size and twin.est_seconds <= a.est_seconds / 4 + 1e-6  # a's actual time
+    assert sum(e.est_seconds for e in extra) <= 3600.0 - a.est_seconds / 4
+    # on time: nothing to add; and nothing when the time left cannot give a model min_epochs
+    assert top_up(plan, cands, {"a": a.est_seconds}, W, 3600.0 - a.est_seconds, min_epochs=3) == []
+    assert top_up(plan, cands, {"a": a.est_seconds / 4}, W, 60.0, min_epochs=3) == []
