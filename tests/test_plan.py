@@ -1,7 +1,8 @@
 """The time-budget planner: durations, cost model, allocation (pure functions, no training)."""
 import pytest
 
-from ensemble.compete.timeplan import Candidate, Entry, Plan, Speed, Workload, fold_cost, format_plan, make_plan, parse_duration
+from ensemble.compete.timeplan import (Candidate, Entry, Plan, Speed, Workload, fold_cost, format_plan, make_plan,
+                                      parse_duration, top_up)
 
 W = Workload(n_train=6000, n_test=1500, folds=5, views=2, overhead=1.0)
 SPEEDS = {"a": Speed(128, 30.0, 150.0), "b": Speed(128, 30.0, 150.0), "a-scratch": Speed(128, 30.0, 150.0),
@@ -37,7 +38,10 @@ def test_plan_fills_the_budget_in_priority_order_and_twins_match():
                      target_epochs=4, max_epochs=12)
     assert [e.name for e in plan.entries] == ["a", "b", "a-scratch"]
     a, b, twin = plan.entries
-    assert (twin.size, twin.epochs) == (a.size, a.epochs) and twin.head_epochs == 0
+    assert twin.size == a.size and twin.head_epochs == 0
+    # equal time: the twin (no feature pass, no head epochs) fits in a's time, one more epoch would not
+    assert twin.est_seconds <= a.est_seconds
+    assert 5 * fold_cost(SPEEDS["a-scratch"].at(a.size), W, 0, twin.epochs + 1)[0] > a.est_seconds
     assert plan.est_seconds <= plan.available_s
     for e in plan.entries:  # each within its equal share, and one more epoch would not be
         assert e.est_seconds <= plan.available_s / 3 + 1e-6
@@ -63,9 +67,43 @@ def test_partial_unfreeze_stage_and_plan_round_trip():
     assert e.overrides()[3] == "stages=[{epochs: 2, train: head, augment: false}, {epochs: 1, train: 3}, {epochs: 4, train: all}]"
     plan = Plan(3600, 3000, [e], {"a": {"size": 128, "train": 30.0, "eval": 150.0}})
     assert Plan.from_dict(plan.to_dict()) == plan
-    assert format_plan(plan).splitlines()[1].split() == ["a", "128", "3", "2+1+4", "30.0", "50", "1.7"]
+    assert format_plan(plan).splitlines()[1].split() == ["a", "128", "3", "2+1+4", "all", "30.0", "50", "1.7"]
+
+
+def test_partial_fine_tuning_epochs_and_a_faster_pretrained_model_twin():
+    e = Entry("a", "a.yaml", [], 128, 2, 6, 100.0, 50, folds=3, train=5)
+    assert e.overrides()[2] == "stages=[{epochs: 2, train: head, augment: false}, {epochs: 6, train: 5}]"
+    assert "last 5" in format_plan(Plan(3600, 3000, [e], {"a": {"size": 128, "train": 30.0, "eval": 150.0}}))
+    # the pretrained model fine-tunes its last stages at 4x the scratch twin's rate: the twin gets the
+    # same time, hence fewer epochs
+    speeds = {"a": Speed(128, 120.0, 600.0), "a-scratch": Speed(128, 30.0, 600.0)}
+    cands = [Candidate("a.yaml", name="a", head_epochs=2, train=5),
+             Candidate("a.yaml", name="a-scratch", twin="a", set=["model.pretrained=false"])]
+    a, twin = make_plan(cands, speeds, W, budget_s=4 * 3600.0, reserve=0.0, reserve_s=0.0, min_epochs=1,
+                        target_epochs=2, max_epochs=40).entries
+    assert a.train == 5 and twin.train == "all"
+    assert twin.epochs < a.epochs and twin.est_seconds <= a.est_seconds
+    assert 5 * fold_cost(speeds["a-scratch"], W, 0, twin.epochs + 1)[0] > a.est_seconds
 
 
 def test_budget_too_small_is_an_error():
     with pytest.raises(ValueError, match=r"^a budget of 20s leaves no time to train after the reserve \(32s"):
         make_plan([Candidate("a.yaml", name="a")], SPEEDS, W, budget_s=20)
+
+
+def test_top_up_plans_more_models_when_the_plan_ran_faster_than_measured():
+    cands = [Candidate("a.yaml", name="a", head_epochs=2), Candidate("b.yaml", name="b"),
+             Candidate("a.yaml", name="a-scratch", twin="a")]
+    plan = make_plan(cands, SPEEDS, W, budget_s=3600.0, reserve=0.0, reserve_s=0.0, min_epochs=3, target_epochs=5)
+    assert [(e.name, e.epochs) for e in plan.entries] == [("a", 3)]
+    a = plan.entries[0]
+    # `a` took a quarter of its estimate: the speeds were 4x too pessimistic, and 3/4 of the budget is left
+    extra = top_up(plan, cands, {"a": a.est_seconds / 4}, W, 3600.0 - a.est_seconds / 4, min_epochs=3,
+                   target_epochs=5)
+    assert [e.name for e in extra] == ["b", "a-scratch"]
+    twin = extra[1]
+    assert twin.size == a.size and twin.est_seconds <= a.est_seconds / 4 + 1e-6  # a's actual time
+    assert sum(e.est_seconds for e in extra) <= 3600.0 - a.est_seconds / 4
+    # on time: nothing to add; and nothing when the time left cannot give a model min_epochs
+    assert top_up(plan, cands, {"a": a.est_seconds}, W, 3600.0 - a.est_seconds, min_epochs=3) == []
+    assert top_up(plan, cands, {"a": a.est_seconds / 4}, W, 60.0, min_epochs=3) == []

@@ -18,6 +18,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--budget", default="cpu", help="a budget from compete.yaml (smoke, cpu, gpu)")
     p.add_argument("--time", help="plan the whole job to fit this wall time (e.g. 60m, 1.5h) from "
                                   "compete.yaml's time: candidates, instead of a fixed --budget")
+    p.add_argument("--plan-only", action="store_true",
+                   help="with --time: measure and print the plan with its estimated times, train nothing")
     p.add_argument("--threads", type=int, help="torch CPU threads (e.g. 1 each for two jobs at once)")
     p.add_argument("--configs-dir", default="configs")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
@@ -35,7 +37,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         load_plugins(args.plugin)
         if args.time:
             from ensemble.compete.timed import compete_time
-            return compete_time(args.competition, args.time, configs_dir=args.configs_dir, extra=args.overrides)
+            return compete_time(args.competition, args.time, configs_dir=args.configs_dir, extra=args.overrides,
+                                plan_only=args.plan_only)
         return compete(args.competition, args.budget, configs_dir=args.configs_dir, extra=args.overrides)
     except (ValueError, FileNotFoundError, RuntimeError) as e:
         print(f"error: {e}", file=sys.stderr)

@@ -21,12 +21,15 @@ import logging
 import json
 import re
 import time
+from dataclasses import replace
 from typing import Sequence
 
 from ensemble.artifacts import atomic_write_json
 from ensemble.compete.run import _prepare, _vote_and_report, load_compete_file
 from ensemble.config import ConfigError, load_config
-from ensemble.compete.timeplan import Plan, Speed, Workload, format_plan, make_plan, measure_speed, parse_duration
+from ensemble.compete.timeplan import (Plan, Speed, Workload, format_plan, make_plan, measure_speed, parse_duration,
+                                        top_up)
+from ensemble.train.tta import expand_tta
 from ensemble.artifacts.paths import CompetitionPaths, RunPaths
 
 logger = logging.getLogger(__name__)
@@ -39,15 +42,17 @@ def time_label(text: str) -> str:
 
 def _measure(cands, cfgs, n_classes: int) -> dict[str, Speed]:
     from ensemble.train.engine import resolve_device
-    from ensemble.models import build_model
+    from ensemble.models import build_model, set_trainable
     speeds = {}
     for c in cands:
         cfg = cfgs[c.label]
         model = build_model(cfg.model.backbone, n_classes, head_hidden=cfg.model.head.hidden,
                             head_batchnorm=cfg.model.head.batchnorm)
+        set_trainable(model, c.train)  # a frozen stem and early stages make each step far cheaper
         sp = measure_speed(model, min(c.sizes), cfg.train.batch_size, device=resolve_device(cfg.train.device),
                            channels_last=cfg.train.channels_last)
-        logger.info(f"measured {c.label} @ {sp.size}px: train {sp.train:.1f} img/s, predict {sp.eval:.1f} img/s")
+        trains = "" if c.train == "all" else f" (last {c.train} stages)"
+        logger.info(f"measured {c.label} @ {sp.size}px: train{trains} {sp.train:.1f} img/s, predict {sp.eval:.1f} img/s")
         speeds[c.label] = sp
     return speeds
 
@@ -69,9 +74,23 @@ def _actual_table(plan: Plan, cfgs: dict, actual: dict[str, float], twins: dict[
     return "\n".join(lines)
 
 
+def _top_up(plan: Plan, ts, state: dict, w: Workload, budget_s: float) -> list:
+    """The models that fit into the time left after the plan (see timeplan.top_up), logged."""
+    left_s = budget_s * (1 - ts.reserve) - 30.0 - state["elapsed_s"]
+    entries = top_up(plan, ts.candidates, state["actual_s"], w, left_s, min_epochs=ts.min_epochs,
+                     target_epochs=ts.target_epochs, max_epochs=ts.max_epochs,
+                     max_models=ts.max_models - len(plan.entries))
+    if entries:
+        logger.info(f"== ahead of the plan ({left_s / 60:.1f} min left): adding\n"
+                    f"{format_plan(replace(plan, entries=entries))}")
+    return entries
+
+
 def compete_time(competition: str, time_text: str, *, configs_dir: str = "configs",
-                 extra: Sequence[str] = ()) -> int:
-    """Plan, train, vote and report within ``time_text`` (e.g. '60m') of wall time; resumable."""
+                 extra: Sequence[str] = (), plan_only: bool = False) -> int:
+    """Plan, train, vote and report within ``time_text`` (e.g. '60m') of wall time; resumable.
+
+    plan_only: measure and print the plan, save and train nothing."""
     from ensemble.data.competition import load_competition
     from ensemble.train.run import train
     t0 = time.perf_counter()
@@ -97,13 +116,13 @@ def compete_time(competition: str, time_text: str, *, configs_dir: str = "config
     _prepare(competition, spec.builder, first, ts.dups)
     state_file = first.competition_dir / f"compete-{label}.json"
     before = 0.0  # seconds spent by earlier, interrupted invocations
+    comp = load_competition(first.competition)
+    w = Workload(len(comp.train), len(comp.test), first.folds.n, len(expand_tta(first.predict.tta)))
     if state_file.exists():
         state = json.loads(state_file.read_text())
         plan, before = Plan.from_dict(state["plan"]), state["elapsed_s"]
         logger.info(f"resuming the plan in {state_file} ({before / 60:.1f} min spent before)")
     else:
-        comp = load_competition(first.competition)
-        w = Workload(len(comp.train), len(comp.test), first.folds.n, len(first.predict.tta))
         speeds = _measure(ts.candidates, cfgs, len(comp.classes))
         remaining = budget_s - (time.perf_counter() - t0)  # duplicates and measuring came out of the budget
         folds_file = CompetitionPaths(first.competition_dir).folds
@@ -115,11 +134,16 @@ def compete_time(competition: str, time_text: str, *, configs_dir: str = "config
                          target_epochs=ts.target_epochs, max_epochs=ts.max_epochs, max_models=ts.max_models)
         state = {"time": time_text, "budget_s": budget_s, "plan": plan.to_dict(), "actual_s": {},
                  "elapsed_s": time.perf_counter() - t0}
-        atomic_write_json(state_file, state)
+        if not plan_only:
+            atomic_write_json(state_file, state)
     logger.info(f"== plan for {time_text} ({plan.available_s / 60:.1f} min to train after setup and reserve)\n"
         f"{format_plan(plan)}")
     run_cfgs = {e.name: cfg_of(e.name, e.cfg, e.overrides()) for e in plan.entries}
-    for i, e in enumerate(plan.entries):
+    if plan_only:
+        return 0
+    i = 0
+    while i < len(plan.entries):
+        e = plan.entries[i]
         cfg = run_cfgs[e.name]
         logger.info(f"== train {cfg.run_name} ({i + 1}/{len(plan.entries)}, {cfg.model.backbone} @ {e.size}px, "
             f"{e.head_epochs} head + {e.epochs} epochs, est. {e.est_seconds / 60:.1f} min)")
@@ -127,6 +151,13 @@ def compete_time(competition: str, time_text: str, *, configs_dir: str = "config
         train(cfg, resume=True)
         state["actual_s"][e.name] = state["actual_s"].get(e.name, 0.0) + time.perf_counter() - ts0
         state["elapsed_s"] = before + time.perf_counter() - t0
+        i += 1
+        if i == len(plan.entries):  # ran faster than measured: plan more models into the time left
+            extra_entries = _top_up(plan, ts, state, w, budget_s)
+            if extra_entries:
+                plan = replace(plan, entries=[*plan.entries, *extra_entries])
+                state["plan"] = plan.to_dict()
+                run_cfgs.update({x.name: cfg_of(x.name, x.cfg, x.overrides()) for x in extra_entries})
         atomic_write_json(state_file, state)
     rc = _vote_and_report(competition, list(run_cfgs.values()), ts.vote)
     state["elapsed_s"] = before + time.perf_counter() - t0

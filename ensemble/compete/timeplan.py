@@ -14,7 +14,9 @@ times ``overhead`` (loaders, augmentation, checkpoints). Allocation: the most ca
 priority order, up to ``max_models``) that each get ``min_epochs`` at their smallest size in an
 equal share; each then takes the largest size at which ``target_epochs`` still fit, and as many
 epochs as fit (at most ``max_epochs``). A twin (same backbone, e.g. scratch vs pretrained) gets its
-twin's size and epochs, so the two compare at equal time.
+twin's size and as many epochs as fit in its twin's time, so the two compare at equal time (a
+pretrained model that fine-tunes only its last stages, ``train: k``, runs more epochs than the
+scratch twin that must train every layer).
 """
 from __future__ import annotations
 
@@ -48,7 +50,8 @@ class Candidate:
     sizes: list[int] = field(default_factory=lambda: [128])
     head_epochs: int = 0  # head-only epochs on cached frozen features (pretrained backbones)
     partial: int | None = None  # then one epoch training the last `partial` backbone stages (train: k)
-    twin: str | None = None  # train at the size and epochs of this candidate (equal-time comparison)
+    train: str | int = "all"  # what the fine-tuning epochs train: all, or the last k backbone stages
+    twin: str | None = None  # train at this candidate's size, in at most its time (equal-time comparison)
 
     @property
     def label(self) -> str:
@@ -99,12 +102,13 @@ class Entry:
     fold_limit: float  # train.time_limit per fold (seconds of epochs)
     folds: int = 5
     partial: int | None = None  # the first of `epochs` trains only the last `partial` stages
+    train: str | int = "all"  # what the (other) fine-tuning epochs train
 
     def overrides(self) -> list[str]:
         stages = [f"{{epochs: {self.head_epochs}, train: head, augment: false}}"] if self.head_epochs else []
         if self.partial and self.epochs > 1:
             stages.append(f"{{epochs: 1, train: {self.partial}}}")
-        stages.append(f"{{epochs: {self.epochs - (1 if self.partial and self.epochs > 1 else 0)}, train: all}}")
+        stages.append(f"{{epochs: {self.epochs - (1 if self.partial and self.epochs > 1 else 0)}, train: {self.train}}}")
         return [*self.set, f"folds.n={self.folds}", f"input.size={self.size}", f"stages=[{', '.join(stages)}]",
                 f"train.time_limit={self.fold_limit:.0f}"]
 
@@ -126,6 +130,9 @@ class Plan:
     @classmethod
     def from_dict(cls, d: dict) -> "Plan":
         return cls(d["budget_s"], d["available_s"], [Entry(**e) for e in d["entries"]], d["speeds"])
+
+    def entry(self, name: str) -> Entry | None:
+        return next((e for e in self.entries if e.name == name), None)
 
 
 def fold_cost(speed: Speed, w: Workload, head_epochs: int, epochs: int) -> tuple[float, float]:
@@ -156,11 +163,14 @@ def _fit(c: Candidate, speed: Speed, w: Workload, share: float, target: int, max
 
 def make_plan(candidates: list[Candidate], speeds: dict[str, Speed], w: Workload, budget_s: float, *,
               folds: Sequence[int] = (), reserve: float = 0.08, reserve_s: float = 30.0, min_epochs: int = 2,
-              target_epochs: int = 5, max_epochs: int = 15, max_models: int = 4, limit_slack: float = 1.05) -> Plan:
+              target_epochs: int = 5, max_epochs: int = 15, max_models: int = 4, limit_slack: float = 1.05,
+              twin_time: dict[str, tuple[int, float]] | None = None, fallback: bool = True) -> Plan:
     """Choose folds, models, sizes and epochs that fit ``budget_s`` (see the module docstring).
 
     folds: fold counts to try in order (default: w.folds); the first with which the first
     candidate gets ``target_epochs`` at its smallest size wins, else the last.
+    twin_time: {name: (size, seconds)} of models planned before, for twins of theirs.
+    fallback: when no candidate gets ``min_epochs``, plan the first with what fits (else nothing).
     """
     available = budget_s * (1 - reserve) - reserve_s
     if available <= 0:
@@ -173,20 +183,26 @@ def make_plan(candidates: list[Candidate], speeds: dict[str, Speed], w: Workload
         if _fit(c, speeds[c.label], w, available, target_epochs, max_epochs)[1] >= target_epochs:
             break
     return _allocate(candidates, speeds, w, available, budget_s, min_epochs, target_epochs, max_epochs,
-                     max_models, limit_slack)
+                     max_models, limit_slack, twin_time or {}, fallback)
 
 
 def _allocate(candidates, speeds, w: Workload, available: float, budget_s: float, min_epochs: int,
-              target_epochs: int, max_epochs: int, max_models: int, limit_slack: float) -> Plan:
+              target_epochs: int, max_epochs: int, max_models: int, limit_slack: float,
+              twin_time: dict[str, tuple[int, float]], fallback: bool) -> Plan:
     chosen: list[tuple[Candidate, int, int]] = []
     for m in range(min(len(candidates), max_models), 0, -1):
         share = available / m
         chosen = []
         for c in candidates[:m]:
             twin = next((x for x in chosen if x[0].label == c.twin), None)
-            if twin is not None:
-                size, e = twin[1], twin[2]
-                while e > 0 and w.folds * fold_cost(speeds[c.label].at(size), w, c.head_epochs, e)[0] > share:
+            if twin is not None or c.twin in twin_time:  # the twin's size, and the epochs that fit in its time
+                if twin is not None:
+                    size = twin[1]
+                    twin_s = w.folds * fold_cost(speeds[twin[0].label].at(size), w, twin[0].head_epochs, twin[2])[0]
+                else:
+                    size, twin_s = twin_time[c.twin]
+                e = max_epochs
+                while e > 0 and w.folds * fold_cost(speeds[c.label].at(size), w, c.head_epochs, e)[0] > min(share, twin_s):
                     e -= 1
             else:
                 size, e = _fit(c, speeds[c.label], w, share, target_epochs, max_epochs)
@@ -195,6 +211,8 @@ def _allocate(candidates, speeds, w: Workload, available: float, budget_s: float
             chosen.append((c, size, e))
         if len(chosen) == m:
             break
+    if not chosen and not fallback:
+        return Plan(budget_s, available, [], {k: asdict(v) for k, v in speeds.items()})
     if not chosen:  # not even one model gets min_epochs: the first one, with what fits
         c = candidates[0]
         size, e = _fit(c, speeds[c.label], w, available, target_epochs, max_epochs)
@@ -203,18 +221,42 @@ def _allocate(candidates, speeds, w: Workload, available: float, budget_s: float
     for c, size, e in chosen:
         total, train = fold_cost(speeds[c.label].at(size), w, c.head_epochs, e)
         entries.append(Entry(c.label, c.cfg, list(c.set), size, c.head_epochs, e, total * w.folds,
-                             math.ceil(train * limit_slack), w.folds, c.partial))
+                             math.ceil(train * limit_slack), w.folds, c.partial, c.train))
     return Plan(budget_s, available, entries, {k: asdict(v) for k, v in speeds.items()})
 
 
+def top_up(plan: Plan, candidates: list[Candidate], actual_s: dict[str, float], w: Workload, remaining_s: float,
+           **kw) -> list[Entry]:
+    """Models to add when the plan ran faster than estimated and ``remaining_s`` is left.
+
+    The measured speeds are corrected by how the trained entries actually ran (estimated /
+    actual seconds, within 0.5..4), then the candidates not in the plan are planned into the
+    remaining time (``make_plan``'s keywords); a twin of a trained model gets that model's actual
+    time. Returns [] when nothing gets ``min_epochs``.
+    """
+    done = [e for e in plan.entries if actual_s.get(e.name)]
+    left = [c for c in candidates if plan.entry(c.label) is None]
+    if not done or not left or remaining_s <= 0:
+        return []
+    ratio = min(4.0, max(0.5, sum(e.est_seconds for e in done) / sum(actual_s[e.name] for e in done)))
+    speeds = {c.label: replace(Speed(**plan.speeds[c.label]), train=plan.speeds[c.label]["train"] * ratio,
+                               eval=plan.speeds[c.label]["eval"] * ratio) for c in left}
+    twins = {e.name: (e.size, actual_s[e.name]) for e in done}
+    sub = make_plan(left, speeds, replace(w, folds=done[0].folds), remaining_s, reserve=0.0, reserve_s=0.0,
+                    twin_time=twins, fallback=False, **kw)
+    return sub.entries
+
+
 def format_plan(plan: Plan) -> str:
-    rows = [["model", "size", "folds", "epochs (head+partial+all)", "train img/s", "fold limit s", "est. min"]]
+    rows = [["model", "size", "folds", "epochs (head+partial+rest)", "rest trains", "train img/s", "fold limit s",
+             "est. min"]]
     for e in plan.entries:
         sp = Speed(**plan.speeds[e.name]).at(e.size)
         partial = 1 if e.partial and e.epochs > 1 else 0
-        rows.append([e.name, str(e.size), str(e.folds), f"{e.head_epochs}+{partial}+{e.epochs - partial}", f"{sp.train:.1f}",
+        rows.append([e.name, str(e.size), str(e.folds), f"{e.head_epochs}+{partial}+{e.epochs - partial}",
+                     "all" if e.train == "all" else f"last {e.train}", f"{sp.train:.1f}",
                      f"{e.fold_limit:.0f}", f"{e.est_seconds / 60:.1f}"])
-    rows.append(["total", "", "", "", "", "", f"{plan.est_seconds / 60:.1f} of {plan.budget_s / 60:.1f}"])
+    rows.append(["total", "", "", "", "", "", "", f"{plan.est_seconds / 60:.1f} of {plan.budget_s / 60:.1f}"])
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     return "\n".join("  ".join(c.ljust(wd) for c, wd in zip(r, widths)).rstrip() for r in rows)
 
