@@ -1,0 +1,57 @@
+"""`python -m ensemble.shift --competition NAME`: adversarial validation of train vs test images."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from .adversarial import CLASSIFIERS
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m ensemble.shift", description=__doc__.splitlines()[0])
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--competition", help="NAME: read configs/NAME/base.yaml")
+    src.add_argument("--cfg", help="the competition's base config YAML")
+    p.add_argument("--size", type=int, help="image size of the cache and the embedding (default: the config's input.size)")
+    p.add_argument("--backbone", default="efficientnet_lite0",
+                   help="pretrained backbone for embeddings, or 'none' for image statistics only (default efficientnet_lite0)")
+    p.add_argument("--classifier", default="logreg", choices=CLASSIFIERS, help="train-vs-test classifier (default logreg)")
+    p.add_argument("--folds", type=int, default=5, help="cross-validation folds of the classifier (default 5)")
+    p.add_argument("--clip", type=float, default=10.0, help="clip importance weights at this multiple of the mean (default 10)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--runs-dir", help="default: the config's output.runs_dir (runs)")
+    p.add_argument("--workers", type=int, default=2, help="decoding threads for the image cache")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from ..data.competition import load_competition
+    from ..config import load_config
+    from .run import run_shift, runs_table
+    try:
+        cfg_path = Path(args.cfg) if args.cfg else Path("configs") / args.competition / "base.yaml"
+        if args.competition and not cfg_path.is_file():
+            raise ValueError(f"--competition {args.competition}: config not found: {cfg_path} (use --cfg)")
+        if args.folds < 2:
+            raise ValueError(f"--folds must be >= 2, got {args.folds}")
+        cfg = load_config(cfg_path)
+        comp = load_competition(cfg.competition)
+        runs_dir = Path(args.runs_dir or cfg.output.runs_dir)
+        comp_dir = runs_dir / cfg.competition.name
+        run_shift(comp, comp_dir, size=args.size or cfg.input.size, backbone=args.backbone,
+                  classifier=args.classifier, folds=args.folds, clip=args.clip, seed=args.seed, device=args.device,
+                  workers=args.workers, progress=sys.stderr.isatty())
+        for line in runs_table(comp, comp_dir):
+            print(line)
+    except (ValueError, FileNotFoundError, RuntimeError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,53 @@
+"""`folds.strategy: test_like`: fold 0 holds the most test-like training rows (by the shift check's
+out-of-fold p(test | x)), so the model of fold 0 stops early and keeps its checkpoint on the rows
+that look most like the test set, and fold 0's score in metrics.json is a test-like score; the
+other rows are split into folds 1..K-1 as usual (stratified, grouped). Written once, like folds.csv.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+
+from ..artifacts import atomic_write_csv, file_hash
+from ..data.folds import FoldsError, assign_folds, read_folds
+from .scores import align, load_weights, shift_dir
+
+
+def test_like_fold(p_test: np.ndarray, n: int, groups: np.ndarray | None = None) -> np.ndarray:
+    """(N,) bool: the most test-like groups (by their highest p(test | x)) until 1/n of the rows."""
+    g = np.arange(len(p_test)) if groups is None else pd.factorize(pd.Series(groups, dtype=object))[0]
+    score = pd.Series(p_test).groupby(g).max().sort_values(ascending=False, kind="stable")
+    size = pd.Series(g).value_counts()
+    take = score.index[np.cumsum(size.reindex(score.index).to_numpy()) <= int(np.ceil(len(p_test) / n))]
+    return np.isin(g, take.to_numpy())
+
+
+def test_like_folds(comp_dir: str | Path, ids: Sequence[str], y: np.ndarray, n: int, seed: int,
+                    groups: np.ndarray | None = None, extra: dict | None = None) -> tuple[np.ndarray, str]:
+    """Read runs/<competition>/folds.csv, or write it with fold 0 = the test-like rows. -> (folds, sha256)."""
+    path = Path(comp_dir) / "folds.csv"
+    ids = np.asarray(ids, dtype=object)
+    if path.exists():
+        return read_folds(path, ids, n), file_hash(path)
+    weights = load_weights(comp_dir)
+    if weights is None:
+        raise FoldsError(f"folds.strategy test_like needs {shift_dir(comp_dir) / 'weights.csv'}: run "
+                         f"python -m ensemble.shift --competition {Path(comp_dir).name} first")
+    if n < 3:
+        raise FoldsError(f"folds.strategy test_like needs folds.n >= 3 (a test-like fold and >= 2 others), got {n}")
+    p = weights["p_test"].reindex(pd.Index(ids.astype(str))).fillna(0.0).to_numpy()
+    like = test_like_fold(p, n, groups)
+    fold = np.zeros(len(ids), np.int64)
+    rest = np.flatnonzero(~like)
+    fold[rest] = 1 + assign_folds(np.asarray(y)[rest], n - 1, seed, None if groups is None else np.asarray(groups)[rest])
+    df = pd.DataFrame({"id": ids, "fold": fold})
+    if groups is not None:
+        df["group"] = groups
+    for k, v in (extra or {}).items():
+        df[k] = v
+    df["test_like_fold"] = like
+    atomic_write_csv(path, df)
+    return fold, file_hash(path)

