@@ -25,7 +25,8 @@ ALLOWED = {
     "ensemble.data": BASE | {"ensemble.config", "ensemble.artifacts", "ensemble.metrics", "ensemble.metric_spec"},
     "ensemble.models": BASE,
     "ensemble.train": BASE | {"ensemble.config", "ensemble.artifacts", "ensemble.metrics", "ensemble.data",
-                              "ensemble.models", "ensemble.cli", "ensemble.plugins"},
+                              "ensemble.models", "ensemble.cli", "ensemble.plugins",
+                              "ensemble.shift"},  # issue 12: shift's weighted CV (assemble) and test_like folds
     # vote/shift.py (issue 12) reads shift's torch-free scores/priors (numpy, scipy, sklearn only)
     "ensemble.vote": BASE | {"ensemble.artifacts", "ensemble.metrics", "ensemble.cli", "ensemble.plugins",
                              "ensemble.shift"},

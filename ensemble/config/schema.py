@@ -79,6 +79,7 @@ class FoldsCfg:
     n: int = 5
     seed: int = 42
     dups: bool = True
+    strategy: Literal["stratified", "test_like"] = "stratified"  # test_like: fold 0 = most test-like rows (shift)
 
 
 @dataclass(frozen=True)

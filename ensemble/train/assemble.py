@@ -77,6 +77,10 @@ def assemble_run(run_dir: Path, *, fmt: str, ids: np.ndarray, test_ids: np.ndarr
         # training time of all folds, whichever processes and resumes they ran in
         "wall_seconds": float(sum(r["seconds"] for r in results.values())),
     }
+    from ensemble.shift.scores import shift_cv  # issue 12: weighted and test-like CV when shift/weights.csv exists
+    shift = shift_cv(run_dir.parent, ids[done], y[done], oof[done], metric, task, len(classes))
+    if shift is not None:
+        out["shift"] = shift
     atomic_write_json(paths.metrics, out)
     if plots:  # output.plots: confusion.png, curves.png
         _plots(run_dir, out, classes, metric.text)

@@ -93,7 +93,8 @@ def train_run(cfg: Config, *, folds: Sequence[int] | None = None, resume: bool =
         if (turn == "main") == dist.is_main:
             comp_dir = cfg.competition_dir
             fold_of, folds_hash = competition_folds(comp, comp_dir, cfg.folds.n, cfg.folds.seed,
-                                                    grouped=bool(cfg.competition.group_col), use_dups=cfg.folds.dups)
+                                                    grouped=bool(cfg.competition.group_col), use_dups=cfg.folds.dups,
+                                                    strategy=cfg.folds.strategy)
             write_labels(comp, comp_dir)
             run_dir = prepare_run_dir(cfg.run_dir, to_dict(cfg), dump_config(cfg), CompetitionPaths(comp_dir).folds,
                                       folds_hash, todo, resume, fresh and dist.is_main)

@@ -21,9 +21,10 @@ from ensemble.data.images import build_cache
 
 
 def competition_folds(comp: Competition, comp_dir: Path, n: int, seed: int, *, grouped: bool = False,
-                      use_dups: bool = True) -> tuple[np.ndarray, str]:
+                      use_dups: bool = True, strategy: str = "stratified") -> tuple[np.ndarray, str]:
     """runs/<competition>/folds.csv (written once, reused by every model). -> (N,) folds, sha256.
-    grouped: keep comp.train's `group` column in one fold; use_dups: also the groups of dups.csv."""
+    grouped: keep comp.train's `group` column in one fold; use_dups: also the groups of dups.csv;
+    strategy test_like: fold 0 = the most test-like rows (ensemble.shift's weights.csv)."""
     paths = CompetitionPaths(comp_dir)
     groups = comp.train["group"].to_numpy() if grouped else None
     extra = {}
@@ -32,6 +33,9 @@ def competition_folds(comp: Competition, comp_dir: Path, n: int, seed: int, *, g
         dup = dup_groups(paths.dups, comp.train["id"].to_numpy())
         extra["dup_group"] = dup
         groups = merge_groups(groups, dup)
+    if strategy == "test_like":  # issue 12: fold 0 = the most test-like rows (ensemble.shift)
+        from ensemble.shift.folds import test_like_folds
+        return test_like_folds(comp_dir, comp.train["id"].to_numpy(), comp.train["y"].to_numpy(), n, seed, groups, extra)
     return ensure_folds(paths.folds, comp.train["id"].to_numpy(), comp.train["y"].to_numpy(), n, seed, groups, extra)
 
 
