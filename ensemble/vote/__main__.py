@@ -35,6 +35,12 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
                         "auto = thresholds only")
     p.add_argument("--max-iter", type=int, default=100, help="hill-climbing steps")
     p.add_argument("--stack-c", type=float, default=1.0, help="stacking: inverse L2 strength")
+    p.add_argument("--select", choices=["cv", "weighted", "test_like"], default="cv",
+                   help="choose the ensemble by CV, importance-weighted CV or the test-like fifth's CV "
+                        "(the last two need python -m ensemble.shift)")
+    p.add_argument("--priors", default="train",
+                   help="class priors of the submission: train (unchanged), estimated (EM on the test "
+                        "probabilities) or one number per class ('0.3,0.7' or 'NORMAL=0.3,PNEUMONIA=0.7')")
     p.add_argument("--write", choices=["best", "all", "none"], default="best",
                    help="which ensembles get a submission file")
     p.add_argument("--out-dir", default="submissions", help="default: submissions (+ /NAME/)")
@@ -51,7 +57,7 @@ def vote_options(flags: Sequence[str]) -> dict:
     """Method flags as in compete.yaml's `vote: [--bias, "on"]` -> vote_runs keyword arguments."""
     args = parse_args(["--runs", "-", *flags])
     return dict(methods=args.method, weights=args.weights, bias=args.bias, max_iter=args.max_iter,
-                stack_c=args.stack_c)
+                stack_c=args.stack_c, select=args.select, priors=args.priors)
 
 
 def print_result(result) -> None:
@@ -67,7 +73,8 @@ def run_vote(args, argv: Sequence[str]) -> int:
     result = vote_runs(find_runs(args.runs_dir, args.competition, args.runs, args.exclude), args.method,
                        weights=args.weights, bias=args.bias, max_iter=args.max_iter, stack_c=args.stack_c,
                        write=args.write, out_dir=args.out_dir, kaggle=args.kaggle,
-                       command="python -m ensemble.vote " + shlex.join(argv))
+                       command="python -m ensemble.vote " + shlex.join(argv), select=args.select,
+                       priors=args.priors)
     print_result(result)
     t = result.timings
     print(f"timings: load {t['load']:.1f} s, scores {t['scores']:.1f} s, submission {t['submission']:.1f} s")

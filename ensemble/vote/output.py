@@ -66,16 +66,20 @@ def _versions() -> dict:
 
 
 def write_submission(data: Runs, spec: Spec, cv: CVScore, fitted: Fitted, out_dir: Path,
-                     stamp: str, slug: str, command: str) -> tuple[Path, str]:
-    """Predict test, validate against the sample, write CSV + manifest atomically. -> (path, kaggle cmd)."""
+                     stamp: str, slug: str, command: str, adjust=None, extra: dict | None = None,
+                     tag: str = "") -> tuple[Path, str]:
+    """Predict test, validate against the sample, write CSV + manifest atomically. -> (path, kaggle cmd).
+    adjust: applied to the combined test predictions before bias (class priors, issue 12); extra: manifest
+    entries; tag: appended to the method in the file name."""
     fmt = detect_format(data.sample, data.classes, data.id_col, data.sample_path.name)
-    values = fitted.finish(fitted.predict(data.test), len(data.classes))
+    pred = fitted.predict(data.test)
+    values = fitted.finish(pred if adjust is None else adjust(pred), len(data.classes))
     frame = build_frame(fmt, data.sample[fmt.id_col], values)
     issues = problems(frame, data.sample, fmt, data.sample_path.name)
     if issues:
         raise SubmissionError(f"{spec.name(data.ordinal)}: submission failed validation: " + "; ".join(issues))
     name = spec.name(data.ordinal)
-    path = out_dir / data.competition / f"{name}-cv{cv.score:.4f}-{stamp}.csv"
+    path = out_dir / data.competition / f"{name}{tag}-cv{cv.score:.4f}-{stamp}.csv"
     write_frame(path, frame)
     weights = fitted.state.get("weights", np.full(len(data.runs), 1 / len(data.runs)))
     manifest = {
@@ -92,6 +96,7 @@ def write_submission(data: Runs, spec: Spec, cv: CVScore, fitted: Fitted, out_di
         "sample_submission": {"path": str(data.sample_path), "sha256": file_hash(data.sample_path)},
         "submission": {"path": str(path), "sha256": file_hash(path), "rows": len(frame), "format": fmt.kind},
         "created_utc": stamp, "command": command, "versions": _versions(),
+        **(extra or {}),
     }
     atomic_write_json(path.with_suffix(".json"), manifest)
     cmd = (f"kaggle competitions submit -c {slug} -f {shlex.quote(str(path))} "

@@ -22,7 +22,9 @@ from ensemble.artifacts import competition_cfg, read_metrics
 from ensemble.artifacts.paths import CompetitionPaths
 from ensemble.vote import methods as V
 from ensemble.vote.cv import CVScore, Fitted, Spec, cross_validate, model_scores
+from ensemble.vote import shift as S
 from ensemble.vote.output import report, write_submission
+from ensemble.vote.shift import VoteShift
 from ensemble.vote.runs import Runs, load_runs
 from ensemble.vote.submission import check_file, detect_format, read_sample
 
@@ -111,6 +113,9 @@ class VoteResult:
     notes: list[str] = field(default_factory=list)
     written: list[tuple[Path, str]] = field(default_factory=list)  # (submission CSV, kaggle command)
     timings: dict[str, float] = field(default_factory=dict)
+    shift: VoteShift | None = None  # issue 12: weighted / test-like CV (runs/<competition>/shift/weights.csv)
+    select: str = "cv"
+    prior_lines: list[str] = field(default_factory=list)
 
     @property
     def best_ensemble(self) -> Ensemble:
@@ -119,19 +124,24 @@ class VoteResult:
     def report(self) -> str:
         """The score table, error correlations, weights and fitted bias/thresholds (text)."""
         return report(self.runs, self.objective, self.singles,
-                      [(e.spec, e.cv, e.fitted) for e in self.ensembles], self.best)
+                      [(e.spec, e.cv, e.fitted) for e in self.ensembles], self.best) + "\n" + (
+            self.shift.table(self.best, self.select) if self.shift else
+            f"note: no train/test shift weights: python -m ensemble.shift --competition {self.runs.competition} "
+            "adds weighted and test-like CV") + "".join("\n" + line for line in self.prior_lines)
 
 
 def vote_runs(run_dirs: Sequence[str | Path], methods: str = "all", *, weights: str | None = None,
               bias: str = "auto", max_iter: int = 100, stack_c: float = 1.0, write: str = "best",
               out_dir: str | Path = "submissions", kaggle: str | None = None,
-              command: str = "ensemble.vote.vote_runs(...)") -> VoteResult:
+              command: str = "ensemble.vote.vote_runs(...)", select: str = "cv", priors: str = "train") -> VoteResult:
     """Vote finished runs into submissions.
 
     run_dirs: M run directories of one competition (same classes, folds.csv and ids; vote.runs).
     methods: "all" or comma-separated registered names; weights: for "weighted" ('2,1' or 'runA=2');
     bias: "auto" | "on" | "off" (also fit per-class bias / ordinal thresholds on OOF);
     write: "best" | "all" | "none" submission files under out_dir/<competition>/.
+    select: "cv" | "weighted" | "test_like" (the last two need python -m ensemble.shift); priors: "train"
+    (unchanged), "estimated" (EM on the test probabilities) or one number per class (vote.shift, issue 12).
     Every spec's score is honest: fold mean, nested (fitted on K-1 folds, scored on the held-out
     one) for specs that fit anything on the OOF stack (M, N, C).
     """
@@ -151,14 +161,24 @@ def vote_runs(run_dirs: Sequence[str | Path], methods: str = "all", *, weights: 
                  for s in specs]
     sign = 1 if objective.greater_is_better else -1
     best = int(np.argmax([np.nan_to_num(sign * e.cv.score, nan=-np.inf) for e in ensembles]))
-    result = VoteResult(data, objective, singles, ensembles, best, notes)
+    results = [(e.spec, e.cv, e.fitted) for e in ensembles]
+    shift = S.vote_shift(data, objective, singles, results)  # issue 12: weighted / test-like CV, --select
+    best = S.choose(select, shift, best, objective.greater_is_better, data.competition)
+    result = VoteResult(data, objective, singles, ensembles, best, notes, shift=shift, select=select)
     t2 = time.perf_counter()
     todo = {"best": [best], "all": range(len(ensembles)), "none": []}[write]
     stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+    prior = {i: S.priors_hook(data, ensembles[i].fitted, priors) for i in sorted({best, *todo})}  # --priors
+    result.prior_lines = list(prior[best][2]) + [x for i in todo if i != best for x in prior[i][2]]
     for i in todo:
         e = ensembles[i]
+        est, target, _ = prior[i]
+        extra = {"select": select, "shift": shift.method(i) if shift else None,
+                 "priors": {**(est.to_dict() if est else {}), "applied": priors}}
         result.written.append(write_submission(data, e.spec, e.cv, e.fitted, Path(out_dir), stamp,
-                                               kaggle or data.competition, command))
+                                               kaggle or data.competition, command,
+                                               adjust=S.prior_adjuster(est, target), extra=extra,
+                                               tag="" if target is None else "+priors"))
     result.timings = {"load": t1 - t0, "scores": t2 - t1, "submission": time.perf_counter() - t2}
     return result
 
