@@ -21,6 +21,7 @@ import pandas as pd
 from ensemble.report import html as H
 from ensemble.artifacts import atomic_path, atomic_write_text, file_hash
 from ensemble.artifacts.paths import METRICS_JSON, CompetitionPaths, RunPaths
+from ensemble.report.shift import section as shift_section
 
 MAX_GROUPS = 40   # duplicate groups listed per table
 MAX_THUMBS = 8    # thumbnails per duplicate group
@@ -208,6 +209,8 @@ def build_report(competition: str, runs_dir: str | Path = "runs", submissions_di
     sections = [("leaderboard", "Leaderboard", H.leaderboard(runs, folds, file_hash(folds) if folds.exists() else None)),
                 ("runs", "Confusion matrices and learning curves", run_figures(runs, assets)),
                 ("duplicates", "Duplicate images", duplicates(comp_dir, competition, assets, thumbs)),
+                ("shift", "Train vs test", shift_section(comp_dir, competition, runs, manifests, assets,  # issue 12
+                                                         _thumbnail if thumbs else None)),
                 ("votes", "Ensembles (vote methods)", H.votes(manifests, competition, higher)),
                 ("submissions", "Submissions", H.submissions(sub_dir, manifests, competition))]
     if notes or more:
