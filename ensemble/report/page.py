@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from ensemble.report import html as H
+from ensemble.report.ensembles import ensembles
 from ensemble.artifacts import atomic_path, atomic_write_text, file_hash
 from ensemble.artifacts.paths import METRICS_JSON, CompetitionPaths, RunPaths
 
@@ -208,7 +209,8 @@ def build_report(competition: str, runs_dir: str | Path = "runs", submissions_di
     sections = [("leaderboard", "Leaderboard", H.leaderboard(runs, folds, file_hash(folds) if folds.exists() else None)),
                 ("runs", "Confusion matrices and learning curves", run_figures(runs, assets)),
                 ("duplicates", "Duplicate images", duplicates(comp_dir, competition, assets, thumbs)),
-                ("votes", "Ensembles (vote methods)", H.votes(manifests, competition, higher)),
+                ("votes", "Ensembles (vote methods)",  # issue 13: every method (ensemble/report/ensembles.py)
+                 ensembles(manifests, higher) + H.votes(manifests, competition, higher)),
                 ("submissions", "Submissions", H.submissions(sub_dir, manifests, competition))]
     if notes or more:
         sections.append(("problems", "Problems", "".join(H.note(n) for n in notes + more)))

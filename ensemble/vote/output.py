@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import platform
-import shlex
 from importlib import metadata
 from pathlib import Path
 
@@ -13,6 +12,7 @@ from ensemble.vote.cv import CVScore, Fitted, Spec, error_correlation
 from ensemble.vote.methods import Objective
 from ensemble.vote.runs import Runs
 from ensemble.vote.submission import SubmissionError, build_frame, detect_format, problems, write_frame
+from ensemble.vote.submit import kaggle_command
 
 
 def _fmt_table(rows: list[list[str]], header: list[str]) -> str:
@@ -66,8 +66,11 @@ def _versions() -> dict:
 
 
 def write_submission(data: Runs, spec: Spec, cv: CVScore, fitted: Fitted, out_dir: Path,
-                     stamp: str, slug: str, command: str) -> tuple[Path, str]:
-    """Predict test, validate against the sample, write CSV + manifest atomically. -> (path, kaggle cmd)."""
+                     stamp: str, slug: str, command: str, message: str | None = None,
+                     extra: dict | None = None) -> tuple[Path, str]:
+    """Predict test, validate against the sample, write CSV + manifest atomically. -> (path, kaggle cmd).
+    message: the Kaggle message (default: method, CV and runs); extra: more manifest fields (every
+    method's score, provenance)."""
     fmt = detect_format(data.sample, data.classes, data.id_col, data.sample_path.name)
     values = fitted.finish(fitted.predict(data.test), len(data.classes))
     frame = build_frame(fmt, data.sample[fmt.id_col], values)
@@ -93,7 +96,12 @@ def write_submission(data: Runs, spec: Spec, cv: CVScore, fitted: Fitted, out_di
         "submission": {"path": str(path), "sha256": file_hash(path), "rows": len(frame), "format": fmt.kind},
         "created_utc": stamp, "command": command, "versions": _versions(),
     }
+    # issue 13: provenance, every method's score, the kaggle command (artifacts/provenance.py, vote/scoreboard.py,
+    # vote/submit.py)
+    manifest.update(extra or {})
+    for r, run in zip(manifest["runs"], data.runs):
+        r["config_sha256"] = file_hash(run.paths.config) if run.paths.config.is_file() else None
+    cmd = kaggle_command(slug, path, message or f"{name} cv {cv.score:.4f} ({len(data.runs)} runs)")
+    manifest["kaggle_command"] = cmd
     atomic_write_json(path.with_suffix(".json"), manifest)
-    cmd = (f"kaggle competitions submit -c {slug} -f {shlex.quote(str(path))} "
-           f"-m {shlex.quote(f'{name} cv {cv.score:.4f} ({len(data.runs)} runs)')}")
     return path, cmd

@@ -20,10 +20,12 @@ import numpy as np
 from ensemble import metrics as M
 from ensemble.artifacts import competition_cfg, read_metrics
 from ensemble.artifacts.paths import CompetitionPaths
+from ensemble.artifacts.provenance import provenance
 from ensemble.vote import methods as V
 from ensemble.vote.cv import CVScore, Fitted, Spec, cross_validate, model_scores
 from ensemble.vote.output import report, write_submission
 from ensemble.vote.runs import Runs, load_runs
+from ensemble.vote.scoreboard import vote_scores
 from ensemble.vote.submission import check_file, detect_format, read_sample
 
 logger = logging.getLogger(__name__)
@@ -110,6 +112,7 @@ class VoteResult:
     best: int
     notes: list[str] = field(default_factory=list)
     written: list[tuple[Path, str]] = field(default_factory=list)  # (submission CSV, kaggle command)
+    chosen: tuple[Path, str] | None = None  # the best ensemble's entry of written (None: not written)
     timings: dict[str, float] = field(default_factory=dict)
 
     @property
@@ -125,13 +128,15 @@ class VoteResult:
 def vote_runs(run_dirs: Sequence[str | Path], methods: str = "all", *, weights: str | None = None,
               bias: str = "auto", max_iter: int = 100, stack_c: float = 1.0, write: str = "best",
               out_dir: str | Path = "submissions", kaggle: str | None = None,
-              command: str = "ensemble.vote.vote_runs(...)") -> VoteResult:
+              command: str = "ensemble.vote.vote_runs(...)", message: str | None = None) -> VoteResult:
     """Vote finished runs into submissions.
 
     run_dirs: M run directories of one competition (same classes, folds.csv and ids; vote.runs).
     methods: "all" or comma-separated registered names; weights: for "weighted" ('2,1' or 'runA=2');
     bias: "auto" | "on" | "off" (also fit per-class bias / ordinal thresholds on OOF);
     write: "best" | "all" | "none" submission files under out_dir/<competition>/.
+    message: the Kaggle message of the best one's command (default: method, CV and runs).
+    Every manifest also holds every method's score, provenance and each run's config hash.
     Every spec's score is honest: fold mean, nested (fitted on K-1 folds, scored on the held-out
     one) for specs that fit anything on the OOF stack (M, N, C).
     """
@@ -155,10 +160,16 @@ def vote_runs(run_dirs: Sequence[str | Path], methods: str = "all", *, weights: 
     t2 = time.perf_counter()
     todo = {"best": [best], "all": range(len(ensembles)), "none": []}[write]
     stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+    results = [(e.spec, e.cv, e.fitted) for e in ensembles]
+    extra = {**vote_scores(data.names, [r.metrics for r in data.runs], singles, results, best, data.ordinal),
+             **provenance([r.paths.root for r in data.runs])}
     for i in todo:
         e = ensembles[i]
         result.written.append(write_submission(data, e.spec, e.cv, e.fitted, Path(out_dir), stamp,
-                                               kaggle or data.competition, command))
+                                               kaggle or data.competition, command,
+                                               message if i == best else None, extra))
+        if i == best:
+            result.chosen = result.written[-1]
     result.timings = {"load": t1 - t0, "scores": t2 - t1, "submission": time.perf_counter() - t2}
     return result
 
