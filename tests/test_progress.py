@@ -111,3 +111,16 @@ def test_quiet_silences_the_bars(two_models, capsys):
     # -q is the shared "warnings only" of every command: no live line, no bars, no info lines
     assert "[compete" not in cap.err and "== [compete " not in cap.out
     assert seen["progress"] == [False, False]  # -q: output.progress=false for every model
+
+
+def test_top_up_steps_go_before_vote(capsys):
+    """compete --time's top-up: more train steps are inserted before the last one (vote + report)."""
+    p = PlanProgress([("train a", 10.0), ("vote + report", 0.0)], bar=False, log=print)
+    p.start(0)
+    p.finish(0)
+    p.add([("train b", 10.0)])
+    p.start(1)
+    p.finish(1)
+    p.start(p.n - 1)
+    out = capsys.readouterr().out
+    assert "[compete 2/3] train b" in out and "[compete 3/3] vote + report" in out

@@ -4,9 +4,10 @@
 
 Shown as a tqdm line (stderr) above the per-epoch bars, refreshed after every epoch; lines printed
 meanwhile are written with the bars cleared and redrawn after, so the line stays in place. Every
-step start is also a log line (with -q that is all there is). The ETA uses the plan's
-estimated seconds per step, scaled by how the finished steps compared with their estimates; without
-estimates, the mean time per finished step (fractions of a step counted by epochs).
+step start is also an info log line (compete -q: no bars and, as for every command, warnings
+only). The ETA uses the plan's estimated seconds per step, scaled by how the finished steps
+compared with their estimates; without estimates, the mean time per finished step (fractions of a
+step counted by epochs).
 """
 from __future__ import annotations
 
