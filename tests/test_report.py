@@ -156,8 +156,12 @@ def chromium() -> str | None:
     return str(path) if path.exists() else shutil.which("chromium")
 
 
-@pytest.mark.skipif(chromium() is None, reason="chromium not installed (/usr/bin/chromium); "
-                                                "scripts/ci_chromium.sh installs it with apt-get")
+CHROMIUM_SKIP = ("chromium not installed (/usr/bin/chromium): for the full run use CI's script .ci/run (it installs "
+                 "Chromium with scripts/ci_chromium.sh, then runs the tests), or run sudo bash scripts/ci_chromium.sh "
+                 "and the test command again; see the README")
+
+
+@pytest.mark.skipif(chromium() is None, reason=CHROMIUM_SKIP)
 def test_report_renders_in_headless_chromium(site, tmp_path):
     """Serve the site over HTTP, load the report in an iframe of a test-only page, read back the DOM."""
     root = site.parent

@@ -137,11 +137,13 @@ def _vote_and_report(competition: str, cfgs: Sequence, vote_args: Sequence[str])
     """vote_runs over the trained runs (every method unless compete.yaml's vote: says otherwise, the
     best by nested CV written), then build_report. -> exit code."""
     from ensemble.report.page import build_report
-    from ensemble.vote.__main__ import print_result, vote_options
+    from ensemble.vote.__main__ import parse_args, print_result, submit_chosen, vote_options
     from ensemble.vote.voter import vote_runs
     logger.info(f"== vote ({len(cfgs)} runs, every method, best by nested CV)")
+    va = parse_args(["--runs", "-", *vote_args])  # --submit -m MSG --kaggle SLUG (issue 13)
     try:
-        result = vote_runs([c.run_dir for c in cfgs], **vote_options(vote_args), write="best", kaggle=competition,
+        result = vote_runs([c.run_dir for c in cfgs], **vote_options(vote_args), write="best",
+                           kaggle=va.kaggle or competition, message=va.message,
                            command="python -m ensemble.vote " + shlex.join(
                                ["--runs", *[str(c.run_dir) for c in cfgs], "--method", "all", "--write", "best",
                                 "--kaggle", competition, *vote_args]))
@@ -149,6 +151,8 @@ def _vote_and_report(competition: str, cfgs: Sequence, vote_args: Sequence[str])
         print(f"error: {e}", file=sys.stderr)
         return 2
     print_result(result)
+    if va.submit and submit_chosen(result, va.kaggle or competition, va.message) != 0:
+        logger.warning("the submission is written but was not sent to Kaggle (see above)")
     logger.info("== report")
     try:
         index = build_report(competition, cfgs[0].competition_dir.parent)
@@ -159,21 +163,33 @@ def _vote_and_report(competition: str, cfgs: Sequence, vote_args: Sequence[str])
     return 0
 
 
-def compete(competition: str, budget: str, *, configs_dir: str = "configs", extra: Sequence[str] = ()) -> int:
+def compete(competition: str, budget: str, *, configs_dir: str = "configs", extra: Sequence[str] = (),
+            quiet: bool = False, vote_extra: Sequence[str] = ()) -> int:
+    """quiet: no progress bars (output.progress=false and no live overall line); vote_extra: more vote
+    flags (--submit -m MSG, --kaggle SLUG)."""
+    from ensemble.compete.progress import PlanProgress, epochs_of
     from ensemble.train.run import train
     t0 = time.perf_counter()
+    extra = [*extra, *(["output.progress=false"] if quiet else [])]
     folder, b, builder = load_budget(competition, budget, configs_dir)
     entries = _entries(b)
     if builder:
         BUILDERS[builder](Path(load_config(folder / entries[0].cfg, list(extra)).competition.root))
     cfgs = [load_config(folder / e.cfg, model_overrides(e, b, budget, extra)) for e in entries]
     _prepare(competition, None, cfgs[0], b.dups)
-    for i, (entry, cfg) in enumerate(zip(entries, cfgs)):
-        if b.tune is not None:
-            cfg = _tuned(folder / entry.cfg, cfg, b, budget, model_overrides(entry, b, budget, extra))
-        logger.info(f"== train {cfg.run_name} ({i + 1}/{len(cfgs)}, {cfg.model.backbone} @ {cfg.input.size}px)")
-        train(cfg, resume=True)
-    rc = _vote_and_report(competition, cfgs, b.vote)
+    steps = [(f"{'tune + ' if b.tune else ''}train {c.run_name}", None) for c in cfgs] + [("vote + report", None)]
+    prog = PlanProgress(steps, bar=not quiet)  # issue 13: one line for the whole budget (compete/progress.py)
+    with prog.shown():
+        for i, (entry, cfg) in enumerate(zip(entries, cfgs)):
+            prog.start(i)
+            if b.tune is not None:
+                cfg = _tuned(folder / entry.cfg, cfg, b, budget, model_overrides(entry, b, budget, extra))
+            logger.info(f"== train {cfg.run_name} ({i + 1}/{len(cfgs)}, {cfg.model.backbone} @ {cfg.input.size}px)")
+            train(cfg, resume=True, on_epoch=prog.epoch_counter(epochs_of(cfg)))
+            prog.finish(i)
+        prog.start(len(cfgs))
+        rc = _vote_and_report(competition, cfgs, [*b.vote, *vote_extra])
+        prog.finish(len(cfgs))
     if rc == 0:
         logger.info(f"compete {competition} --budget {budget}: done in {time.perf_counter() - t0:.0f}s")
     return rc

@@ -87,13 +87,17 @@ def _top_up(plan: Plan, ts, state: dict, w: Workload, budget_s: float) -> list:
 
 
 def compete_time(competition: str, time_text: str, *, configs_dir: str = "configs",
-                 extra: Sequence[str] = (), plan_only: bool = False) -> int:
+                 extra: Sequence[str] = (), plan_only: bool = False, quiet: bool = False,
+                 vote_extra: Sequence[str] = ()) -> int:
     """Plan, train, vote and report within ``time_text`` (e.g. '60m') of wall time; resumable.
 
-    plan_only: measure and print the plan, save and train nothing."""
+    plan_only: measure and print the plan, save and train nothing; quiet: no progress bars;
+    vote_extra: more vote flags (--submit -m MSG, --kaggle SLUG)."""
+    from ensemble.compete.progress import PlanProgress, epochs_of
     from ensemble.data.competition import load_competition
     from ensemble.train.run import train
     t0 = time.perf_counter()
+    extra = [*extra, *(["output.progress=false"] if quiet else [])]
     budget_s = parse_duration(time_text)
     folder, spec = load_compete_file(competition, configs_dir)
     if spec.time is None:
@@ -141,25 +145,33 @@ def compete_time(competition: str, time_text: str, *, configs_dir: str = "config
     run_cfgs = {e.name: cfg_of(e.name, e.cfg, e.overrides()) for e in plan.entries}
     if plan_only:
         return 0
-    i = 0
-    while i < len(plan.entries):
-        e = plan.entries[i]
-        cfg = run_cfgs[e.name]
-        logger.info(f"== train {cfg.run_name} ({i + 1}/{len(plan.entries)}, {cfg.model.backbone} @ {e.size}px, "
-            f"{e.head_epochs} head + {e.epochs} epochs, est. {e.est_seconds / 60:.1f} min)")
-        ts0 = time.perf_counter()
-        train(cfg, resume=True)
-        state["actual_s"][e.name] = state["actual_s"].get(e.name, 0.0) + time.perf_counter() - ts0
-        state["elapsed_s"] = before + time.perf_counter() - t0
-        i += 1
-        if i == len(plan.entries):  # ran faster than measured: plan more models into the time left
-            extra_entries = _top_up(plan, ts, state, w, budget_s)
-            if extra_entries:
-                plan = replace(plan, entries=[*plan.entries, *extra_entries])
-                state["plan"] = plan.to_dict()
-                run_cfgs.update({x.name: cfg_of(x.name, x.cfg, x.overrides()) for x in extra_entries})
-        atomic_write_json(state_file, state)
-    rc = _vote_and_report(competition, list(run_cfgs.values()), ts.vote)
+    i = 0  # issue 13: one line for the whole plan (step k of n, elapsed, ETA; compete/progress.py)
+    prog = PlanProgress([(f"train {run_cfgs[e.name].run_name}", e.est_seconds) for e in plan.entries]
+                        + [("vote + report", 0.0)], bar=not quiet, done_before=before)
+    with prog.shown():
+        while i < len(plan.entries):
+            e = plan.entries[i]
+            cfg = run_cfgs[e.name]
+            prog.start(i)
+            logger.info(f"== train {cfg.run_name} ({i + 1}/{len(plan.entries)}, {cfg.model.backbone} @ {e.size}px, "
+                        f"{e.head_epochs} head + {e.epochs} epochs, est. {e.est_seconds / 60:.1f} min)")
+            ts0 = time.perf_counter()
+            train(cfg, resume=True, on_epoch=prog.epoch_counter(epochs_of(cfg)))
+            prog.finish(i)
+            state["actual_s"][e.name] = state["actual_s"].get(e.name, 0.0) + time.perf_counter() - ts0
+            state["elapsed_s"] = before + time.perf_counter() - t0
+            i += 1
+            if i == len(plan.entries):  # ran faster than measured: plan more models into the time left
+                extra_entries = _top_up(plan, ts, state, w, budget_s)
+                if extra_entries:
+                    plan = replace(plan, entries=[*plan.entries, *extra_entries])
+                    state["plan"] = plan.to_dict()
+                    run_cfgs.update({x.name: cfg_of(x.name, x.cfg, x.overrides()) for x in extra_entries})
+                    prog.add([(f"train {run_cfgs[x.name].run_name}", x.est_seconds) for x in extra_entries])
+            atomic_write_json(state_file, state)
+        prog.start(prog.n - 1)
+        rc = _vote_and_report(competition, list(run_cfgs.values()), [*ts.vote, *vote_extra])
+        prog.finish(prog.n - 1)
     state["elapsed_s"] = before + time.perf_counter() - t0
     atomic_write_json(state_file, state)
     if rc != 0:

@@ -285,7 +285,7 @@ def run_dups(comp, out_dir: Path, method: str = "phash", threshold: int = DEFAUL
                "n_train": n_tr, "n_test": n_te, **counts, "unreadable": h.bad,
                "hash_seconds": round(t1 - t0, 2), "pair_seconds": round(t2 - t1, 2)}
     atomic_write_json(CompetitionPaths(out_dir).dups_json, summary)
-    for line in summary_lines(summary, df):
+    for line in summary_lines(summary, df, out_dir):
         logger.info(line)
     note = folds_note(CompetitionPaths(out_dir).folds, df)
     if note:
@@ -294,7 +294,8 @@ def run_dups(comp, out_dir: Path, method: str = "phash", threshold: int = DEFAUL
     return df, summary
 
 
-def summary_lines(s: dict, df: pd.DataFrame) -> list[str]:
+def summary_lines(s: dict, df: pd.DataFrame, out_dir: Path | None = None) -> list[str]:
+    from ensemble.data.dups_console import conflict_lines
     out = [f"{s['competition']}: {s['n_train']} train + {s['n_test']} test images, {s['hash']} distance <= "
            f"{s['threshold']} and thumbnail corr >= {s['min_corr']}; hashed in {s['hash_seconds']:.1f} s, "
            f"pairs in {s['pair_seconds']:.2f} s",
@@ -312,9 +313,5 @@ def summary_lines(s: dict, df: pd.DataFrame) -> list[str]:
     if s["unreadable"]:
         out.append(f"  warning: {len(s['unreadable'])} unreadable images (not hashed): "
                    + ", ".join(Path(p).name for p in list(s["unreadable"])[:10]))
-    for g, rows in list(df[df["conflict"]].groupby("dup_group"))[:20]:
-        out.append(f"  conflict {g} (min distance {rows['distance'].min()}): "
-                   + ", ".join(f"{r.id}={r.label or 'test'}" for r in rows.itertuples()))
-    if s["conflicting_groups"] > 20:
-        out.append(f"  ... and {s['conflicting_groups'] - 20} more conflicting groups (see dups.csv)")
+    out += conflict_lines(df, out_dir)  # issue 13: counts + the 10 largest groups (data/dups_console.py)
     return out

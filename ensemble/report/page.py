@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from ensemble.report import html as H
+from ensemble.report.ensembles import ensembles
 from ensemble.artifacts import atomic_path, atomic_write_text, file_hash
 from ensemble.artifacts.paths import METRICS_JSON, CompetitionPaths, RunPaths
 from ensemble.report.shift import section as shift_section
@@ -211,7 +212,8 @@ def build_report(competition: str, runs_dir: str | Path = "runs", submissions_di
                 ("duplicates", "Duplicate images", duplicates(comp_dir, competition, assets, thumbs)),
                 ("shift", "Train vs test", shift_section(comp_dir, competition, runs, manifests, assets,  # issue 12
                                                          _thumbnail if thumbs else None)),
-                ("votes", "Ensembles (vote methods)", H.votes(manifests, competition, higher)),
+                ("votes", "Ensembles (vote methods)",  # issue 13: every method (ensemble/report/ensembles.py)
+                 ensembles(manifests, higher) + H.votes(manifests, competition, higher)),
                 ("submissions", "Submissions", H.submissions(sub_dir, manifests, competition))]
     if notes or more:
         sections.append(("problems", "Problems", "".join(H.note(n) for n in notes + more)))

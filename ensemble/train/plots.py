@@ -45,18 +45,34 @@ def plot_confusion(cm: np.ndarray, classes: Sequence[str], path: Path, title: st
 
 def plot_curves(history: pd.DataFrame, metric: str, path: Path) -> None:
     """history: rows with fold, global_epoch, train_loss, val_loss, score."""
+    _save(curves_figure(history, metric), path)
+
+
+def curves_figure(history: pd.DataFrame, metric: str):
+    """Loss and validation metric per fold. Integer epoch ticks; one legend (a colour per fold,
+    solid = train, dashed = validation) below the plots, readable at the report's width."""
+    import math
+
+    from matplotlib.lines import Line2D
+    from matplotlib.ticker import MaxNLocator
     plt = _pyplot()
-    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4.2))
+    handles = []
     for fold, h in history.groupby("fold"):
         x = h["global_epoch"] + 1
-        line, = a.plot(x, h["train_loss"], label=f"fold {fold} train")
-        a.plot(x, h["val_loss"], "--", color=line.get_color(), label=f"fold {fold} val")
-        b.plot(x, h["score"], color=line.get_color(), label=f"fold {fold}")
-    a.set_xlabel("epoch")
-    a.set_ylabel("loss")
-    a.legend(fontsize=7)
-    b.set_xlabel("epoch")
-    b.set_ylabel(f"val {metric}")
-    b.legend(fontsize=7)
-    fig.tight_layout()
-    _save(fig, path)
+        line, = a.plot(x, h["train_loss"], marker="." if len(h) < 30 else None)
+        a.plot(x, h["val_loss"], "--", color=line.get_color())
+        b.plot(x, h["score"], color=line.get_color(), marker="." if len(h) < 30 else None)
+        handles.append(Line2D([], [], color=line.get_color(), lw=2, label=f"fold {fold}"))
+    handles += [Line2D([], [], color="0.3", label="train loss"),
+                Line2D([], [], color="0.3", ls="--", label="val loss")]
+    for ax, ylabel in ((a, "loss"), (b, f"val {metric}")):
+        ax.set_xlabel("epoch", fontsize=11)
+        ax.set_ylabel(ylabel, fontsize=11)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
+        ax.tick_params(labelsize=10)
+        ax.grid(alpha=0.3)
+    ncol = min(len(handles), 7)
+    fig.tight_layout(rect=(0, 0.05 + 0.06 * math.ceil(len(handles) / ncol), 1, 1))
+    fig.legend(handles=handles, loc="lower center", ncol=ncol, fontsize=10, frameon=False)
+    return fig

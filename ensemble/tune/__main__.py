@@ -72,8 +72,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--keep-checkpoints", action="store_true", help="keep the trials' .pt files")
     p.add_argument("--verbose", action="store_true", help="show training output (default: logs/trial-NNNN.log)")
     add_plugin_argument(p)
+    p.add_argument("--dashboard", action="store_true",
+                   help="serve the study's storage with optuna-dashboard on 127.0.0.1 (no tuning) until Ctrl-C")
+    p.add_argument("--port", type=int, default=8080, help="--dashboard port (default 8080; 0: any free port)")
     p.add_argument("-q", "--quiet", action="count", default=0, help="fewer messages (warnings and errors only)")
     return p
+
+
+def serve_dashboard(args: argparse.Namespace) -> int:
+    """--dashboard (issue 13): the storage tuning would use, served by tune/dashboard.py."""
+    from ensemble.artifacts.paths import CompetitionPaths
+    from ensemble.tune.dashboard import serve
+    from ensemble.tune.study import open_storage
+    cfg = load_config(expand_cfgs(args.cfg)[0], args.overrides)
+    storage, where = open_storage(args.storage, CompetitionPaths(cfg.competition_dir).tune)
+    return serve(storage, where, args.port)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -84,6 +97,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
         load_plugins(args.plugin)
+        if args.dashboard:
+            return serve_dashboard(args)
         for path in expand_cfgs(args.cfg):
             rc = tune_model(path, overrides=args.overrides, trials=args.trials, timeout=args.timeout,
                             folds=parse_folds(args.folds, load_config(path, args.overrides).folds.n) if args.folds

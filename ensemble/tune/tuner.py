@@ -266,10 +266,11 @@ def tune_model(cfg_path: str | Path, *, overrides: Sequence[str] = (), trials: i
     tuner = Tuner(path, cfg, spec, folds, opened, where, list(overrides), best_path,
                   keep_checkpoints, verbose, storage=storage)
     n = trials or spec.trials
-    dash = where if "://" not in where else f"'{where}'"
+    from ensemble.tune.dashboard import command as dashboard_command
     log(f"[{cfg.run_name}] study '{name}' in {where}: {direction} {cfg.competition.metric} on fold(s) "
         f"{','.join(map(str, folds))}, {n} trials, pruner {pruner or spec.pruner}, "
-        f"{tuner.counts()['finished']} finished trial(s) so far\n[{cfg.run_name}] dashboard: optuna-dashboard {dash}")
+        f"{tuner.counts()['finished']} finished trial(s) so far\n[{cfg.run_name}] dashboard: {dashboard_command(where)}  "
+        f"(or python -m ensemble.tune --cfg {path} --dashboard, in another terminal)")
     rc = tuner.run(n, timeout)
     best = tuner._best()
     if best is not None:

@@ -9,16 +9,19 @@
 from __future__ import annotations
 
 import argparse
+import json
 import shlex
 import sys
 from typing import Sequence
 
+from ensemble.artifacts import atomic_write_json
 from ensemble.artifacts.paths import find_runs
 from ensemble.cli import add_verbosity, setup_logging
 from ensemble.plugins import add_plugin_argument, load_plugins
 from ensemble.vote import methods as V
 from ensemble.vote.runs import RunsError
 from ensemble.vote.submission import SubmissionError
+from ensemble.vote.submit import add_submit_arguments, submit
 from ensemble.vote.voter import check_submission, vote_runs
 
 
@@ -50,7 +53,11 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     p.add_argument("--classes", help="comma-separated classes for --check when there are no runs")
     add_plugin_argument(p)
     add_verbosity(p)
-    return p.parse_args(argv)
+    add_submit_arguments(p)
+    args = p.parse_args(argv)
+    if args.submit and (args.check or args.write == "none"):
+        p.error("--submit sends the written best submission: it needs --write best or all (not --check)")
+    return args
 
 
 def vote_options(flags: Sequence[str]) -> dict:
@@ -74,11 +81,32 @@ def run_vote(args, argv: Sequence[str]) -> int:
                        weights=args.weights, bias=args.bias, max_iter=args.max_iter, stack_c=args.stack_c,
                        write=args.write, out_dir=args.out_dir, kaggle=args.kaggle,
                        command="python -m ensemble.vote " + shlex.join(argv), select=args.select,
-                       priors=args.priors)
+                       priors=args.priors, message=args.message)
     print_result(result)
     t = result.timings
     print(f"timings: load {t['load']:.1f} s, scores {t['scores']:.1f} s, submission {t['submission']:.1f} s")
-    return 0
+    return submit_chosen(result, args.kaggle or result.runs.competition, args.message) if args.submit else 0
+
+
+def submit_chosen(result, slug: str, message: str | None = None) -> int:
+    """--submit (issue 13): run kaggle (vote/submit.py) on the chosen (best) ensemble's written file,
+    record the call in its manifest. -> 0 when kaggle accepted it."""
+    if result.chosen is None:
+        print("--submit: the best ensemble's submission was not written", file=sys.stderr)
+        return 1
+    path, cmd = result.chosen
+    b = result.best_ensemble
+    message = message or f"{b.name} cv {b.cv.score:.4f} ({len(result.runs.runs)} runs)"
+    res = submit(slug, path, message)
+    print(res.message)
+    if res.record is not None:
+        mpath = path.with_suffix(".json")
+        manifest = json.loads(mpath.read_text())
+        manifest["kaggle_submit"] = res.record
+        atomic_write_json(mpath, manifest)
+    if not res.done:
+        print(f"  to submit by hand: {cmd}")
+    return 0 if res.done else 1
 
 
 def run_check(args) -> int:

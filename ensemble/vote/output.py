@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import platform
-import shlex
 from importlib import metadata
 from pathlib import Path
 
@@ -13,6 +12,7 @@ from ensemble.vote.cv import CVScore, Fitted, Spec, error_correlation
 from ensemble.vote.methods import Objective
 from ensemble.vote.runs import Runs
 from ensemble.vote.submission import SubmissionError, build_frame, detect_format, problems, write_frame
+from ensemble.vote.submit import kaggle_command
 
 
 def _fmt_table(rows: list[list[str]], header: list[str]) -> str:
@@ -66,11 +66,12 @@ def _versions() -> dict:
 
 
 def write_submission(data: Runs, spec: Spec, cv: CVScore, fitted: Fitted, out_dir: Path,
-                     stamp: str, slug: str, command: str, adjust=None, extra: dict | None = None,
-                     tag: str = "") -> tuple[Path, str]:
+                     stamp: str, slug: str, command: str, message: str | None = None, adjust=None,
+                     extra: dict | None = None, tag: str = "") -> tuple[Path, str]:
     """Predict test, validate against the sample, write CSV + manifest atomically. -> (path, kaggle cmd).
-    adjust: applied to the combined test predictions before bias (class priors, issue 12); extra: manifest
-    entries; tag: appended to the method in the file name."""
+    message: the Kaggle message (default: method, CV and runs); adjust: applied to the combined test
+    predictions before bias (class priors, issue 12); extra: more manifest fields (every method's score,
+    provenance, shift); tag: appended to the method in the file name."""
     fmt = detect_format(data.sample, data.classes, data.id_col, data.sample_path.name)
     pred = fitted.predict(data.test)
     values = fitted.finish(pred if adjust is None else adjust(pred), len(data.classes))
@@ -96,9 +97,13 @@ def write_submission(data: Runs, spec: Spec, cv: CVScore, fitted: Fitted, out_di
         "sample_submission": {"path": str(data.sample_path), "sha256": file_hash(data.sample_path)},
         "submission": {"path": str(path), "sha256": file_hash(path), "rows": len(frame), "format": fmt.kind},
         "created_utc": stamp, "command": command, "versions": _versions(),
-        **(extra or {}),
     }
+    # issue 13: provenance, every method's score, the kaggle command (artifacts/provenance.py, vote/scoreboard.py,
+    # vote/submit.py)
+    manifest.update(extra or {})
+    for r, run in zip(manifest["runs"], data.runs):
+        r["config_sha256"] = file_hash(run.paths.config) if run.paths.config.is_file() else None
+    cmd = kaggle_command(slug, path, message or f"{name} cv {cv.score:.4f} ({len(data.runs)} runs)")
+    manifest["kaggle_command"] = cmd
     atomic_write_json(path.with_suffix(".json"), manifest)
-    cmd = (f"kaggle competitions submit -c {slug} -f {shlex.quote(str(path))} "
-           f"-m {shlex.quote(f'{name} cv {cv.score:.4f} ({len(data.runs)} runs)')}")
     return path, cmd

@@ -20,12 +20,14 @@ import numpy as np
 from ensemble import metrics as M
 from ensemble.artifacts import competition_cfg, read_metrics
 from ensemble.artifacts.paths import CompetitionPaths
+from ensemble.artifacts.provenance import provenance
 from ensemble.vote import methods as V
 from ensemble.vote.cv import CVScore, Fitted, Spec, cross_validate, model_scores
 from ensemble.vote import shift as S
 from ensemble.vote.output import report, write_submission
 from ensemble.vote.shift import VoteShift
 from ensemble.vote.runs import Runs, load_runs
+from ensemble.vote.scoreboard import vote_scores
 from ensemble.vote.submission import check_file, detect_format, read_sample
 
 logger = logging.getLogger(__name__)
@@ -112,6 +114,7 @@ class VoteResult:
     best: int
     notes: list[str] = field(default_factory=list)
     written: list[tuple[Path, str]] = field(default_factory=list)  # (submission CSV, kaggle command)
+    chosen: tuple[Path, str] | None = None  # the best ensemble's entry of written (None: not written)
     timings: dict[str, float] = field(default_factory=dict)
     shift: VoteShift | None = None  # issue 12: weighted / test-like CV (runs/<competition>/shift/weights.csv)
     select: str = "cv"
@@ -133,7 +136,8 @@ class VoteResult:
 def vote_runs(run_dirs: Sequence[str | Path], methods: str = "all", *, weights: str | None = None,
               bias: str = "auto", max_iter: int = 100, stack_c: float = 1.0, write: str = "best",
               out_dir: str | Path = "submissions", kaggle: str | None = None,
-              command: str = "ensemble.vote.vote_runs(...)", select: str = "cv", priors: str = "train") -> VoteResult:
+              command: str = "ensemble.vote.vote_runs(...)", select: str = "cv", priors: str = "train",
+              message: str | None = None) -> VoteResult:
     """Vote finished runs into submissions.
 
     run_dirs: M run directories of one competition (same classes, folds.csv and ids; vote.runs).
@@ -142,6 +146,8 @@ def vote_runs(run_dirs: Sequence[str | Path], methods: str = "all", *, weights: 
     write: "best" | "all" | "none" submission files under out_dir/<competition>/.
     select: "cv" | "weighted" | "test_like" (the last two need python -m ensemble.shift); priors: "train"
     (unchanged), "estimated" (EM on the test probabilities) or one number per class (vote.shift, issue 12).
+    message: the Kaggle message of the best one's command (default: method, CV and runs).
+    Every manifest also holds every method's score, provenance and each run's config hash.
     Every spec's score is honest: fold mean, nested (fitted on K-1 folds, scored on the held-out
     one) for specs that fit anything on the OOF stack (M, N, C).
     """
@@ -170,15 +176,19 @@ def vote_runs(run_dirs: Sequence[str | Path], methods: str = "all", *, weights: 
     stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
     prior = {i: S.priors_hook(data, ensembles[i].fitted, priors) for i in sorted({best, *todo})}  # --priors
     result.prior_lines = list(prior[best][2]) + [x for i in todo if i != best for x in prior[i][2]]
+    base_extra = {**vote_scores(data.names, [r.metrics for r in data.runs], singles, results, best, data.ordinal),
+                  **provenance([r.paths.root for r in data.runs])}
     for i in todo:
         e = ensembles[i]
         est, target, _ = prior[i]
-        extra = {"select": select, "shift": shift.method(i) if shift else None,
+        extra = {**base_extra, "select": select, "shift": shift.method(i) if shift else None,
                  "priors": {**(est.to_dict() if est else {}), "applied": priors}}
         result.written.append(write_submission(data, e.spec, e.cv, e.fitted, Path(out_dir), stamp,
                                                kaggle or data.competition, command,
-                                               adjust=S.prior_adjuster(est, target), extra=extra,
-                                               tag="" if target is None else "+priors"))
+                                               message if i == best else None, adjust=S.prior_adjuster(est, target),
+                                               extra=extra, tag="" if target is None else "+priors"))
+        if i == best:
+            result.chosen = result.written[-1]
     result.timings = {"load": t1 - t0, "scores": t2 - t1, "submission": time.perf_counter() - t2}
     return result
 
