@@ -161,13 +161,9 @@ CHROMIUM_SKIP = ("chromium not installed (/usr/bin/chromium): for the full run u
                  "and the test command again; see the README")
 
 
-@pytest.mark.skipif(chromium() is None, reason=CHROMIUM_SKIP)
-def test_report_renders_in_headless_chromium(site, tmp_path):
-    """Serve the site over HTTP, load the report in an iframe of a test-only page, read back the DOM."""
-    root = site.parent
-    (root / "harness.html").write_text(HARNESS)
-    handler = functools.partial(_QuietHandler, directory=str(root))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+def render_harness(root: Path, tmp_path: Path) -> dict:
+    """Serve ``root`` on 127.0.0.1, open its harness.html in headless Chromium, -> the JSON the harness wrote."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_QuietHandler, directory=str(root)))
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         cmd = [chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -180,7 +176,15 @@ def test_report_renders_in_headless_chromium(site, tmp_path):
         server.server_close()
     m = re.search(r'<pre id="result">(.*?)</pre>', proc.stdout, re.S)
     assert m and m.group(1) != "pending", f"no result from chromium (rc {proc.returncode}): {proc.stderr[-2000:]}"
-    res = json.loads(html.unescape(m.group(1)))
+    return json.loads(html.unescape(m.group(1)))
+
+
+@pytest.mark.skipif(chromium() is None, reason=CHROMIUM_SKIP)
+def test_report_renders_in_headless_chromium(site, tmp_path):
+    """Serve the site over HTTP, load the report in an iframe of a test-only page, read back the DOM."""
+    root = site.parent
+    (root / "harness.html").write_text(HARNESS)
+    res = render_harness(root, tmp_path)
     assert res["title"] == "tiny: ensemble report" and res["scripts"] == 0
     assert len(res["images"]) == 8 and all(i["ok"] for i in res["images"]), res["images"]
     assert len(res["tables"]) == 8 and all(t["rows"] >= 1 for t in res["tables"]), res["tables"]

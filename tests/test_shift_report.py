@@ -1,13 +1,7 @@
 """The report's "Train vs test" section, as text and in headless Chromium (like tests/test_report.py)."""
 from __future__ import annotations
 
-import functools
-import html
-import http.server
-import json
 import re
-import subprocess
-import threading
 
 import pytest
 
@@ -16,7 +10,7 @@ from ensemble.artifacts import atomic_write_json
 from ensemble.data.competition import load_competition
 from ensemble.config import CompetitionCfg
 from ensemble.shift.run import run_shift
-from test_report import HARNESS, _QuietHandler, chromium, tables
+from test_report import CHROMIUM_SKIP, HARNESS, chromium, render_harness, tables
 from test_shift import make_shift_competition
 
 
@@ -62,25 +56,11 @@ def test_section_without_shift_check_says_what_to_run(tmp_path):
     assert "run python -m ensemble.shift --competition x" in section(tmp_path, "x", [], [], None)
 
 
-@pytest.mark.skipif(chromium() is None, reason="chromium not installed (/usr/bin/chromium); "
-                                                "scripts/ci_chromium.sh installs it with apt-get")
+@pytest.mark.skipif(chromium() is None, reason=CHROMIUM_SKIP)
 def test_train_vs_test_renders_in_headless_chromium(site, tmp_path):
     root = site.parent
     (root / "harness.html").write_text(HARNESS)
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_QuietHandler, directory=str(root)))
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        cmd = [chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-               "--disable-background-networking", "--disable-component-update", "--disable-sync",
-               "--disable-dev-shm-usage", f"--user-data-dir={tmp_path / 'profile'}", "--dump-dom",
-               f"http://127.0.0.1:{server.server_address[1]}/harness.html"]
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
-    finally:
-        server.shutdown()
-        server.server_close()
-    m = re.search(r'<pre id="result">(.*?)</pre>', proc.stdout, re.S)
-    assert m and m.group(1) != "pending", f"no result from chromium (rc {proc.returncode}): {proc.stderr[-2000:]}"
-    res = json.loads(html.unescape(m.group(1)))
+    res = render_harness(root, tmp_path)
     shift_imgs = [i for i in res["images"] if "shift-" in i["src"]]
     assert len(shift_imgs) == 16 and all(i["ok"] for i in shift_imgs), shift_imgs
     ids = {t["id"]: t["rows"] for t in res["tables"]}
