@@ -1,13 +1,18 @@
 """Reading and writing artifacts: atomic writes, file hashes, probability frames, metrics.json.
 
+A full disk is one NoSpaceError (a ValueError, so every command prints it as one line):
+``no space left on device writing <path> (needs ~N MB, M MB free)``; no temp file is left.
+
 Where each file lives is ensemble.artifacts.paths.
 """
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -23,20 +28,77 @@ _UMASK = os.umask(0)
 os.umask(_UMASK)
 
 
-@contextlib.contextmanager
-def atomic_path(path: str | Path) -> Iterator[Path]:
-    """Yield a temp path beside `path`; on success it replaces `path` atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the file the usual permissions
+_NO_SPACE = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)}
+_MB = 1 << 20
+
+
+class NoSpaceError(OSError, ValueError):
+    """A write ran (or would run) out of disk space. needed/free in bytes (needed is an estimate)."""
+
+    def __init__(self, path: str | Path, needed: int, free: int):
+        super().__init__(errno.ENOSPC, "no space left on device", str(path))
+        self.needed, self.free = int(needed), int(free)
+
+    def __str__(self) -> str:
+        return (f"no space left on device writing {self.filename} "
+                f"(needs ~{max(1, -(-self.needed // _MB))} MB, {self.free // _MB} MB free)")
+
+
+def free_bytes(path: str | Path) -> int:
+    """Free bytes on the file system holding `path` (or its nearest existing parent)."""
+    p = Path(path).absolute()
+    while not p.exists() and p != p.parent:
+        p = p.parent
     try:
+        return shutil.disk_usage(p).free
+    except OSError:
+        return 0
+
+
+def check_space(path: str | Path, needed: int) -> None:
+    """Raise NoSpaceError unless the file system of `path` has `needed` bytes free."""
+    free = free_bytes(Path(path).parent)
+    if needed > free:
+        raise NoSpaceError(path, needed, free)
+
+
+def no_space(e: BaseException, path: str | Path, needed: int = 0) -> NoSpaceError | None:
+    """The NoSpaceError for an ENOSPC/EDQUOT OSError raised while writing `path`, else None."""
+    if isinstance(e, NoSpaceError):
+        return e
+    if isinstance(e, OSError) and e.errno in _NO_SPACE:
+        return NoSpaceError(path, needed, free_bytes(Path(path).parent))
+    return None
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path, size: int | None = None) -> Iterator[Path]:
+    """Yield a temp path beside `path`; on success it replaces `path` atomically.
+
+    size: the bytes about to be written, when known: checked against the free space first.
+    A full disk raises NoSpaceError; the temp file is always removed on failure.
+    """
+    path = Path(path)
+    tmp = None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if size is not None:
+            check_space(path, size)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the file the usual permissions
         yield Path(tmp)
         os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
+    except BaseException as e:
+        written = 0
+        if tmp is not None:
+            with contextlib.suppress(OSError):
+                written = os.path.getsize(tmp)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+        full = no_space(e, path, max(size or 0, written))
+        if full is not None and full is not e:
+            raise full from None
         raise
 
 

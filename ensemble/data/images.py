@@ -1,14 +1,20 @@
 """Image decoding (OpenCV), truncated-JPEG repair, and a resized uint8 cache on disk.
 
 The cache holds every image of a set decoded once and resized to ``size x size``:
-``<cache_dir>/images_<size>_<hash>.npy`` (N, size, size, 3) uint8 RGB, opened with mmap,
-plus ``images_<size>_<hash>.json`` (paths hash, size, ok mask, repaired files, bad files).
+``<cache_dir>/images_<size>_<hash of the paths>.npy`` (N, size, size, 3) uint8 RGB, opened with mmap,
+plus ``images_<size>_<hash>.json`` (paths hash, size, ok mask, repaired and bad files, and the
+size + mtime_ns of every file when it was decoded). A later build re-decodes only the files whose
+size or mtime changed (a missing file that is back counts as changed) and copies the other rows.
+The array is written with ordinary file I/O after checking and preallocating its size, so a full
+disk is one NoSpaceError, never a SIGBUS from a memmap.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
+import logging
 import os
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -19,13 +25,16 @@ from typing import Sequence
 import cv2
 import numpy as np
 
+from ensemble.artifacts.io import check_space, no_space
+
 __all__ = ["ImageError", "CacheResult", "BAD_IMAGE_POLICIES", "repair_jpeg", "decode", "resize",
            "build_cache", "cache_paths"]
 
 BAD_IMAGE_POLICIES = ("fail", "skip")
-CACHE_VERSION = 1
+CACHE_VERSION = 2     # 2: per-file size + mtime_ns in the index
 _CHUNK = 256          # images decoded per parallel chunk (bounds the in-flight memory)
 _MAX_LISTED = 20      # bad files named in one error/warning line
+logger = logging.getLogger(__name__)
 
 
 class ImageError(ValueError):
@@ -131,8 +140,21 @@ def _common_dir(paths: Sequence[str]) -> str:
         return "."
 
 
-def _load_cached(npy: Path, idx: Path, key: str, n: int, size: int) -> CacheResult | None:
-    """Open an existing cache if its index matches; None if absent or stale."""
+def _stats(paths: Sequence[str]) -> list[list[int] | None]:
+    """[size, mtime_ns] of every file (None if it cannot be stat'ed): what tells a changed file."""
+    out: list[list[int] | None] = []
+    for p in paths:
+        try:
+            st = os.stat(p)
+        except OSError:
+            out.append(None)
+            continue
+        out.append([st.st_size, st.st_mtime_ns])
+    return out
+
+
+def _load_cached(npy: Path, idx: Path, key: str, n: int, size: int) -> tuple[CacheResult, list] | None:
+    """An existing cache and its per-file stats if its index matches this list and size; else None."""
     if not (npy.is_file() and idx.is_file()):
         return None
     try:
@@ -140,12 +162,12 @@ def _load_cached(npy: Path, idx: Path, key: str, n: int, size: int) -> CacheResu
         arr = np.load(npy, mmap_mode="r")
     except (OSError, ValueError):
         return None
-    if (meta.get("version") != CACHE_VERSION or meta.get("paths_hash") != key
+    if (not isinstance(meta, dict) or meta.get("version") != CACHE_VERSION or meta.get("paths_hash") != key
             or meta.get("size") != size or arr.shape != (n, size, size, 3) or arr.dtype != np.uint8
-            or len(meta.get("ok", [])) != n):
+            or len(meta.get("ok", [])) != n or len(meta.get("stats", [])) != n):
         return None
-    return CacheResult(arr, np.asarray(meta["ok"], dtype=bool), list(meta.get("repaired", [])),
-                       dict(meta.get("bad", {})), npy)
+    return (CacheResult(arr, np.asarray(meta["ok"], dtype=bool), list(meta.get("repaired", [])),
+                        dict(meta.get("bad", {})), npy), meta["stats"])
 
 
 def _decode_resized(path: str, size: int) -> tuple[np.ndarray | None, bool, str | None]:
@@ -160,9 +182,11 @@ def build_cache(paths: Sequence[str | Path], size: int, cache_dir: str | Path, *
                 policy: str = "fail", workers: int = 2, progress: bool = True) -> CacheResult:
     """Decode every image once, resize to (size, size), store (N, size, size, 3) uint8 in cache_dir.
 
-    An existing cache for the same path list and size is reused without decoding anything.
+    An existing cache for the same path list and size is reused; only files whose size or mtime
+    changed since (or that were missing and are back) are decoded again, and one line says so.
     policy: "fail" raises one ImageError naming all unreadable files (nothing is cached);
     "skip" keeps going with ok[i] = False (zero rows) and prints a warning line.
+    A full disk raises NoSpaceError (checked before decoding); no temp file is left.
     """
     if policy not in BAD_IMAGE_POLICIES:
         raise ValueError(f"unknown bad-image policy {policy!r}; available: {', '.join(BAD_IMAGE_POLICIES)}")
@@ -172,52 +196,99 @@ def build_cache(paths: Sequence[str | Path], size: int, cache_dir: str | Path, *
     n = len(strs)
     key = _paths_hash(strs)
     npy, idx = cache_paths(strs, size, cache_dir)
+    stats = _stats(strs)
     cached = _load_cached(npy, idx, key, n, size)
-    if cached is not None:
-        return _report(cached, policy)
+    if cached is None:
+        return _report(_write(npy, idx, key, strs, size, stats, None, range(n), workers, policy, progress), policy)
+    base, old = cached
+    changed = [i for i in range(n) if stats[i] != old[i]]
+    if not changed:
+        return _report(base, policy)
+    res = _write(npy, idx, key, strs, size, stats, base, changed, workers, policy, progress)
+    logger.info(f"image cache: {len(changed)} of {n} images changed since the cache was built; re-decoded them")
+    return _report(res, policy)
 
+
+def _npy_header(shape: tuple[int, ...]) -> bytes:
+    import io
+    buf = io.BytesIO()
+    np.lib.format.write_array_header_1_0(buf, {"descr": np.lib.format.dtype_to_descr(np.dtype(np.uint8)),
+                                               "fortran_order": False, "shape": shape})
+    return buf.getvalue()
+
+
+def _preallocate(f, nbytes: int) -> None:
+    """Reserve the file's blocks now, so a full disk fails here and not after minutes of decoding."""
+    if hasattr(os, "posix_fallocate"):
+        try:
+            os.posix_fallocate(f.fileno(), 0, nbytes)
+        except OSError as e:
+            if e.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):
+                raise
+            # EOPNOTSUPP / EINVAL: the file system cannot; the writes below still report a full disk
+
+
+def _write(npy: Path, idx: Path, key: str, strs: list[str], size: int, stats: list, base: CacheResult | None,
+           rows: Sequence[int], workers: int, policy: str, progress: bool) -> CacheResult:
+    """Write a new cache file: `rows` decoded, every other row copied from `base` (zeros if None)."""
+    n = len(strs)
+    header = _npy_header((n, size, size, 3))
+    nbytes = len(header) + n * size * size * 3
     npy.parent.mkdir(parents=True, exist_ok=True)
+    check_space(npy, nbytes + 200 * n)  # + the index json
+    ok = base.ok.copy() if base is not None else np.zeros(n, dtype=bool)
+    repaired = set(base.repaired) if base is not None else set()
+    bad = dict(base.bad) if base is not None else {}
+    todo = set(rows)
     tmp = npy.with_name(f"{npy.stem}.tmp{os.getpid()}.npy")
-    ok = np.zeros(n, dtype=bool)
-    repaired: list[str] = []
-    bad: dict[str, str] = {}
-    arr = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(n, size, size, 3))
+    idx_tmp = idx.with_name(f"{idx.name}.tmp{os.getpid()}")
     bar = None
     if progress:
         from tqdm.auto import tqdm
-        bar = tqdm(total=n, desc=f"caching {n} images at {size}px", unit="img", leave=False)
+        what = f"caching {n} images" if base is None else f"re-decoding {len(todo)} of {n} images"
+        bar = tqdm(total=len(todo), desc=f"{what} at {size}px", unit="img", leave=False)
     try:
-        with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        with open(tmp, "wb") as f, ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+            _preallocate(f, nbytes)
+            f.write(header)
             for start in range(0, n, _CHUNK):
-                chunk = strs[start:start + _CHUNK]
-                results = pool.map(_decode_resized, chunk, [size] * len(chunk))
-                for i, (p, (img, rep, reason)) in enumerate(zip(chunk, results), start):
+                stop = min(n, start + _CHUNK)
+                block = (np.zeros((stop - start, size, size, 3), np.uint8) if base is None
+                         else np.array(base.array[start:stop]))
+                need = [i for i in range(start, stop) if i in todo]
+                for i, (img, rep, reason) in zip(need, pool.map(_decode_resized, [strs[i] for i in need],
+                                                                [size] * len(need))):
+                    bad.pop(strs[i], None)
+                    repaired.discard(strs[i])
+                    ok[i] = img is not None
+                    block[i - start] = 0 if img is None else img
                     if img is None:
-                        bad[p] = reason
-                    else:
-                        arr[i] = img
-                        ok[i] = True
-                        if rep:
-                            repaired.append(p)
+                        bad[strs[i]] = reason
+                    elif rep:
+                        repaired.add(strs[i])
+                f.write(block.data)
                 if bar is not None:
-                    bar.update(len(chunk))
-        if bad and policy == "fail":
-            raise _bad_error(bad)
-        arr.flush()
-        arr = None  # close the memmap before the rename
-        meta = {"version": CACHE_VERSION, "paths_hash": key, "size": size, "n": n,
-                "ok": ok.tolist(), "repaired": repaired, "bad": bad}
-        idx_tmp = idx.with_name(f"{idx.name}.tmp{os.getpid()}")
+                    bar.update(len(need))
+            if bad and policy == "fail":
+                raise _bad_error({p: bad[p] for p in strs if p in bad})
+        bad = {p: bad[p] for p in strs if p in bad}  # in path order, whatever order they were found in
+        meta = {"version": CACHE_VERSION, "paths_hash": key, "size": size, "n": n, "ok": ok.tolist(),
+                "repaired": [p for p in strs if p in repaired], "bad": bad, "stats": stats}
         idx_tmp.write_text(json.dumps(meta))
+        base = None  # drop the old memmap before replacing its file
         os.replace(tmp, npy)          # array first: an index never points at a missing array
         os.replace(idx_tmp, idx)
+    except OSError as e:
+        full = no_space(e, npy, nbytes)
+        if full is not None and full is not e:
+            raise full from None
+        raise
     finally:
-        arr = None
         if bar is not None:
             bar.close()
-        for leftover in (tmp, idx.with_name(f"{idx.name}.tmp{os.getpid()}")):
+        for leftover in (tmp, idx_tmp):
             leftover.unlink(missing_ok=True)
-    return _report(CacheResult(np.load(npy, mmap_mode="r"), ok, repaired, bad, npy), policy)
+    return CacheResult(np.load(npy, mmap_mode="r"), ok, meta["repaired"], bad, npy)
 
 
 def _bad_error(bad: dict[str, str]) -> ImageError:

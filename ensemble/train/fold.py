@@ -45,8 +45,9 @@ class FoldInputs:
 def save_torch(obj, path: Path) -> None:
     buf = io.BytesIO()
     torch.save(obj, buf)
-    with atomic_path(path) as tmp:
-        tmp.write_bytes(buf.getvalue())
+    data = buf.getbuffer()
+    with atomic_path(path, size=data.nbytes) as tmp:  # a full disk: NoSpaceError before writing
+        tmp.write_bytes(data)
 
 
 def save_npz(path: Path, **arrays) -> None:
