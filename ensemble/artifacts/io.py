@@ -29,7 +29,7 @@ os.umask(_UMASK)
 
 
 _NO_SPACE = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)}
-_MB = 1 << 20
+_MB = 1 << 20  # "MB" in messages: MiB, as df -m
 
 
 class NoSpaceError(OSError, ValueError):
@@ -41,7 +41,7 @@ class NoSpaceError(OSError, ValueError):
 
     def __str__(self) -> str:
         return (f"no space left on device writing {self.filename} "
-                f"(needs ~{max(1, -(-self.needed // _MB))} MB, {self.free // _MB} MB free)")
+                f"(needs ~{max(1, round(self.needed / _MB))} MB, {round(self.free / _MB)} MB free)")
 
 
 def free_bytes(path: str | Path) -> int:

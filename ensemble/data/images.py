@@ -279,6 +279,8 @@ def _write(npy: Path, idx: Path, key: str, strs: list[str], size: int, stats: li
         os.replace(tmp, npy)          # array first: an index never points at a missing array
         os.replace(idx_tmp, idx)
     except OSError as e:
+        for leftover in (tmp, idx_tmp):  # before measuring what is free
+            leftover.unlink(missing_ok=True)
         full = no_space(e, npy, nbytes)
         if full is not None and full is not e:
             raise full from None
