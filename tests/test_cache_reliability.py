@@ -285,6 +285,13 @@ def test_quota_exceeded_is_a_full_disk_too(tmp_path, monkeypatch):
         aio.atomic_write_text(tmp_path / "x.txt", "hello")
 
 
+def test_no_space_error_survives_pickling():
+    """Raised in a data-loader worker or a tuning subprocess, it comes back as the same one line."""
+    import pickle
+    e = pickle.loads(pickle.dumps(NoSpaceError("/x/last.pt", 3 * MB, MB)))
+    assert isinstance(e, NoSpaceError) and str(e) == "no space left on device writing /x/last.pt (needs ~3 MB, 1 MB free)"
+
+
 def test_other_write_errors_pass_through(tmp_path, monkeypatch):
     monkeypatch.setattr(Path, "write_text", lambda *a, **k: (_ for _ in ()).throw(PermissionError(13, "denied")))
     with pytest.raises(PermissionError):

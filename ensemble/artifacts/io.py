@@ -39,6 +39,9 @@ class NoSpaceError(OSError, ValueError):
         super().__init__(errno.ENOSPC, "no space left on device", str(path))
         self.needed, self.free = int(needed), int(free)
 
+    def __reduce__(self):  # OSError's pickles (errno, strerror): not this __init__'s arguments
+        return type(self), (self.filename, self.needed, self.free)
+
     def __str__(self) -> str:
         return (f"no space left on device writing {self.filename} "
                 f"(needs ~{max(1, round(self.needed / _MB))} MB, {round(self.free / _MB)} MB free)")

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import io
 import json
 import logging
 import os
@@ -210,7 +211,6 @@ def build_cache(paths: Sequence[str | Path], size: int, cache_dir: str | Path, *
 
 
 def _npy_header(shape: tuple[int, ...]) -> bytes:
-    import io
     buf = io.BytesIO()
     np.lib.format.write_array_header_1_0(buf, {"descr": np.lib.format.dtype_to_descr(np.dtype(np.uint8)),
                                                "fortran_order": False, "shape": shape})
