@@ -330,3 +330,23 @@ def test_train_command_checkpoint_full_disk_exits_2(tiny, monkeypatch, capsys):
         re.escape(f"error: no space left on device writing {runs / 'tiny' / 'tinyrun' / 'fold0' / 'best.pt'}")
         + r" \(needs ~\d+ MB, \d+ MB free\)", err[0]), err
     assert not any(".tmp" in p.name or p.suffix == ".pt" for p in runs.rglob("*"))
+
+
+def test_embeddings_beside_the_cache_follow_the_images(tmp_path, monkeypatch):
+    """Shift's embeddings are keyed on the cache's stamp: an overwritten image is embedded again."""
+    from ensemble.shift import features
+    calls = []
+    monkeypatch.setattr(features, "embed_images",
+                        lambda imgs, *a, **k: calls.append(len(imgs)) or imgs.reshape(len(imgs), -1)[:, :4] / 255.0)
+    paths = _set(tmp_path / "train")
+    strs = [str(p) for p in paths]
+    first = build_cache(paths, 8, tmp_path / "cache", progress=False)
+    assert features.cached_embeddings(strs, first.array, tmp_path / "cache", "tiny", False, stamp=first.stamp)[1] is False
+    same = build_cache(paths, 8, tmp_path / "cache", progress=False)
+    assert same.stamp == first.stamp
+    assert features.cached_embeddings(strs, same.array, tmp_path / "cache", "tiny", False, stamp=same.stamp)[1] is True
+    _overwrite(paths)
+    new = build_cache(paths, 8, tmp_path / "cache", progress=False)
+    emb, reused = features.cached_embeddings(strs, new.array, tmp_path / "cache", "tiny", False, stamp=new.stamp)
+    assert new.stamp != first.stamp and reused is False and calls == [4, 4]
+    np.testing.assert_allclose(emb[1], new.array[1].reshape(-1)[:4] / 255.0, atol=1e-3)

@@ -58,6 +58,8 @@ class CacheResult:
     repaired: paths of truncated JPEGs that were repaired (EOI appended) and decoded.
     bad: path -> reason for unreadable files.
     path: the .npy file.
+    stamp: changes whenever the decoded content may have (size, and every file's size + mtime):
+    for results derived from the cache (embeddings) to key on.
     """
 
     array: np.ndarray
@@ -65,6 +67,7 @@ class CacheResult:
     repaired: list[str] = field(default_factory=list)
     bad: dict[str, str] = field(default_factory=dict)
     path: Path | None = None
+    stamp: str = ""
 
 
 def repair_jpeg(data: bytes) -> tuple[bytes, bool]:
@@ -200,13 +203,15 @@ def build_cache(paths: Sequence[str | Path], size: int, cache_dir: str | Path, *
     stats = _stats(strs)
     cached = _load_cached(npy, idx, key, n, size)
     if cached is None:
-        return _report(_write(npy, idx, key, strs, size, stats, None, range(n), workers, policy, progress), policy)
-    base, old = cached
-    changed = [i for i in range(n) if stats[i] != old[i]]
-    if not changed:
-        return _report(base, policy)
-    res = _write(npy, idx, key, strs, size, stats, base, changed, workers, policy, progress)
-    logger.info(f"image cache: {len(changed)} of {n} images changed since the cache was built; re-decoded them")
+        res = _write(npy, idx, key, strs, size, stats, None, range(n), workers, policy, progress)
+    else:
+        res, old = cached
+        changed = [i for i in range(n) if stats[i] != old[i]]
+        if changed:
+            res = _write(npy, idx, key, strs, size, stats, res, changed, workers, policy, progress)
+            logger.info(f"image cache: {len(changed)} of {n} images changed since the cache was built; "
+                        "re-decoded them")
+    res.stamp = hashlib.sha1(json.dumps([CACHE_VERSION, size, strs, stats]).encode()).hexdigest()[:16]
     return _report(res, policy)
 
 

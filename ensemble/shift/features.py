@@ -66,16 +66,16 @@ def image_stats(paths: Sequence[str], images: np.ndarray, ok: np.ndarray | None 
     return out
 
 
-def _embed_key(paths: Sequence[str], backbone: str, size: int) -> str:
+def _embed_key(paths: Sequence[str], backbone: str, size: int, stamp: str = "") -> str:
     import hashlib
-    h = hashlib.sha1(f"{EMBED_VERSION}|{backbone}|{size}".encode())
+    h = hashlib.sha1(f"{EMBED_VERSION}|{backbone}|{size}{'|' + stamp if stamp else ''}".encode())
     for p in paths:
         h.update(str(p).encode("utf-8", "surrogateescape") + b"\0")
     return h.hexdigest()[:16]
 
 
-def embed_path(paths: Sequence[str], backbone: str, size: int, cache_dir: str | Path) -> Path:
-    return Path(cache_dir) / f"embed_{backbone}_{size}_{_embed_key(paths, backbone, size)}.npy"
+def embed_path(paths: Sequence[str], backbone: str, size: int, cache_dir: str | Path, stamp: str = "") -> Path:
+    return Path(cache_dir) / f"embed_{backbone}_{size}_{_embed_key(paths, backbone, size, stamp)}.npy"
 
 
 def embed_images(images: np.ndarray, backbone: str = "efficientnet_lite0", pretrained=True,
@@ -95,11 +95,12 @@ def embed_images(images: np.ndarray, backbone: str = "efficientnet_lite0", pretr
 
 def cached_embeddings(paths: Sequence[str], images: np.ndarray, cache_dir: str | Path,
                       backbone: str = "efficientnet_lite0", pretrained=True, size: int | None = None,
-                      batch_size: int = 64, device: str = "cpu") -> tuple[np.ndarray, bool]:
+                      batch_size: int = 64, device: str = "cpu", stamp: str = "") -> tuple[np.ndarray, bool]:
     """Embeddings of images (row i <-> paths[i]) from cache_dir when there, else computed and stored
-    (atomically). -> ((N, F) float32, reused)."""
+    (atomically). stamp: the image cache's CacheResult.stamp, so changed images are embedded again.
+    -> ((N, F) float32, reused)."""
     size = int(size or images.shape[1])
-    npy = embed_path(paths, backbone, size, cache_dir)
+    npy = embed_path(paths, backbone, size, cache_dir, stamp)
     if npy.is_file():
         try:
             arr = np.load(npy)

@@ -49,12 +49,13 @@ def run_shift(comp, comp_dir: str | Path, *, size: int = 128, backbone: str | No
     if backbone and backbone != "none":
         try:
             e_tr, r1 = cached_embeddings(tr_paths, tr.array, comp_dir / "cache", backbone, pretrained, size,
-                                         device=device)
+                                         device=device, stamp=tr.stamp)
         except RuntimeError as e:  # no pretrained weights offline: statistics alone still measure the shift
             log(f"warning: no embeddings ({e}); using image statistics only")
             backbone = "none"
     if backbone and backbone != "none":
-        e_te, r2 = cached_embeddings(te_paths, te.array, comp_dir / "cache", backbone, pretrained, size, device=device)
+        e_te, r2 = cached_embeddings(te_paths, te.array, comp_dir / "cache", backbone, pretrained, size, device=device,
+                                     stamp=te.stamp)
         reused = r1 and r2
         z = _pca(np.vstack([e_tr, e_te]), seed=seed)
         sets["embedding"] = (z[:len(e_tr)], z[len(e_tr):])
