@@ -57,6 +57,8 @@ CASES = [  # (mutation, config classes, expected message after '<root>/train.csv
      f"(the sample_submission.csv columns); {HINT}"),
     (relabel({2: "", 9: ""}), None, "2 rows have an empty label: line 4 (id 'cat_002'), line 11 (id 'dog_001')"),
     (relabel({2: "   "}), ["cat", "dog", "fox"], "1 row has an empty label: line 4 (id 'cat_002')"),
+    (lambda root: (root / "train.csv").write_text("id,label\n"), None,
+     "no data rows (expected a header line and one row per training image)"),
     (both(sample(PROBS), relabel({i: "" for i in range(7)})), None,
      "7 rows have an empty label: line 2 (id 'cat_000'), line 3 (id 'cat_001'), line 4 (id 'cat_002'), "
      "line 5 (id 'cat_003'), line 6 (id 'cat_004'), ..."),

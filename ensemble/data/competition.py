@@ -82,8 +82,8 @@ def _listing(items: Sequence[str], k: int = 5) -> str:
     return ", ".join(items[:k] + (["..."] if len(items) > k else []))
 
 
-def _plural(n: int, word: str) -> str:
-    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+def _plural(n: int, word: str, many: str | None = None) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {many or word + 's'}"
 
 
 def image_paths(folder: Path, ids: pd.Series, ext: str) -> pd.Series:
@@ -105,6 +105,8 @@ def _read_train_csv(cfg: CompetitionCfg, root: Path) -> pd.DataFrame:
     path = root / cfg.train_csv
     cols = [cfg.id_col, cfg.label_col] + ([cfg.group_col] if cfg.group_col else [])
     df = read_csv(path, cols)
+    if df.empty:
+        raise DataError(f"{path}: no data rows (expected a header line and one row per training image)")
     _check_ids(df, cfg.id_col, path)
     out = pd.DataFrame({"id": df[cfg.id_col], "label": df[cfg.label_col].str.strip()})
     # read as text (read_csv: keep_default_na=False): 'NA' or 'None' is a class name, only a blank cell is missing
@@ -160,7 +162,7 @@ def _check_labels(cfg: CompetitionCfg, root: Path, train: pd.DataFrame, classes:
             f"expected one of: {_listing(classes, 20)} (the {source}); list every class under "
             f"competition.classes if the sample scores only some of them")
     raise DataError(f"{where}: {_plural(len(unknown), noun)} {'has a label' if len(unknown) == 1 else 'have labels'} "
-                    f"not in the {len(classes)} classes: {_listing(rows)}; {hint}")
+                    f"not in the {_plural(len(classes), 'class', 'classes')}: {_listing(rows)}; {hint}")
 
 
 def load_competition(cfg: CompetitionCfg) -> Competition:
