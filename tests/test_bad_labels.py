@@ -43,25 +43,28 @@ def both(*edits):
 
 
 HINT = "list every class under competition.classes if the sample scores only some of them"
-CASES = [  # (mutation, config classes, expected message after '<root>/train.csv: ')
+CASES = [  # (mutation, config classes, expected message; {train}, {sample}: their paths)
     (both(sample(PROBS), relabel({0: "wolf", 1: "wolf"})), None,
-     "2 rows have labels not in the 3 classes: line 2 'wolf', line 3 'wolf'; expected one of: cat, dog, fox "
+     "{train}: 2 rows have labels not in the 3 classes: line 2 'wolf', line 3 'wolf'; expected one of: cat, dog, fox "
      f"(the sample_submission.csv columns); {HINT}"),
     (sample("id,cat,dog\nt000,0.5,0.5\n"), None,  # a subset sample without competition.classes
-     "8 rows have labels not in the 2 classes: line 18 'fox', line 19 'fox', line 20 'fox', line 21 'fox', "
+     "{train}: 8 rows have labels not in the 2 classes: line 18 'fox', line 19 'fox', line 20 'fox', line 21 'fox', "
      f"line 22 'fox', ...; expected one of: cat, dog (the sample_submission.csv columns); {HINT}"),
     (relabel({3: "Cat"}), ["cat", "dog", "fox"],
-     "1 row has a label not in the 3 classes: line 5 'Cat'; expected one of: cat, dog, fox (competition.classes)"),
+     "{train}: 1 row has a label not in the 3 classes: line 5 'Cat'; expected one of: cat, dog, fox (competition.classes)"),
     (both(sample(PROBS), relabel({5: "NA"})), None,  # 'NA' is text, not a missing value
-     "1 row has a label not in the 3 classes: line 7 'NA'; expected one of: cat, dog, fox "
+     "{train}: 1 row has a label not in the 3 classes: line 7 'NA'; expected one of: cat, dog, fox "
      f"(the sample_submission.csv columns); {HINT}"),
-    (relabel({2: "", 9: ""}), None, "2 rows have an empty label: line 4 (id 'cat_002'), line 11 (id 'dog_001')"),
-    (relabel({2: "   "}), ["cat", "dog", "fox"], "1 row has an empty label: line 4 (id 'cat_002')"),
+    (relabel({2: "", 9: ""}), None, "{train}: 2 rows have an empty label: line 4 (id 'cat_002'), line 11 (id 'dog_001')"),
+    (relabel({2: "   "}), ["cat", "dog", "fox"], "{train}: 1 row has an empty label: line 4 (id 'cat_002')"),
     (lambda root: (root / "train.csv").write_text("id,label\n"), None,
-     "no data rows (expected a header line and one row per training image)"),
+     "{train}: no data rows (expected a header line and one row per training image)"),
     (both(sample(PROBS), relabel({i: "" for i in range(7)})), None,
-     "7 rows have an empty label: line 2 (id 'cat_000'), line 3 (id 'cat_001'), line 4 (id 'cat_002'), "
+     "{train}: 7 rows have an empty label: line 2 (id 'cat_000'), line 3 (id 'cat_001'), line 4 (id 'cat_002'), "
      "line 5 (id 'cat_003'), line 6 (id 'cat_004'), ..."),
+    (sample("id,cat,wolf\nt000,0.5,0.5\n"), ["cat", "dog", "fox"],
+     "{sample}: 1 column not among the 3 classes of competition.classes: 'wolf'; expected probability "
+     "columns named after classes (cat, dog, fox)"),
 ]
 
 
@@ -71,7 +74,7 @@ def test_bad_labels_table(tmp_path, mutate, classes, message):
     mutate(root)
     with pytest.raises(DataError) as e:
         load_competition(CompetitionCfg(name="t", root=str(root), ext=".jpg", classes=classes))
-    assert str(e.value) == f"{root / 'train.csv'}: {message}"
+    assert str(e.value) == message.format(train=root / "train.csv", sample=root / "sample_submission.csv")
 
 
 def test_folders_layout_names_the_images(tmp_path):
@@ -99,9 +102,10 @@ def test_where_the_classes_come_from(tmp_path):
     comp = load_competition(cfg)
     assert comp.classes == ["fox", "dog", "cat", "NA"] and not comp.classes_inferred
     assert comp.classes_from == "sample_submission.csv columns" and list(comp.class_counts) == [0, 2, 2, 2]
-    sample("id,melanoma,nevus\nt000,0.5,0.5\n")(root)  # scores 2 of 3: competition.classes lists all
+    sample("id,dog,cat\nt000,0.5,0.5\n")(root)  # scores 2 of 3 (ISIC 2017): competition.classes lists all
     comp = load_competition(CompetitionCfg(name="t", root=str(root), ext=".jpg", classes=["cat", "dog", "NA"]))
     assert comp.classes == ["cat", "dog", "NA"] and comp.classes_from == "competition.classes"
+    assert str(comp.metric) == "accuracy" and comp.train["y"].tolist() == [0, 0, 1, 1, 2, 2]
 
 
 FOLD_CASES = [  # (per-class counts, folds.n, groups, message)

@@ -138,9 +138,16 @@ def _classes(cfg: CompetitionCfg, labels: pd.Series, sample: pd.DataFrame, sampl
              ) -> tuple[list[str], str]:
     """-> (classes, where they come from). Known classes: config `classes`, or a probability-per-class
     sample (>= 2 prediction columns, in its order); else the sorted labels."""
-    if cfg.classes:
-        return [str(c) for c in cfg.classes], "competition.classes"
     cols = [str(c) for c in sample.columns[1:]]
+    if cfg.classes:
+        classes = [str(c) for c in cfg.classes]
+        extra = [c for c in cols if c not in classes]
+        if len(cols) >= 2 and extra:  # a probability sample scores a subset of the classes at most
+            raise DataError(f"{sample_path}: {_plural(len(extra), 'column')} not among the "
+                            f"{_plural(len(classes), 'class', 'classes')} of competition.classes: "
+                            f"{_listing([repr(c) for c in extra])}; expected probability columns named after "
+                            f"classes ({_listing(classes, 20)})")
+        return classes, "competition.classes"
     if len(cols) >= 2:
         return cols, f"{sample_path.name} columns"
     source = f"{cfg.train_dir}/ folders" if cfg.layout == "folders" else f"{cfg.train_csv} labels"
