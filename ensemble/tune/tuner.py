@@ -252,6 +252,8 @@ def tune_model(cfg_path: str | Path, *, overrides: Sequence[str] = (), trials: i
     from ensemble.data.competition import load_competition
     from ensemble.data.folds import check_fold_counts, merge_groups
     comp = load_competition(cfg.competition)  # bad labels or too few rows: one error now, not a failed trial each
+    if comp.classes_inferred:
+        log(f"[{cfg.run_name}] {comp.describe_classes()}")
     if not CompetitionPaths(cfg.competition_dir).folds.exists():
         check_fold_counts(comp.train["y"].to_numpy(), cfg.folds.n, comp.classes,
                           merge_groups(comp.train["group"] if cfg.competition.group_col else None))
