@@ -35,6 +35,14 @@ def sample(text: str):
     return edit
 
 
+def lines(change):
+    """A mutation of train.csv's text lines."""
+    def edit(root):
+        path = root / "train.csv"
+        path.write_text("\n".join(change(path.read_text().splitlines())) + "\n")
+    return edit
+
+
 def both(*edits):
     def edit(root):
         for e in edits:
@@ -62,6 +70,11 @@ CASES = [  # (mutation, config classes, expected message; {train}, {sample}: the
     (both(sample(PROBS), relabel({i: "" for i in range(7)})), None,
      "{train}: 7 rows have an empty label: line 2 (id 'cat_000'), line 3 (id 'cat_001'), line 4 (id 'cat_002'), "
      "line 5 (id 'cat_003'), line 6 (id 'cat_004'), ..."),
+    (both(relabel({4: ""}), lines(lambda t: t[:2] + [""] + t[2:])), None,  # line numbers count a blank line
+     "{train}: 1 row has an empty label: line 7 (id 'cat_004')"),
+    (both(relabel({4: ""}), lines(lambda t: ["id,label,note", 'cat_000,cat,"two', 'lines"']
+                                  + [x + "," for x in t[2:]])), None,  # ... and a quoted cell spanning two lines
+     "{train}: 1 row has an empty label: line 7 (id 'cat_004')"),
     (sample("id,cat,wolf\nt000,0.5,0.5\n"), ["cat", "dog", "fox"],
      "{sample}: 1 column not among the 3 classes of competition.classes: 'wolf'; expected probability "
      "columns named after classes (cat, dog, fox)"),

@@ -7,6 +7,7 @@ Test ids and their order always come from root/sample_submission.csv; images in 
 """
 from __future__ import annotations
 
+import csv
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -76,14 +77,27 @@ def _is_int(s: str) -> bool:
     return s.lstrip("-").isdigit()
 
 
-def _listing(items: Sequence[str], k: int = 5) -> str:
-    """The first k items joined by ', ', then '...' when there are more."""
-    items = [str(x) for x in items]
-    return ", ".join(items[:k] + (["..."] if len(items) > k else []))
+def _listing(items: Sequence[str], k: int = 5, total: int | None = None) -> str:
+    """The first k items joined by ', ', then '...' when there are more (total: of how many)."""
+    items = [str(x) for x in items[:k]]
+    return ", ".join(items + (["..."] if (len(items) if total is None else total) > k else []))
 
 
 def _plural(n: int, word: str, many: str | None = None) -> str:
     return f"{n} {word}" if n == 1 else f"{n} {many or word + 's'}"
+
+
+def csv_lines(path: Path) -> list[int]:
+    """The line number (header = line 1) where each data row of a CSV starts, counted as pandas
+    counts rows: blank lines skipped, a quoted cell may span lines. Only for error messages."""
+    with open(path, newline="", encoding="utf-8", errors="replace") as f:
+        reader, lines, seen_header, prev = csv.reader(f), [], False, 0
+        for row in reader:
+            if row and seen_header:
+                lines.append(prev + 1)
+            seen_header = seen_header or bool(row)
+            prev = reader.line_num
+    return lines
 
 
 def image_paths(folder: Path, ids: pd.Series, ext: str) -> pd.Series:
@@ -112,9 +126,10 @@ def _read_train_csv(cfg: CompetitionCfg, root: Path) -> pd.DataFrame:
     # read as text (read_csv: keep_default_na=False): 'NA' or 'None' is a class name, only a blank cell is missing
     empty = np.flatnonzero(out["label"].str.len().to_numpy() == 0)
     if len(empty):
-        rows = [f"line {i + 2} (id '{out['id'].iat[i]}')" for i in empty]
+        line = csv_lines(path)
+        rows = [f"line {line[i]} (id '{out['id'].iat[i]}')" for i in empty[:5]]
         raise DataError(f"{path}: {_plural(len(empty), 'row')} {'has' if len(empty) == 1 else 'have'} "
-                        f"an empty label: {_listing(rows)}")
+                        f"an empty label: {_listing(rows, 5, len(empty))}")
     out["group"] = df[cfg.group_col] if cfg.group_col else None
     out["path"] = image_paths(root / cfg.train_dir, out["id"], cfg.ext)
     return out
@@ -161,15 +176,16 @@ def _check_labels(cfg: CompetitionCfg, root: Path, train: pd.DataFrame, classes:
         return
     if cfg.layout == "csv":
         where, noun = root / cfg.train_csv, "row"
-        rows = [f"line {i + 2} '{train['label'].iat[i]}'" for i in unknown]
+        line = csv_lines(where)
+        rows = [f"line {line[i]} '{train['label'].iat[i]}'" for i in unknown[:5]]
     else:
         where, noun = root / cfg.train_dir, "image"
-        rows = [str(train["path"].iat[i]) for i in unknown]
+        rows = [str(train["path"].iat[i]) for i in unknown[:5]]
     hint = (f"expected one of: {_listing(classes, 20)} ({source})" if source == "competition.classes" else
             f"expected one of: {_listing(classes, 20)} (the {source}); list every class under "
             f"competition.classes if the sample scores only some of them")
     raise DataError(f"{where}: {_plural(len(unknown), noun)} {'has a label' if len(unknown) == 1 else 'have labels'} "
-                    f"not in the {_plural(len(classes), 'class', 'classes')}: {_listing(rows)}; {hint}")
+                    f"not in the {_plural(len(classes), 'class', 'classes')}: {_listing(rows, 5, len(unknown))}; {hint}")
 
 
 def load_competition(cfg: CompetitionCfg) -> Competition:
