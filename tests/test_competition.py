@@ -49,7 +49,9 @@ def test_unknown_label_message(tmp_path):
     root = make_competition(tmp_path / "c")
     with pytest.raises(DataError) as e:
         load_competition(cfg(root, classes=["cat", "dog"]))
-    assert str(e.value) == f"{root / 'train.csv'}: row 17 (id 'fox_000'): unknown label 'fox'; expected one of: cat, dog"
+    assert str(e.value) == (f"{root / 'train.csv'}: 8 rows have labels not in the 2 classes: line 18 'fox', "
+                            f"line 19 'fox', line 20 'fox', line 21 'fox', line 22 'fox', ...; expected one of: "
+                            f"cat, dog (competition.classes)")
 
 
 def test_missing_column_message(tmp_path):

@@ -44,5 +44,6 @@ def test_ensure_folds_writes_once_and_detects_mismatch(tmp_path):
 
 
 def test_too_many_folds_for_rare_class():
-    with pytest.raises(FoldsError, match=r"^folds.n=5 but the rarest class has only 3 rows; use folds.n <= 3$"):
+    with pytest.raises(FoldsError, match=r"^folds.n=5 but class '1' has only 3 rows \(stratified folds need >= 5 rows per class\): "
+                       r"use folds.n <= 3, or merge class '1' into another class or drop its rows$"):
         assign_folds(np.array([0] * 10 + [1] * 3), 5, 0)

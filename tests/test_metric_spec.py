@@ -176,7 +176,8 @@ def test_auc_defaults_to_the_sample_submissions_subset(tmp_path):
         root / "train.csv", index=False)
     pd.DataFrame({"id": ["t1"], "seborrheic_keratosis": [0.5], "melanoma": [0.5]}).to_csv(
         root / "sample_submission.csv", index=False)
-    (tmp_path / "c.yaml").write_text(f"competition: {{name: isic, root: {root}, ext: .jpg, metric: roc_auc}}\n")
+    (tmp_path / "c.yaml").write_text(f"competition: {{name: isic, root: {root}, ext: .jpg, metric: roc_auc, "
+                                     f"classes: [melanoma, nevus, seborrheic_keratosis]}}\n")
     comp = load_competition(load_config(tmp_path / "c.yaml").competition)
     assert comp.classes == ["melanoma", "nevus", "seborrheic_keratosis"]
     assert str(comp.metric) == "roc_auc[classes=melanoma,seborrheic_keratosis]" and comp.metric.bound

@@ -7,6 +7,7 @@ Test ids and their order always come from root/sample_submission.csv; images in 
 """
 from __future__ import annotations
 
+import csv
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +39,15 @@ class Competition:
     sample: pd.DataFrame  # the sample submission as strings
     sample_path: Path
     id_col: str
+    classes_from: str = "competition.classes"  # or "<sample> columns", "<train.csv> labels", "<dir>/ folders"
+
+    @property
+    def classes_inferred(self) -> bool:
+        """True when the classes are only what the labels happen to contain (printed at every run)."""
+        return self.classes_from.endswith((" labels", " folders"))
+
+    def describe_classes(self) -> str:
+        return f"classes (from {self.classes_from}): {_listing(self.classes, 20)}"
 
     @property
     def class_counts(self) -> np.ndarray:
@@ -67,6 +77,29 @@ def _is_int(s: str) -> bool:
     return s.lstrip("-").isdigit()
 
 
+def _listing(items: Sequence[str], k: int = 5, total: int | None = None) -> str:
+    """The first k items joined by ', ', then '...' when there are more (total: of how many)."""
+    items = [str(x) for x in items[:k]]
+    return ", ".join(items + (["..."] if (len(items) if total is None else total) > k else []))
+
+
+def _plural(n: int, word: str, many: str | None = None) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {many or word + 's'}"
+
+
+def csv_lines(path: Path) -> list[int]:
+    """The line number (header = line 1) where each data row of a CSV starts, counted as pandas
+    counts rows: blank lines skipped, a quoted cell may span lines. Only for error messages."""
+    with open(path, newline="", encoding="utf-8", errors="replace") as f:
+        reader, lines, seen_header, prev = csv.reader(f), [], False, 0
+        for row in reader:
+            if row and seen_header:
+                lines.append(prev + 1)
+            seen_header = seen_header or bool(row)
+            prev = reader.line_num
+    return lines
+
+
 def image_paths(folder: Path, ids: pd.Series, ext: str) -> pd.Series:
     """folder/<id><ext> for every id, as strings (vectorised: samples can have 1M rows)."""
     return (str(folder) + os.sep) + ids.astype(str) + ext
@@ -86,8 +119,17 @@ def _read_train_csv(cfg: CompetitionCfg, root: Path) -> pd.DataFrame:
     path = root / cfg.train_csv
     cols = [cfg.id_col, cfg.label_col] + ([cfg.group_col] if cfg.group_col else [])
     df = read_csv(path, cols)
+    if df.empty:
+        raise DataError(f"{path}: no data rows (expected a header line and one row per training image)")
     _check_ids(df, cfg.id_col, path)
     out = pd.DataFrame({"id": df[cfg.id_col], "label": df[cfg.label_col].str.strip()})
+    # read as text (read_csv: keep_default_na=False): 'NA' or 'None' is a class name, only a blank cell is missing
+    empty = np.flatnonzero(out["label"].str.len().to_numpy() == 0)
+    if len(empty):
+        line = csv_lines(path)
+        rows = [f"line {line[i]} (id '{out['id'].iat[i]}')" for i in empty[:5]]
+        raise DataError(f"{path}: {_plural(len(empty), 'row')} {'has' if len(empty) == 1 else 'have'} "
+                        f"an empty label: {_listing(rows, 5, len(empty))}")
     out["group"] = df[cfg.group_col] if cfg.group_col else None
     out["path"] = image_paths(root / cfg.train_dir, out["id"], cfg.ext)
     return out
@@ -107,14 +149,43 @@ def _read_train_folders(cfg: CompetitionCfg, root: Path) -> pd.DataFrame:
     return df[["id", "label", "group", "path"]]
 
 
-def _classes(cfg: CompetitionCfg, labels: pd.Series, sample: pd.DataFrame) -> list[str]:
+def _classes(cfg: CompetitionCfg, labels: pd.Series, sample: pd.DataFrame, sample_path: Path
+             ) -> tuple[list[str], str]:
+    """-> (classes, where they come from). Known classes: config `classes`, or a probability-per-class
+    sample (>= 2 prediction columns, in its order); else the sorted labels."""
+    cols = [str(c) for c in sample.columns[1:]]
     if cfg.classes:
-        return [str(c) for c in cfg.classes]
-    found = set(labels)
-    cols = list(sample.columns[1:])
-    if cols and set(cols) == found:  # probability-per-class sample: keep its order
-        return cols
-    return sort_labels(found)
+        classes = [str(c) for c in cfg.classes]
+        extra = [c for c in cols if c not in classes]
+        if len(cols) >= 2 and extra:  # a probability sample scores a subset of the classes at most
+            raise DataError(f"{sample_path}: {_plural(len(extra), 'column')} not among the "
+                            f"{_plural(len(classes), 'class', 'classes')} of competition.classes: "
+                            f"{_listing([repr(c) for c in extra])}; expected probability columns named after "
+                            f"classes ({_listing(classes, 20)})")
+        return classes, "competition.classes"
+    if len(cols) >= 2:
+        return cols, f"{sample_path.name} columns"
+    source = f"{cfg.train_dir}/ folders" if cfg.layout == "folders" else f"{cfg.train_csv} labels"
+    return sort_labels(labels), source
+
+
+def _check_labels(cfg: CompetitionCfg, root: Path, train: pd.DataFrame, classes: list[str], source: str) -> None:
+    """Every label is one of the known classes; else one line listing the rows (CSV line numbers)."""
+    unknown = np.flatnonzero(~train["label"].isin(classes).to_numpy())
+    if not len(unknown):
+        return
+    if cfg.layout == "csv":
+        where, noun = root / cfg.train_csv, "row"
+        line = csv_lines(where)
+        rows = [f"line {line[i]} '{train['label'].iat[i]}'" for i in unknown[:5]]
+    else:
+        where, noun = root / cfg.train_dir, "image"
+        rows = [str(train["path"].iat[i]) for i in unknown[:5]]
+    hint = (f"expected one of: {_listing(classes, 20)} ({source})" if source == "competition.classes" else
+            f"expected one of: {_listing(classes, 20)} (the {source}); list every class under "
+            f"competition.classes if the sample scores only some of them")
+    raise DataError(f"{where}: {_plural(len(unknown), noun)} {'has a label' if len(unknown) == 1 else 'have labels'} "
+                    f"not in the {_plural(len(classes), 'class', 'classes')}: {_listing(rows, 5, len(unknown))}; {hint}")
 
 
 def load_competition(cfg: CompetitionCfg) -> Competition:
@@ -128,16 +199,9 @@ def load_competition(cfg: CompetitionCfg) -> Competition:
     if sample.shape[1] < 2:
         raise DataError(f"{sample_path}: expected an id column and at least one prediction column")
     _check_ids(sample, sample.columns[0], sample_path)
-    classes = _classes(cfg, train["label"], sample)
-    index = {c: i for i, c in enumerate(classes)}
-    y = train["label"].map(index)
-    unknown = np.flatnonzero(y.isna().to_numpy())
-    if len(unknown):
-        i = int(unknown[0])
-        where = root / cfg.train_csv if cfg.layout == "csv" else train["path"].iat[i]
-        raise DataError(f"{where}: row {i + 1} (id '{train['id'].iat[i]}'): unknown label "
-                        f"'{train['label'].iat[i]}'; expected one of: {', '.join(classes)}")
-    train["y"] = y.astype(np.int64)
+    classes, classes_from = _classes(cfg, train["label"], sample, sample_path)
+    _check_labels(cfg, root, train, classes, classes_from)
+    train["y"] = train["label"].map({c: i for i, c in enumerate(classes)}).astype(np.int64)
     try:
         metric = bind_metric(cfg.metric, classes, scored=[str(c) for c in sample.columns[1:]])
     except ValueError as e:
@@ -148,4 +212,4 @@ def load_competition(cfg: CompetitionCfg) -> Competition:
                          "path": image_paths(root / cfg.test_dir, test_ids, ext).to_numpy()})
     return Competition(name=cfg.name, root=root, classes=classes, metric=metric, task=cfg.task,
                        train=train.reset_index(drop=True), test=test, sample=sample,
-                       sample_path=sample_path, id_col=str(sample.columns[0]))
+                       sample_path=sample_path, id_col=str(sample.columns[0]), classes_from=classes_from)

@@ -46,18 +46,53 @@ def _codes(grouping: Sequence) -> np.ndarray:
     return pd.factorize(s)[0]
 
 
-def assign_folds(y: np.ndarray, n: int, seed: int, groups: np.ndarray | None = None) -> np.ndarray:
-    """-> (N,) fold index per row: StratifiedKFold, or StratifiedGroupKFold with groups."""
-    y = np.asarray(y)
+def _rows(n: int) -> str:
+    return f"{n} row" if n == 1 else f"{n} rows"
+
+
+def check_fold_counts(y: np.ndarray, n: int, classes: Sequence[str] | None = None,
+                      groups: np.ndarray | None = None) -> None:
+    """FoldsError unless every class present has >= n rows and there are >= n groups; the message
+    names the classes and offers the choices that work."""
     if n < 2:
         raise FoldsError(f"folds.n must be >= 2, got {n}")
-    counts = np.bincount(y)
-    present = counts[counts > 0]
-    if present.min() < n:
-        raise FoldsError(f"folds.n={n} but the rarest class has only {present.min()} rows; "
-                         f"use folds.n <= {present.min()}")
-    if groups is not None and len(np.unique(groups)) < n:
-        raise FoldsError(f"folds.n={n} but there are only {len(np.unique(groups))} groups")
+    counts = np.bincount(np.asarray(y))
+    names = [str(c) for c in classes] if classes is not None else [str(i) for i in range(len(counts))]
+    rare = [k for k in np.argsort(counts, kind="stable") if 0 < counts[k] < n]
+    if rare:
+        need = f"(stratified folds need >= {n} rows per class)"
+        if len(rare) == 1:
+            what = f"class '{names[rare[0]]}' has only {_rows(counts[rare[0]])} {need}"
+        else:
+            listed = ", ".join(f"'{names[k]}' {counts[k]}" for k in rare[:5]) + (", ..." if len(rare) > 5 else "")
+            what = f"{len(rare)} classes have fewer than {n} rows: {listed} {need}"
+        singles = [f"'{names[k]}'" for k in rare if counts[k] == 1]
+        splittable = counts[counts >= 2]
+        limit = f"folds.n <= {splittable.min()}" if len(splittable) and splittable.min() < n else None
+        if singles:
+            one = len(singles) == 1
+            fix = (f"merge {'class ' + singles[0] if one else 'classes ' + ', '.join(singles[:5])} into "
+                   f"{'another class' if one else 'others'} or drop {'its row' if one else 'their rows'} "
+                   f"(1 row cannot be split into folds)" + (f", then use {limit}" if limit else ""))
+        else:
+            one = len(rare) == 1
+            fix = (f"use {limit}, or merge {f'class {names[rare[0]]!r}' if one else 'those classes'} into "
+                   f"{'another class' if one else 'others'} or drop {'its' if one else 'their'} rows")
+        raise FoldsError(f"folds.n={n} but {what}: {fix}")
+    if groups is not None:
+        g = len(np.unique(groups))
+        if g < n:
+            fix = f"use folds.n <= {g}" if g >= 2 else "no folds can be made; check competition.group_col (and dups.csv)"
+            raise FoldsError(f"folds.n={n} but the rows form only {g} group{'s' if g != 1 else ''} "
+                             f"(a group stays in one fold): {fix}")
+
+
+def assign_folds(y: np.ndarray, n: int, seed: int, groups: np.ndarray | None = None,
+                 classes: Sequence[str] | None = None) -> np.ndarray:
+    """-> (N,) fold index per row: StratifiedKFold, or StratifiedGroupKFold with groups.
+    classes: names of the class indices in y, for the error messages."""
+    y = np.asarray(y)
+    check_fold_counts(y, n, classes, groups)
     fold = np.full(len(y), -1, dtype=np.int64)
     if groups is None:
         splits = StratifiedKFold(n, shuffle=True, random_state=seed).split(np.zeros(len(y)), y)
@@ -69,14 +104,15 @@ def assign_folds(y: np.ndarray, n: int, seed: int, groups: np.ndarray | None = N
 
 
 def ensure_folds(path: Path, ids: Sequence[str], y: np.ndarray, n: int, seed: int,
-                 groups: np.ndarray | None = None, extra: dict[str, np.ndarray] | None = None
-                 ) -> tuple[np.ndarray, str]:
-    """Read folds.csv if present (checking it fits), else write it. -> ((N,) folds, sha256)."""
+                 groups: np.ndarray | None = None, extra: dict[str, np.ndarray] | None = None,
+                 classes: Sequence[str] | None = None) -> tuple[np.ndarray, str]:
+    """Read folds.csv if present (checking it fits), else write it. -> ((N,) folds, sha256).
+    classes: names of the class indices in y, for the error messages."""
     path = Path(path)
     ids = np.asarray(ids, dtype=object)
     if path.exists():
         return read_folds(path, ids, n), file_hash(path)
-    fold = assign_folds(y, n, seed, groups)
+    fold = assign_folds(y, n, seed, groups, classes)
     df = pd.DataFrame({"id": ids, "fold": fold})
     if groups is not None:
         df["group"] = groups

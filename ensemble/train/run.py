@@ -87,6 +87,8 @@ def train_run(cfg: Config, *, folds: Sequence[int] | None = None, resume: bool =
         if dist.is_main:
             logger.info(msg)
     comp = load_competition(cfg.competition)
+    if comp.classes_inferred:  # no config classes or probability sample: say what the labels made of them
+        log_(comp.describe_classes())
     n_classes = len(comp.classes)
     todo = [] if assemble_only else list(folds if folds is not None else range(cfg.folds.n))
     for turn in ("main", "others"):  # rank 0 writes folds.csv, the run dir and the cache; then the rest read them

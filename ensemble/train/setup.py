@@ -36,7 +36,8 @@ def competition_folds(comp: Competition, comp_dir: Path, n: int, seed: int, *, g
     if strategy == "test_like":  # issue 12: fold 0 = the most test-like rows (ensemble.shift)
         from ensemble.shift.folds import test_like_folds
         return test_like_folds(comp_dir, comp.train["id"].to_numpy(), comp.train["y"].to_numpy(), n, seed, groups, extra)
-    return ensure_folds(paths.folds, comp.train["id"].to_numpy(), comp.train["y"].to_numpy(), n, seed, groups, extra)
+    return ensure_folds(paths.folds, comp.train["id"].to_numpy(), comp.train["y"].to_numpy(), n, seed, groups, extra,
+                        comp.classes)
 
 
 def write_labels(comp: Competition, comp_dir: Path) -> Path:

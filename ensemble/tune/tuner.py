@@ -249,6 +249,14 @@ def tune_model(cfg_path: str | Path, *, overrides: Sequence[str] = (), trials: i
     best_dir), trials.csv and plots after every trial."""
     path = Path(cfg_path)
     cfg, spec = load_tuning(path, list(overrides))
+    from ensemble.data.competition import load_competition
+    from ensemble.data.folds import check_fold_counts, merge_groups
+    comp = load_competition(cfg.competition)  # bad labels or too few rows: one error now, not a failed trial each
+    if comp.classes_inferred:
+        log(f"[{cfg.run_name}] {comp.describe_classes()}")
+    if not CompetitionPaths(cfg.competition_dir).folds.exists():
+        check_fold_counts(comp.train["y"].to_numpy(), cfg.folds.n, comp.classes,
+                          merge_groups(comp.train["group"] if cfg.competition.group_col else None))
     folds = list(folds) if folds else (spec.folds or list(range(cfg.folds.n)))
     direction = "maximize" if get_metric(cfg.competition.metric).greater_is_better else "minimize"
     tune_dir = CompetitionPaths(cfg.competition_dir).tune
