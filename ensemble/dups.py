@@ -37,7 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"max Hamming distance (of 64 bits) for a near duplicate (default {DEFAULT_THRESHOLD})")
     p.add_argument("--min-corr", type=float, default=DEFAULT_MIN_CORR,
                    help=f"confirm a near pair when its 32x32 grey thumbnails correlate >= this "
-                        f"(default {DEFAULT_MIN_CORR}; -1 keeps every hash match)")
+                        f"(default {DEFAULT_MIN_CORR}; -1 with --min-detail -1 keeps every hash match)")
     p.add_argument("--min-detail", type=float, default=DEFAULT_MIN_DETAIL,
                    help=f"confirm a near pair when its 64x64 colour detail correlates >= this (default "
                         f"{DEFAULT_MIN_DETAIL}, measured by scripts/measure_dups.py; -1 skips)")

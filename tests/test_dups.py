@@ -159,11 +159,11 @@ def test_cli_then_folds_keep_duplicates_together(tmp_path, capsys):
     assert saved.set_index("id").loc["cat_900", "dup_group"] == saved.set_index("id").loc["cat_000", "dup_group"]
 
     # dups.csv re-made after folds.csv: a note when folds already fit, a warning when they split a group
-    assert dups_main(["--cfg", str(model_cfg.parent / "base.yaml")]) == 0
+    assert dups_main(["--cfg", str(model_cfg.parent / "base.yaml"), "--no-embed"]) == 0
     assert "already keeps every duplicate group in one fold" in capsys.readouterr().out
     saved.loc[saved["id"] == "cat_900", "fold"] = str((of["cat_000"] + 1) % 5)
     saved.to_csv(tmp_path / "runs" / "tiny" / "folds.csv", index=False)
-    assert dups_main(["--cfg", str(model_cfg.parent / "base.yaml")]) == 0
+    assert dups_main(["--cfg", str(model_cfg.parent / "base.yaml"), "--no-embed"]) == 0
     assert ("predates " + str(tmp_path / "runs" / "tiny" / "dups.csv") + " and splits 1 duplicate groups"
             in capsys.readouterr().out)
 

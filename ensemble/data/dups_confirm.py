@@ -32,11 +32,12 @@ DETAIL = 64
 DETAIL_SHIFT = 1          # px of a 64 px thumbnail searched either way
 ZOOMS = (1.0, 0.97, 0.94)  # centre crops tried on either side: a copy cropped by up to ~3% per edge
 DETAIL_SIGMA = 3.0        # Gaussian blur subtracted: structure finer than ~3 px of 64 stays
-DEFAULT_MIN_DETAIL = 0.85
+DEFAULT_MIN_DETAIL = 0.76
 DEFAULT_MIN_COS = 0.8
 LOCAL_SIGMA = 4.0
 LOCAL_FLOOR = 0.2  # of the thumbnail's RMS detail: flat areas (JPEG noise) stay small
 FLAT_RMS = 0.25   # grey levels
+EDGE_K = 0.5      # layout edge strength (in units of the detail RMS) that halves a pixel's weight
 EMBED_SIZE = 128
 
 Embedder = Callable[[np.ndarray], np.ndarray]  # (M, S, S, 3) uint8 -> (M, F) float features
@@ -58,15 +59,18 @@ def detail_thumbs(img: np.ndarray, size: int = DETAIL, sigma: float = DETAIL_SIG
     for k, z in enumerate(ZOOMS):
         dy, dx = round(h * (1 - z) / 2), round(w * (1 - z) / 2)
         t = cv2.resize(img[dy:h - dy, dx:w - dx], (size, size), interpolation=cv2.INTER_AREA).astype(np.float32)
-        t -= cv2.GaussianBlur(t, (0, 0), sigma)
+        layout = cv2.GaussianBlur(t, (0, 0), sigma)
+        t -= layout
         rms = float(np.sqrt((t * t).mean()))
         if rms < FLAT_RMS:  # no detail at all (a flat image): left all zeros, never confirmed
             continue
-        # local contrast normalisation: a shared sharp outline (the fundus rim, an optic disc)
-        # weighs no more than the vessels and texture inside it
+        # local contrast normalisation, then less weight where the layout itself has an edge: a
+        # shared outline (a fundus rim, an optic disc) must not outweigh the vessels and texture
         local = np.sqrt(cv2.GaussianBlur((t * t).mean(2), (0, 0), LOCAL_SIGMA))[..., None]
-        t /= local + LOCAL_FLOOR * rms
-        out[k] = t / float(np.linalg.norm(t))
+        g = layout.mean(2)
+        edge = np.hypot(cv2.Sobel(g, cv2.CV_32F, 1, 0), cv2.Sobel(g, cv2.CV_32F, 0, 1)) / 8
+        t *= (1 / (1 + edge / (EDGE_K * rms)))[..., None] / (local + LOCAL_FLOOR * rms)
+        out[k] = t / max(float(np.linalg.norm(t)), 1e-6)
     return out
 
 
