@@ -4,10 +4,11 @@ A pHash distance <= 4 plus a 32x32 grey-thumbnail correlation >= 0.98 cannot tel
 that share one layout (fundus photographs: a dark disc, a bright optic disc, the same vignette;
 chest X-rays of different children). Two checks that can:
 
-- detail correlation: 64x64 colour thumbnails with their low frequencies removed (minus a
-  Gaussian blur, so the shared layout and any brightness or contrast change drop out), compared
-  with a small-shift search (+-DETAIL_SHIFT px) so that a slightly cropped copy still aligns.
-  What is left is vessels, lesion borders, texture: a copy keeps it, another eye does not;
+- detail correlation: 64x64 colour thumbnails minus their Gaussian blur (the layout), locally
+  contrast-normalised and down-weighted where the layout itself has an edge, so that neither the
+  shared outline nor a brightness or contrast change counts; compared over centre crops (ZOOMS)
+  and +-DETAIL_SHIFT px shifts so that a slightly cropped copy still aligns. What is left is
+  vessels, lesion borders, texture: a copy keeps it, another eye does not;
 - embedding cosine: pooled features of a pretrained backbone (the caller passes the embedder,
   e.g. ensemble.shift.features.embed_images with efficientnet_lite0), only for images that are
   in some candidate pair.
@@ -43,12 +44,15 @@ EMBED_SIZE = 128
 Embedder = Callable[[np.ndarray], np.ndarray]  # (M, S, S, 3) uint8 -> (M, F) float features
 
 
-def _decode(path: str) -> np.ndarray | None:
+def _prepare(path: str) -> tuple[np.ndarray, np.ndarray] | None:
+    """-> (detail thumbnails, EMBED_SIZE RGB copy), or None when unreadable; the full-size image is
+    dropped at once (fundus photographs are megapixels, candidates can be thousands)."""
     from ensemble.data.images import ImageError, decode
     try:
-        return decode(path)[0]
+        img = decode(path)[0]
     except (ImageError, OSError):
         return None
+    return detail_thumbs(img), cv2.resize(img, (EMBED_SIZE, EMBED_SIZE), interpolation=cv2.INTER_AREA)
 
 
 def detail_thumbs(img: np.ndarray, size: int = DETAIL, sigma: float = DETAIL_SIGMA) -> np.ndarray:
@@ -100,16 +104,14 @@ def pair_scores(paths: Sequence[str], i: np.ndarray, j: np.ndarray, embed: Embed
     Decodes only the images in some pair. Unreadable images score -1 (never confirmed)."""
     rows = np.unique(np.concatenate([i, j])) if len(i) else np.zeros(0, np.int64)
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        imgs = list(pool.map(_decode, [str(paths[r]) for r in rows]))
+        prep = list(pool.map(_prepare, [str(paths[r]) for r in rows]))
     at = {int(r): k for k, r in enumerate(rows)}
-    thumbs = [None if m is None else detail_thumbs(m) for m in imgs]
-    detail = np.array([-1.0 if thumbs[at[a]] is None or thumbs[at[b]] is None
-                       else detail_corr(thumbs[at[a]], thumbs[at[b]]) for a, b in zip(i, j)], np.float32)
+    detail = np.array([-1.0 if prep[at[a]] is None or prep[at[b]] is None
+                       else detail_corr(prep[at[a]][0], prep[at[b]][0]) for a, b in zip(i, j)], np.float32)
     cos = np.full(len(i), np.nan, np.float32)
-    good = [k for k, m in enumerate(imgs) if m is not None]
+    good = [k for k, m in enumerate(prep) if m is not None]
     if embed is not None and good:
-        batch = np.stack([cv2.resize(imgs[k], (EMBED_SIZE, EMBED_SIZE), interpolation=cv2.INTER_AREA) for k in good])
-        f = np.asarray(embed(batch), np.float32).reshape(len(good), -1)
+        f = np.asarray(embed(np.stack([prep[k][1] for k in good])), np.float32).reshape(len(good), -1)
         f /= np.maximum(np.linalg.norm(f, axis=1, keepdims=True), 1e-6)
         feats = np.zeros((len(rows), f.shape[1]), np.float32)
         feats[good] = f
