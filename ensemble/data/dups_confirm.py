@@ -25,16 +25,19 @@ from typing import Callable, Sequence
 import cv2
 import numpy as np
 
-# Thresholds measured by scripts/measure_dups.py on ham10000 + chest_xray (224 px JPEGs):
-# true pairs (byte copies, resized to 160 px, JPEG q70, 3% crop, +20 brightness, crop+q70) have
-# detail correlation >= 0.80 (1st percentile 0.86) and embedding cosine >= 0.90; the pHash
-# candidates between different lesions / patients reach at most 0.47 detail and 0.93 cosine.
+# Thresholds measured by `scripts/measure_dups.py --n-pos 40` on ham10000 + chest_xray (224 px JPEGs).
+# Positives, 480 pairs (80 images x byte copy, 160 px resize, JPEG q70, 3% crop, +20 brightness,
+# crop + q70): detail min 0.849 (p1 0.902), cosine min 0.839 (p1 0.888). Negatives, all 266 pHash
+# <= 4 candidates between different lesions / patients: detail max 0.687 (p99 0.672), cosine max
+# 0.916 (median 0.786). Detail separates, the cutoff is halfway (0.76: 480/480 vs 0/266); the
+# cosine overlaps, so it only vetoes clear mismatches (below every positive). Synthetic fundus
+# look-alikes (tests/test_dups_confirm.py) score <= 0.64 detail, their copies >= 0.96.
 DETAIL = 64
 DETAIL_SHIFT = 1          # px of a 64 px thumbnail searched either way
 ZOOMS = (1.0, 0.97, 0.94)  # centre crops tried on either side: a copy cropped by up to ~3% per edge
 DETAIL_SIGMA = 3.0        # Gaussian blur subtracted: structure finer than ~3 px of 64 stays
-DEFAULT_MIN_DETAIL = 0.76
-DEFAULT_MIN_COS = 0.8
+DEFAULT_MIN_DETAIL = 0.76  # halfway between 0.687 and 0.849
+DEFAULT_MIN_COS = 0.8     # below the positives' minimum 0.839
 LOCAL_SIGMA = 4.0
 LOCAL_FLOOR = 0.2  # of the thumbnail's RMS detail: flat areas (JPEG noise) stay small
 FLAT_RMS = 0.25   # grey levels
