@@ -136,17 +136,19 @@ def complete_linkage(n: int, pi: np.ndarray, pj: np.ndarray, strength: np.ndarra
     confirmed_set = {(int(min(a, b)), int(max(a, b))) for a, b in zip(pi, pj)}
     members = {r: [r] for r in range(n)}
     group = np.arange(n)
-    refused = 0
+    refused, blocked = 0, set()  # blocked (group, group): a surviving id only gains members, so it stays
     for k in np.argsort(-np.asarray(strength, np.float64), kind="stable"):
-        ga, gb = group[pi[k]], group[pj[k]]
+        ga, gb = int(group[pi[k]]), int(group[pj[k]])
         if ga == gb:
             continue
-        if all((min(a, b), max(a, b)) in confirmed_set for a in members[ga] for b in members[gb]):
+        if (min(ga, gb), max(ga, gb)) not in blocked and all(
+                (min(a, b), max(a, b)) in confirmed_set for a in members[ga] for b in members[gb]):
             if len(members[ga]) < len(members[gb]):
                 ga, gb = gb, ga
             for r in members.pop(gb):
                 group[r] = ga
                 members[ga].append(r)
         else:
+            blocked.add((min(ga, gb), max(ga, gb)))
             refused += 1
     return group, refused
