@@ -62,6 +62,7 @@ def main() -> int:
     ap.add_argument("--n-pos", type=int, default=60)
     ap.add_argument("--max-images", type=int, default=0, help="hash only the first N train images per set (0: all)")
     ap.add_argument("--no-embed", action="store_true")
+    ap.add_argument("--threshold", type=int, default=D.DEFAULT_THRESHOLD, help="pHash distance of the negatives")
     args = ap.parse_args()
     embed = None
     if not args.no_embed:
@@ -83,18 +84,18 @@ def main() -> int:
         paths = [str(root / "train" / f"{i}{ext}") for i in df[id_col]]
         t0 = time.perf_counter()
         h = D.hash_images(paths, "phash", workers=2)
-        i, j, d, _ = D.near_pairs(h.hashes, D.DEFAULT_THRESHOLD, h.ok)
+        i, j, d, _ = D.near_pairs(h.hashes, args.threshold, h.ok)
         grp = df[group_col].to_numpy()
         keep = (grp[i] != grp[j]) & (h.sha1[i] != h.sha1[j])
         i, j = i[keep], j[keep]
         g32 = D.thumb_corr(h.thumbs, i, j)
         det, cos = C.pair_scores(paths, i, j, embed)
         print(f"{name}: {len(paths)} images hashed in {time.perf_counter() - t0:.0f} s; {len(i)} candidate pairs "
-              f"(pHash <= {D.DEFAULT_THRESHOLD}) between different {group_col}s, {int((g32 >= D.DEFAULT_MIN_CORR).sum())} "
+              f"(pHash <= {args.threshold}) between different {group_col}s, {int((g32 >= D.DEFAULT_MIN_CORR).sum())} "
               f"of them pass grey32 >= {D.DEFAULT_MIN_CORR}")
         for k, v in (("detail", det), ("cos", cos), ("grey32", g32)):
             neg[k].append(v)
-        for src in rng.choice(paths, min(args.n_pos, len(paths)), replace=False):
+        for src in rng.choice(paths, min(args.n_pos, len(paths)), replace=False) if args.n_pos else []:
             made = variants(Path(src), tmp)
             vp = [str(src)] + [str(p) for p in made.values()]
             a = np.zeros(len(made), np.int64)

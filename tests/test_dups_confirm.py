@@ -2,6 +2,7 @@
 copies are; groups never grow by chaining; real images from ../shared/datasets when present."""
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -162,9 +163,12 @@ def test_cli_without_weights_is_one_line(tmp_path, capsys, monkeypatch):
     assert err.endswith("; or run with --no-embed (detail check only)")
     assert dups_main(["--cfg", str(cfg), "--no-embed"]) == 0
     out = capsys.readouterr().out
-    assert "more rejected by detail corr < 0.76; 0 confirmed pairs not chained" in out
+    assert "near pairs (distance 1..4): train-train 1, train-test 0, test-test 0" in out
+    assert "  0 more rejected by detail corr < 0.76; 0 confirmed pairs not chained" in out
     df = pd.read_csv(tmp_path / "runs" / "tiny" / "dups.csv", dtype=str)
     assert {"cat_000", "t000"} <= set(df["id"])
+    s = json.loads((tmp_path / "runs" / "tiny" / "dups.json").read_text())
+    assert (s["min_detail"], s["min_cos"], s["embedded"], s["chain_refused"]) == (0.76, 0.8, False, 0)
 
 
 @pytest.mark.skipif(not (SHARED / "ham10000" / "train.csv").exists(), reason="../shared/datasets is absent")
