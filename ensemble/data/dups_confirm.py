@@ -31,7 +31,8 @@ import numpy as np
 # <= 4 candidates between different lesions / patients: detail max 0.687 (p99 0.672), cosine max
 # 0.916 (median 0.786). Detail separates, the cutoff is halfway (0.76: 480/480 vs 0/266); the
 # cosine overlaps, so it only vetoes clear mismatches (below every positive). Synthetic fundus
-# look-alikes (tests/test_dups_confirm.py) score <= 0.64 detail, their copies >= 0.96.
+# look-alikes (tests/test_dups_confirm.py) score <= 0.64 detail, their copies >= 0.96. Widened to
+# pHash <= 8 (`--n-pos 0 --no-embed --threshold 8`): 9,793 negatives, detail p99 0.659, max 0.743.
 DETAIL = 64
 DETAIL_SHIFT = 1          # px of a 64 px thumbnail searched either way
 ZOOMS = (1.0, 0.97, 0.94)  # centre crops tried on either side: a copy cropped by up to ~3% per edge
