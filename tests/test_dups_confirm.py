@@ -172,13 +172,16 @@ def test_cli_without_weights_is_one_line(tmp_path, capsys, monkeypatch):
 
 
 @pytest.mark.skipif(not (SHARED / "ham10000" / "train.csv").exists(), reason="../shared/datasets is absent")
-def test_real_lesions_copies_found_different_lesions_not(tmp_path):
-    """20 different HAM10000 lesions (lesion_id) plus a byte copy, a resize and a q70 of the first."""
-    root = SHARED / "ham10000"
-    df = pd.read_csv(root / "train.csv", dtype=str).drop_duplicates("lesion_id").head(20)
-    paths = {i: root / "train" / f"{i}.jpg" for i in df["image"]}
-    first = df["image"].iat[0]
+@pytest.mark.parametrize("name, id_col, group_col, ext", [("ham10000", "image", "lesion_id", ".jpg"),
+                                                         ("chest_xray", "id", "patient", ".jpeg")])
+def test_real_images_copies_found_different_lesions_not(tmp_path, name, id_col, group_col, ext):
+    """20 different lesions (ham10000 lesion_id) or patients (chest_xray) plus a byte copy, a resize
+    and a q70 re-encode of the first: every pair is proposed, only the copies are grouped."""
+    root = SHARED / name
+    df = pd.read_csv(root / "train.csv", dtype=str).drop_duplicates(group_col).head(20)
+    paths = {i: root / "train" / f"{i}{ext}" for i in df[id_col]}
+    first = df[id_col].iat[0]
     paths.update({f"{first}_{k}": p for k, p in copies(paths[first], tmp_path).items()})
-    got, counts = find(paths, threshold=64)  # every pair proposed
+    got, counts = find(paths, threshold=64)
     assert group_sets(got) == {frozenset({first, f"{first}_copy", f"{first}_resized", f"{first}_q70"})}
     assert counts["chain_refused"] == 0
