@@ -11,7 +11,6 @@ crop + q70. Prints the score distributions and the thresholds that separate them
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import sys
 import tempfile
