@@ -12,6 +12,21 @@ from typing import Sequence
 
 from ensemble.cli import add_verbosity, setup_logging
 from ensemble.data.dups import DEFAULT_MIN_CORR, DEFAULT_THRESHOLD, HASHES, run_dups
+from ensemble.data.dups_confirm import DEFAULT_MIN_COS, DEFAULT_MIN_DETAIL
+
+EMBED_BACKBONE = "efficientnet_lite0"  # the shift report's embedder (ensemble.shift.features)
+
+
+def embedder(backbone: str = EMBED_BACKBONE):
+    """(M, S, S, 3) uint8 -> (M, F) pooled features of a pretrained backbone, built on first use."""
+    def embed(images):
+        from ensemble.shift.features import embed_images
+        try:
+            return embed_images(images, backbone, pretrained=True)
+        except RuntimeError as e:  # no pretrained weights reachable: say so in one line
+            raise ValueError(f"{' '.join(str(e).split())}; or run with --no-embed (detail check only)") from None
+    return embed
+
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m ensemble.dups", description=__doc__.splitlines()[0])
@@ -22,7 +37,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"max Hamming distance (of 64 bits) for a near duplicate (default {DEFAULT_THRESHOLD})")
     p.add_argument("--min-corr", type=float, default=DEFAULT_MIN_CORR,
                    help=f"confirm a near pair when its 32x32 grey thumbnails correlate >= this "
-                        f"(default {DEFAULT_MIN_CORR}; -1 keeps every hash match)")
+                        f"(default {DEFAULT_MIN_CORR}; -1 with --min-detail -1 keeps every hash match)")
+    p.add_argument("--min-detail", type=float, default=DEFAULT_MIN_DETAIL,
+                   help=f"confirm a near pair when its 64x64 colour detail correlates >= this (default "
+                        f"{DEFAULT_MIN_DETAIL}, measured by scripts/measure_dups.py; -1 skips)")
+    p.add_argument("--min-cos", type=float, default=DEFAULT_MIN_COS,
+                   help=f"... and its {EMBED_BACKBONE} embeddings have cosine >= this (default {DEFAULT_MIN_COS})")
+    p.add_argument("--no-embed", action="store_true", help="skip the embedding check (no pretrained weights needed)")
     p.add_argument("--hash", default="phash", choices=list(HASHES), help="perceptual hash (default phash)")
     p.add_argument("--runs-dir", help="default: the config's output.runs_dir (runs)")
     p.add_argument("--workers", type=int, help="hashing threads (default: CPU count, at most 8)")
@@ -42,7 +63,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         cfg = load_config(cfg_path)
         comp = load_competition(cfg.competition)
         runs_dir = Path(args.runs_dir or cfg.output.runs_dir)
-        run_dups(comp, runs_dir / cfg.competition.name, args.hash, args.threshold, args.min_corr, args.workers)
+        run_dups(comp, runs_dir / cfg.competition.name, args.hash, args.threshold, args.min_corr, args.workers,
+                 min_detail=args.min_detail, min_cos=args.min_cos, embed=None if args.no_embed else embedder(EMBED_BACKBONE))
     except (ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -63,13 +63,17 @@ def test_exact_and_near_duplicates_grouped_distinct_images_not(images):
 
 
 def test_lookalikes_rejected_by_thumbnail_correlation(images):
-    """A huge threshold proposes every pair; only the real duplicates survive the correlation check."""
+    """A huge threshold proposes every pair; only the real duplicates survive the correlation checks
+    (the candidates' images are read again for the detail check, so paths are real files)."""
     names = list(images)
-    h = D.hash_images([images[n] for n in names])
-    df, counts = D.find_duplicates(names, ["train"] * len(names), ["x"] * len(names), names, h, threshold=64)
+    paths = [str(images[n]) for n in names]
+    h = D.hash_images(paths)
+    df, counts = D.find_duplicates(names, ["train"] * len(names), ["x"] * len(names), paths, h, threshold=64)
     assert set(df["id"]) == {"a", "a_copy", "b", "b_jpeg", "c", "c_bright"}
     assert counts["rejected_lookalikes"] == len(names) * (len(names) - 1) // 2 - 3
-    df_all, _ = D.find_duplicates(names, ["train"] * len(names), ["x"] * len(names), names, h, 64, min_corr=-1)
+    assert counts["rejected_detail"] == 0 and counts["chain_refused"] == 0
+    df_all, _ = D.find_duplicates(names, ["train"] * len(names), ["x"] * len(names), paths, h, 64, min_corr=-1,
+                                  min_detail=-1)
     assert df_all["dup_group"].nunique() == 1 and len(df_all) == len(names)
 
 
@@ -155,11 +159,11 @@ def test_cli_then_folds_keep_duplicates_together(tmp_path, capsys):
     assert saved.set_index("id").loc["cat_900", "dup_group"] == saved.set_index("id").loc["cat_000", "dup_group"]
 
     # dups.csv re-made after folds.csv: a note when folds already fit, a warning when they split a group
-    assert dups_main(["--cfg", str(model_cfg.parent / "base.yaml")]) == 0
+    assert dups_main(["--cfg", str(model_cfg.parent / "base.yaml"), "--no-embed"]) == 0
     assert "already keeps every duplicate group in one fold" in capsys.readouterr().out
     saved.loc[saved["id"] == "cat_900", "fold"] = str((of["cat_000"] + 1) % 5)
     saved.to_csv(tmp_path / "runs" / "tiny" / "folds.csv", index=False)
-    assert dups_main(["--cfg", str(model_cfg.parent / "base.yaml")]) == 0
+    assert dups_main(["--cfg", str(model_cfg.parent / "base.yaml"), "--no-embed"]) == 0
     assert ("predates " + str(tmp_path / "runs" / "tiny" / "dups.csv") + " and splits 1 duplicate groups"
             in capsys.readouterr().out)
 

@@ -2,8 +2,9 @@
 
 Every image gets a 64-bit perceptual hash (imagehash: phash, dhash, ahash or whash), a sha1 of
 its bytes and a 32x32 grey thumbnail. Candidate pairs within Hamming distance <= threshold are
-found blockwise with numpy (XOR + popcount) and confirmed when their thumbnails correlate >=
-min_corr; groups are the connected components of exact + confirmed pairs. Writes
+found blockwise with numpy (XOR + popcount), pass when their thumbnails correlate >= min_corr, and
+are confirmed by a detail correlation and an embedding cosine (data/dups_confirm.py); groups grow by
+complete linkage over exact + confirmed pairs (never by chaining). Writes
 runs/NAME/dups.csv (only rows in some group) and runs/NAME/dups.json (settings, counts, timings);
 `ensemble.train` keeps each duplicate group inside one fold when `folds.dups: true`.
 """
@@ -21,11 +22,12 @@ from typing import Callable, Sequence
 import cv2
 import numpy as np
 import pandas as pd
-from scipy.sparse import coo_matrix
-from scipy.sparse.csgraph import connected_components
 
 from ensemble.artifacts import atomic_write_csv, atomic_write_json
 from ensemble.artifacts.paths import CompetitionPaths
+from ensemble.data.dups_report import folds_note, summary_lines  # noqa: F401 (re-exported)
+from ensemble.data.dups_confirm import (DEFAULT_MIN_COS, DEFAULT_MIN_DETAIL, Embedder, complete_linkage, confirmed,
+                                        pair_scores)
 from ensemble.registry import Registry
 
 logger = logging.getLogger(__name__)
@@ -176,8 +178,11 @@ def exact_pairs(sha: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def find_duplicates(ids: Sequence[str], split: Sequence[str], labels: Sequence[str], paths: Sequence[str],
-                    h: Hashes, threshold: int, min_corr: float = DEFAULT_MIN_CORR) -> tuple[pd.DataFrame, dict]:
-    """Group rows (train + test) by exact and confirmed near pairs. -> (dups.csv frame, counts)."""
+                    h: Hashes, threshold: int, min_corr: float = DEFAULT_MIN_CORR,
+                    min_detail: float = DEFAULT_MIN_DETAIL, min_cos: float = DEFAULT_MIN_COS,
+                    embed: Embedder | None = None, workers: int = 2) -> tuple[pd.DataFrame, dict]:
+    """Group rows (train + test) by exact and confirmed near pairs (embed: pretrained features for
+    the cosine check; None skips it). -> (dups.csv frame, counts)."""
     n = len(ids)
     split = np.asarray(split, dtype=object)
     sha = np.asarray(h.sha1, dtype=object)
@@ -185,7 +190,11 @@ def find_duplicates(ids: Sequence[str], split: Sequence[str], labels: Sequence[s
     ei, ej = exact_pairs(sha)
     near = ~((sha[ni] == sha[nj]) & pd.notna(sha[ni]))  # exact pairs are counted once, as exact
     corr = thumb_corr(h.thumbs, ni, nj)
-    keep = near & (corr >= min_corr)
+    cand = np.flatnonzero(near & (corr >= min_corr))
+    detail, cos = pair_scores(paths, ni[cand], nj[cand], embed, workers)
+    ok = confirmed(detail, cos, min_detail, min_cos)
+    keep = np.zeros(len(ni), bool)
+    keep[cand[ok]] = True
     pi, pj = np.concatenate([ei, ni[keep]]), np.concatenate([ej, nj[keep]])
     dist = np.concatenate([np.zeros(len(ei), np.int64), nd[keep].astype(np.int64)])
     kind = np.array(["exact"] * len(ei) + ["near"] * int(keep.sum()), dtype=object)
@@ -193,11 +202,12 @@ def find_duplicates(ids: Sequence[str], split: Sequence[str], labels: Sequence[s
     where = np.char.add(np.char.add(sp[1], "_"), sp[0]) if len(pi) else np.zeros(0, str)
     counts = {f"{k}_{w}": int(((kind == k) & (where == w)).sum())
               for k in ("exact", "near") for w in ("train_train", "train_test", "test_test")}
-    counts["rejected_lookalikes"] = int((near & ~keep).sum())
+    counts["rejected_lookalikes"] = int((near & (corr < min_corr)).sum())
+    counts["rejected_detail"] = int((~ok).sum())
     nn = nearest[nearest >= 0]
     counts["nearest_hist"] = {**{str(k): int((nn == k).sum()) for k in range(13)}, ">12": int((nn > 12).sum())}
-    graph = coo_matrix((np.ones(len(pi), np.int8), (pi, pj)), shape=(n, n))
-    _, comp = connected_components(graph, directed=False)
+    strength = np.concatenate([np.full(len(ei), 2.0), detail[ok]])  # byte-identical first
+    comp, counts["chain_refused"] = complete_linkage(n, pi, pj, strength)
     in_pair = np.zeros(n, bool)
     in_pair[pi] = in_pair[pj] = True
     # per row: smallest distance to any group partner, and whether it has a byte-identical twin
@@ -246,30 +256,20 @@ def dup_groups(dups_file: str | Path, train_ids: Sequence[str]) -> np.ndarray:
     return out
 
 
-def folds_note(folds_file: Path, dups: pd.DataFrame) -> str | None:
-    """A line about an existing folds.csv: does it keep every duplicate group in one fold?"""
-    if not folds_file.exists():
-        return None
-    folds = pd.read_csv(folds_file, dtype={"id": str})
-    if not {"id", "fold"} <= set(folds.columns):
-        return f"warning: {folds_file} has no id/fold columns; delete it to re-split"
-    tr = dups[dups["split"] == "train"].merge(folds[["id", "fold"]], on="id", how="left")
-    split = int((tr.groupby("dup_group")["fold"].nunique() > 1).sum())
-    if split == 0:
-        return f"note: {folds_file} predates this dups.csv but already keeps every duplicate group in one fold"
-    return (f"warning: {folds_file} predates {CompetitionPaths(folds_file.parent).dups} and splits {split} duplicate "
-            f"groups across folds; folds.csv is written once, so delete it (and the runs made from it) "
-            f"for duplicate-aware folds to take effect")
-
-
 def run_dups(comp, out_dir: Path, method: str = "phash", threshold: int = DEFAULT_THRESHOLD,
-             min_corr: float = DEFAULT_MIN_CORR, workers: int | None = None) -> tuple[pd.DataFrame, dict]:
-    """Hash a Competition's train + test images, write out_dir/dups.csv + dups.json. -> (frame, summary)."""
+             min_corr: float = DEFAULT_MIN_CORR, workers: int | None = None, *,
+             min_detail: float = DEFAULT_MIN_DETAIL, min_cos: float = DEFAULT_MIN_COS,
+             embed: Embedder | None = None) -> tuple[pd.DataFrame, dict]:
+    """Hash a Competition's train + test images, write out_dir/dups.csv + dups.json. -> (frame, summary).
+    embed: pretrained features for the cosine check (the CLI passes efficientnet_lite0's); None skips it."""
     get_hash(method)
     if not 0 <= threshold <= 64:
         raise ValueError(f"--threshold must be a Hamming distance in 0..64, got {threshold}")
     if not -1 <= min_corr <= 1:
         raise ValueError(f"--min-corr must be a correlation in -1..1, got {min_corr}")
+    for flag, v in (("--min-detail", min_detail), ("--min-cos", min_cos)):
+        if not -1 <= v <= 1:
+            raise ValueError(f"{flag} must be a correlation in -1..1, got {v}")
     t0 = time.perf_counter()
     n_tr, n_te = len(comp.train), len(comp.test)
     paths = comp.train["path"].tolist() + comp.test["path"].tolist()
@@ -277,11 +277,13 @@ def run_dups(comp, out_dir: Path, method: str = "phash", threshold: int = DEFAUL
     t1 = time.perf_counter()
     df, counts = find_duplicates(
         comp.train["id"].tolist() + comp.test["id"].tolist(), ["train"] * n_tr + ["test"] * n_te,
-        comp.train["label"].tolist() + [""] * n_te, paths, h, threshold, min_corr)
+        comp.train["label"].tolist() + [""] * n_te, paths, h, threshold, min_corr,
+        min_detail, min_cos, embed, workers or 2)
     t2 = time.perf_counter()
     out_dir = Path(out_dir)
     atomic_write_csv(CompetitionPaths(out_dir).dups, df)
     summary = {"competition": comp.name, "hash": method, "threshold": threshold, "min_corr": min_corr,
+               "min_detail": min_detail, "min_cos": min_cos, "embedded": embed is not None,
                "n_train": n_tr, "n_test": n_te, **counts, "unreadable": h.bad,
                "hash_seconds": round(t1 - t0, 2), "pair_seconds": round(t2 - t1, 2)}
     atomic_write_json(CompetitionPaths(out_dir).dups_json, summary)
@@ -292,26 +294,3 @@ def run_dups(comp, out_dir: Path, method: str = "phash", threshold: int = DEFAUL
         logger.info(note)
     logger.info(f"wrote {CompetitionPaths(out_dir).dups} ({len(df)} rows) in {time.perf_counter() - t0:.1f} s")
     return df, summary
-
-
-def summary_lines(s: dict, df: pd.DataFrame, out_dir: Path | None = None) -> list[str]:
-    from ensemble.data.dups_console import conflict_lines
-    out = [f"{s['competition']}: {s['n_train']} train + {s['n_test']} test images, {s['hash']} distance <= "
-           f"{s['threshold']} and thumbnail corr >= {s['min_corr']}; hashed in {s['hash_seconds']:.1f} s, "
-           f"pairs in {s['pair_seconds']:.2f} s",
-           f"  exact pairs: train-train {s['exact_train_train']}, train-test {s['exact_train_test']}, "
-           f"test-test {s['exact_test_test']}",
-           f"  near pairs (distance 1..{s['threshold']}): train-train {s['near_train_train']}, "
-           f"train-test {s['near_train_test']}, test-test {s['near_test_test']}; "
-           f"{s['rejected_lookalikes']} look-alike candidates rejected (corr < {s['min_corr']})",
-           f"  {s['groups']} groups ({s['rows']} images, largest {s['largest_group']}), "
-           f"{s['conflicting_groups']} with conflicting labels",
-           "  nearest-neighbour distance histogram: " + " ".join(f"{k}:{v}" for k, v in s["nearest_hist"].items())]
-    if s["rejected_lookalikes"] > s["n_train"] + s["n_test"]:
-        out.append(f"  note: {s['hash']} at distance <= {s['threshold']} matched {s['rejected_lookalikes']} pairs of "
-                   f"different images: it barely separates these images (try --hash phash or a lower --threshold)")
-    if s["unreadable"]:
-        out.append(f"  warning: {len(s['unreadable'])} unreadable images (not hashed): "
-                   + ", ".join(Path(p).name for p in list(s["unreadable"])[:10]))
-    out += conflict_lines(df, out_dir)  # issue 13: counts + the 10 largest groups (data/dups_console.py)
-    return out
