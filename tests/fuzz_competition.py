@@ -12,6 +12,8 @@ import contextlib
 import csv
 import io
 import math
+import random
+import re
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -105,6 +107,17 @@ class Workspace:
         self.write_config({"base.yaml": base, "model.yaml": MODEL_YAML})
 
 
+def rows_of(ws: Workspace, path: Path | None = None) -> tuple[list[str], list[list[str]]]:
+    """(header, rows) of a CSV of the workspace (train.csv by default)."""
+    rows = read_rows(path or ws.train_csv)
+    return rows[0], rows[1:]
+
+
+def pick(rng: random.Random, rows: list, k: int) -> list[int]:
+    """k distinct row indices, sorted."""
+    return sorted(rng.sample(range(len(rows)), k))
+
+
 def workspace(base_root: Path, dest: Path, variant: str) -> Workspace:
     shutil.copytree(base_root / "comp", dest / "comp")
     ws = Workspace(dest, variant)
@@ -119,8 +132,9 @@ class Expect:
     outcome: str
     names: tuple[str, ...] = ()
     classes: tuple[str, ...] = CLASSES
-    rerun_after_fix: bool = False  # config mutations: the corrected config must then train without --fresh
-    shown_classes: bool = False  # classes inferred from the labels must be printed by the run
+    config: bool = False  # a config mutation: refused before anything is written, so the fix reruns as is
+    shown_classes: bool = False  # classes inferred from the labels: any set, but the run must print them
+    what: str = ""  # the mutation, for the summary
 
 
 @dataclass
@@ -137,7 +151,6 @@ class Outcome:
     steps: list[Step] = field(default_factory=list)
     submissions: list[Path] = field(default_factory=list)
     classes: list[str] | None = None
-    problems: list[str] = field(default_factory=list)
 
     @property
     def summary(self) -> str:
@@ -173,7 +186,7 @@ def run_pipeline(ws: Workspace) -> Outcome:
     if o.steps[-1].rc != 0:
         return o
     o.steps.append(call("vote", vote_main, ["--competition", "tiny", "--runs-dir", str(ws.runs),
-                                            "--out-dir", str(ws.subs), "--method", "mean,rank"]))
+                                            "--out-dir", str(ws.subs), "--method", "mean"]))
     if o.steps[-1].rc != 0:
         return o
     metrics = ws.runs / "tiny" / "fuzz" / "metrics.json"
@@ -182,7 +195,6 @@ def run_pipeline(ws: Workspace) -> Outcome:
     for sub in o.submissions:
         o.steps.append(call("vote --check", vote_main, ["--check", str(sub), "--competition", "tiny",
                                                         "--runs-dir", str(ws.runs)]))
-        o.problems += validate(sub, ws.sample_csv, o.classes or [])
     return o
 
 
@@ -209,8 +221,8 @@ def validate(sub: Path, sample: Path, classes: list[str]) -> list[str]:
         return out + [f"{name}: rows with a wrong number of fields"]
     if len(cols) == 1 and cols[0] not in classes:  # a label column: class names or class indices
         sample_vals = [r[1] for r in want[1:]]
-        indices = all(v.isdigit() for v in sample_vals) and sample_vals
-        allowed = [str(i) for i in range(len(classes))] if indices else classes
+        names = all(v in classes for v in sample_vals)
+        allowed = classes if names else [str(i) for i in range(len(classes))]
         bad = [r[0] for r in rows if r[0] not in allowed]
         return out + ([f"{name}: {len(bad)} labels not in {allowed} (e.g. {bad[0]!r})"] if bad else [])
     strangers = [c for c in cols if c not in classes]
@@ -227,7 +239,7 @@ def validate(sub: Path, sample: Path, classes: list[str]) -> list[str]:
     return out
 
 
-def judge(o: Outcome, expect: Expect) -> list[str]:
+def judge(o: Outcome, expect: Expect, ws: Workspace) -> list[str]:
     """Every way the outcome breaks the promise (empty: it holds)."""
     last = o.steps[-1]
     if last.rc is None:
@@ -244,15 +256,22 @@ def judge(o: Outcome, expect: Expect) -> list[str]:
             out.append(f"{last.cmd}: exit 2 with {len(lines)} stderr lines, not one 'error: ...' line: {lines[:3]}")
         elif expect.names and not any(n in lines[0] for n in expect.names):
             out.append(f"{last.cmd}: error names none of {list(expect.names)}: {lines[0]!r}")
+        written = sorted(str(p.relative_to(ws.runs)) for p in ws.runs.rglob("*") if p.is_file()) if ws.runs.exists() else []
+        if expect.config and written:
+            out.append(f"config error found after writing {len(written)} files ({', '.join(written[:3])}, ...)")
         return out
     out = []
     if expect.outcome == "error":
         out.append(f"accepted: train+vote exit 0 (classes {o.classes}; {len(o.submissions)} submissions)")
     if not o.submissions:
         out.append("vote exit 0 but wrote no submission")
-    if o.classes is not None and list(o.classes) != list(expect.classes) and not expect.shown_classes:
-        out.append(f"wrong classes: run has {o.classes}, competition has {list(expect.classes)}")
-    if expect.shown_classes and o.classes and not all(c in o.steps[0].out for c in o.classes):
-        out.append(f"classes {o.classes} inferred from the labels are not all printed by train")
+    classes = list(o.classes or []) if expect.shown_classes else list(expect.classes)
+    if o.classes is not None and sorted(o.classes) != sorted(classes):
+        out.append(f"wrong classes: run has {o.classes}, competition has {classes}")
+    start = o.steps[0].out.split("fold 0:")[0]  # what train prints before the first fold
+    if expect.shown_classes and o.classes and not all(re.search(rf"\b{re.escape(c)}\b", start) for c in o.classes):
+        out.append(f"classes {o.classes} inferred from the labels are not printed at the start of train: {start.strip()[:200]!r}")
     out += [f"vote --check: exit {s.rc}: {s.out.strip()[-200:]!r}" for s in o.steps if s.cmd == "vote --check" and s.rc]
-    return out + o.problems
+    for sub in o.submissions:
+        out += validate(sub, ws.sample_csv, classes)
+    return out

@@ -1,28 +1,18 @@
-"""The fuzz test's mutation families: each takes a fresh Workspace and a seeded RNG, breaks (or
-harmlessly varies) one thing and returns what must happen (an Expect)."""
+"""The fuzz test's CSV mutation families (labels, ids, columns, encodings, sample submission) and the
+table of all families. Each takes a fresh Workspace, a seeded RNG and its instance number, breaks
+(or harmlessly varies) one thing and returns what must happen (an Expect)."""
 from __future__ import annotations
 
-import random
-
-import cv2
-import numpy as np
-
-from fuzz_competition import CLASSES, CONFIG_FILE, Expect, Workspace, read_rows, write_rows
+from fuzz_competition import CLASSES, Expect, pick as _pick, read_rows, rows_of as _rows, write_rows
+from fuzz_file_mutations import (cfg_huge_lr, cfg_name_typo, cfg_negative, cfg_paths, cfg_pretrained_not_path,
+                                 cfg_unknown_key, cfg_wrong_type, img_broken, img_odd_format, img_truncated,
+                                 img_wrong_place)
 
 TRAIN, SAMPLE = "train.csv", "sample_submission.csv"
 
 
-def _rows(ws: Workspace, path=None):
-    rows = read_rows(path or ws.train_csv)
-    return rows[0], rows[1:]
-
-
-def _pick(rng: random.Random, rows: list, k: int) -> list[int]:
-    return sorted(rng.sample(range(len(rows)), k))
-
-
 # ----------------------------------------------------------------------------- labels
-def labels_unknown(ws, rng):
+def labels_unknown(ws, rng, i):
     header, rows = _rows(ws)
     bad = rng.choice(["Cat", "kat", "bird", "cat dog", "?", "3", "fox_", "DOG"])
     for i in _pick(rng, rows, rng.randint(1, 3)):
@@ -31,7 +21,7 @@ def labels_unknown(ws, rng):
     return Expect("error", (TRAIN,))
 
 
-def labels_empty(ws, rng):
+def labels_empty(ws, rng, i):
     header, rows = _rows(ws)
     for i in _pick(rng, rows, rng.randint(1, 3)):
         rows[i][1] = rng.choice(["", " ", "  \t"])
@@ -39,7 +29,7 @@ def labels_empty(ws, rng):
     return Expect("error", (TRAIN,))
 
 
-def labels_nan(ws, rng):
+def labels_nan(ws, rng, i):
     header, rows = _rows(ws)
     for i in _pick(rng, rows, rng.randint(1, 2)):
         rows[i][1] = rng.choice(["nan", "NaN", "NA", "null", "None", "N/A"])
@@ -47,7 +37,7 @@ def labels_nan(ws, rng):
     return Expect("error", (TRAIN,))
 
 
-def labels_whitespace(ws, rng):
+def labels_whitespace(ws, rng, i):
     header, rows = _rows(ws)
     for i in _pick(rng, rows, rng.randint(1, 6)):
         rows[i][1] = rng.choice([" ", "\t", "  "]) + rows[i][1] + rng.choice(["", " ", "\t"])
@@ -55,7 +45,7 @@ def labels_whitespace(ws, rng):
     return Expect("ok")
 
 
-def labels_numeric(ws, rng):
+def labels_numeric(ws, rng, i):
     """Classes named 0, 1, 2 (or 10, 20, 30: numeric order) in train.csv and the sample."""
     names = rng.choice([("0", "1", "2"), ("1", "2", "3"), ("2", "10", "30")])
     code = dict(zip(CLASSES, names))
@@ -70,7 +60,7 @@ def labels_numeric(ws, rng):
     return Expect("ok", classes=names)
 
 
-def labels_one_row(ws, rng):
+def labels_one_row(ws, rng, i):
     """A class left with 1 row: 2 folds cannot both hold it."""
     header, rows = _rows(ws)
     c = rng.choice(CLASSES)
@@ -79,18 +69,19 @@ def labels_one_row(ws, rng):
     return Expect("error", (f"'{c}'", c))
 
 
-def labels_stray_inferred(ws, rng):
+def labels_stray_inferred(ws, rng, i):
     """Label sample (classes come from the labels): a stray label is a 4th class, and the run must say so."""
     header, rows = _rows(ws)
-    for i in _pick(rng, rows, 2):
-        rows[i][1] = rng.choice(["bird", "Cat", "wolf"])
+    stray = rng.choice(["bird", "Cat", "wolf"])
+    for k in _pick(rng, rows, 2):
+        rows[k][1] = stray
     write_rows(ws.train_csv, [header] + rows)
     found = tuple(sorted({r[1] for r in rows}))
     return Expect("either", (TRAIN,), classes=found, shown_classes=True)
 
 
 # ----------------------------------------------------------------------------- ids
-def ids_dup_train(ws, rng):
+def ids_dup_train(ws, rng, i):
     header, rows = _rows(ws)
     i, j = rng.sample(range(len(rows)), 2)
     rows[j][0] = rows[i][0]
@@ -98,7 +89,7 @@ def ids_dup_train(ws, rng):
     return Expect("error", (TRAIN,))
 
 
-def ids_dup_sample(ws, rng):
+def ids_dup_sample(ws, rng, i):
     header, rows = _rows(ws, ws.sample_csv)
     i, j = rng.sample(range(len(rows)), 2)
     rows[j][0] = rows[i][0]
@@ -106,15 +97,24 @@ def ids_dup_sample(ws, rng):
     return Expect("error", (SAMPLE,))
 
 
-def ids_empty(ws, rng):
-    path = rng.choice([ws.train_csv, ws.sample_csv])
+def ids_empty(ws, rng, i):
+    path = (ws.train_csv, ws.sample_csv)[i % 2]
     header, rows = _rows(ws, path)
-    rows[rng.randrange(len(rows))][0] = rng.choice(["", " "])
+    rows[rng.randrange(len(rows))][0] = ""
     write_rows(path, [header] + rows)
     return Expect("error", (path.name,))
 
 
-def ids_no_image(ws, rng):
+def ids_blank(ws, rng, i):
+    """An id of only whitespace: a blank cell of the CSV, not an image named ' .jpg'."""
+    path = (ws.train_csv, ws.sample_csv)[i % 2]
+    header, rows = _rows(ws, path)
+    rows[rng.randrange(len(rows))][0] = rng.choice([" ", "  ", "\t"])
+    write_rows(path, [header] + rows)
+    return Expect("error", (path.name,))
+
+
+def ids_no_image(ws, rng, i):
     """A train row or a sample id whose image is not there (input.bad_images=fail)."""
     split = rng.choice(["train", "test"])
     header, rows = _rows(ws, ws.train_csv if split == "train" else ws.sample_csv)
@@ -135,15 +135,15 @@ def _rename_ids(ws, rng, make):
     return Expect("ok")
 
 
-def ids_unicode(ws, rng):
+def ids_unicode(ws, rng, i):
     return _rename_ids(ws, rng, lambda r, n: r.choice(["café", "猫", "Ölbild", "snow☃", "a b"]) + f"_{n}")
 
 
-def ids_leading_zeros(ws, rng):
+def ids_leading_zeros(ws, rng, i):
     return _rename_ids(ws, rng, lambda r, n: "0" * r.randint(1, 3) + str(7 + n))
 
 
-def ids_numeric_all(ws, rng):
+def ids_numeric_all(ws, rng, i):
     """Every id an integer, test ids with leading zeros ('0001'): must stay text end to end."""
     for split, path, fmt in (("train", ws.train_csv, "{}"), ("test", ws.sample_csv, "{:04d}")):
         header, rows = _rows(ws, path)
@@ -156,7 +156,7 @@ def ids_numeric_all(ws, rng):
 
 
 # ----------------------------------------------------------------------------- columns
-def cols_train_renamed(ws, rng):
+def cols_train_renamed(ws, rng, i):
     header, rows = _rows(ws)
     k = rng.randrange(2)
     header[k] = rng.choice(["Label", "class", "diagnosis", "image_id", "ID", "id "]) if k else rng.choice(["image_id", "ID", "Id"])
@@ -164,14 +164,14 @@ def cols_train_renamed(ws, rng):
     return Expect("error", (TRAIN,))
 
 
-def cols_train_dropped(ws, rng):
+def cols_train_dropped(ws, rng, i):
     header, rows = _rows(ws)
     k = rng.randrange(2)
     write_rows(ws.train_csv, [[c for j, c in enumerate(header) if j != k]] + [[v for j, v in enumerate(r) if j != k] for r in rows])
     return Expect("error", (TRAIN,))
 
 
-def cols_train_reordered_extra(ws, rng):
+def cols_train_reordered_extra(ws, rng, i):
     header, rows = _rows(ws)
     extra = rng.choice(["age", "patient", "notes", "label2"])
     vals = [rng.choice(["", "NA", "3", "x,y", "ü"]) for _ in rows]
@@ -182,7 +182,7 @@ def cols_train_reordered_extra(ws, rng):
     return Expect("ok")
 
 
-def csv_encoding(ws, rng):
+def csv_encoding(ws, rng, i):
     """A BOM and/or CRLF line ends in train.csv or the sample (Excel on Windows)."""
     path = rng.choice([ws.train_csv, ws.sample_csv])
     rows = read_rows(path)
@@ -191,16 +191,16 @@ def csv_encoding(ws, rng):
     return Expect("ok")
 
 
-def csv_empty(ws, rng):
-    path = rng.choice([ws.train_csv, ws.sample_csv])
+def csv_empty(ws, rng, i):
+    path = (ws.train_csv, ws.sample_csv)[i % 2]
     rows = read_rows(path)
-    kind = rng.choice(["zero", "header", "blank"])
+    kind = ["zero", "header", "blank"][i // 2 % 3]
     path.write_bytes(b"" if kind == "zero" else (b"\n\n" if kind == "blank" else (",".join(rows[0]) + "\n").encode()))
-    return Expect("error", (path.name,))
+    return Expect("error", (path.name,), what=kind)
 
 
 # ----------------------------------------------------------------------------- sample submission
-def sample_dropped_class(ws, rng):
+def sample_dropped_class(ws, rng, i):
     """A sample with 2 of the 3 classes' columns (ISIC 2017 style): a valid subset."""
     header, rows = _rows(ws, ws.sample_csv)
     k = rng.randint(1, len(header) - 1)
@@ -208,7 +208,7 @@ def sample_dropped_class(ws, rng):
     return Expect("ok")
 
 
-def sample_stranger_column(ws, rng):
+def sample_stranger_column(ws, rng, i):
     """A probability column that is no class: added or a class column misspelt."""
     header, rows = _rows(ws, ws.sample_csv)
     name = rng.choice(["wolf", "Cat", "dog ", "fox2", "other"])
@@ -220,13 +220,13 @@ def sample_stranger_column(ws, rng):
     return Expect("error", (SAMPLE,))
 
 
-def sample_id_only(ws, rng):
+def sample_id_only(ws, rng, i):
     header, rows = _rows(ws, ws.sample_csv)
     write_rows(ws.sample_csv, [header[:1]] + [r[:1] for r in rows])
     return Expect("error", (SAMPLE,))
 
 
-def sample_shuffled_renamed(ws, rng):
+def sample_shuffled_renamed(ws, rng, i):
     """Sample rows in another order, its id column named otherwise, its class columns reordered."""
     header, rows = _rows(ws, ws.sample_csv)
     rng.shuffle(rows)
@@ -236,102 +236,39 @@ def sample_shuffled_renamed(ws, rng):
         order = [0] + rng.sample(range(1, len(header)), len(header) - 1)
         header, rows = [header[j] for j in order], [[r[j] for j in order] for r in rows]
     else:
-        rows = [[r[0], rng.choice(["", "0", "x"])] for r in rows]
+        rows = [[r[0], rng.choice(CLASSES)] for r in rows]
     write_rows(ws.sample_csv, [header] + rows)
     return Expect("ok")
 
 
-# ----------------------------------------------------------------------------- image bytes
-def _image_target(ws, rng):
-    split = rng.choice(["train", "test"])
-    _, rows = _rows(ws, ws.train_csv if split == "train" else ws.sample_csv)
-    return ws.image(split, rows[rng.randrange(len(rows))][0])
+def sample_label_placeholder(ws, rng, i):
+    """A label sample whose placeholder values are neither class names nor indices: the format cannot be
+    told (refused naming the sample) or it is read as indices."""
+    header, rows = _rows(ws, ws.sample_csv)
+    fill = [["", "x"], ["0", "x"], ["?"], ["-1"]][i % 4]
+    write_rows(ws.sample_csv, [header] + [[r[0], rng.choice(fill)] for r in rows])
+    return Expect("either", (SAMPLE,), what=f"label values {fill}")
 
 
-def img_broken(ws, rng):
-    """Zero bytes, garbage, an HTML error page: unreadable (input.bad_images=fail)."""
-    path = _image_target(ws, rng)
-    kind = rng.choice(["zero", "garbage", "html"])
-    path.write_bytes({"zero": b"", "garbage": bytes(rng.getrandbits(8) for _ in range(rng.randint(1, 500))),
-                      "html": b"<html><body>403 Forbidden</body></html>"}[kind])
-    return Expect("error", (path.name,))
+def csv_latin1(ws, rng, i):
+    """train.csv or the sample saved as Latin-1 with an accented id (its image named in UTF-8)."""
+    path, split = ((ws.train_csv, "train"), (ws.sample_csv, "test"))[i % 2]
+    header, rows = _rows(ws, path)
+    k = rng.randrange(len(rows))
+    new = rng.choice(["café", "naïve", "Ångström"]) + str(i)
+    ws.image(split, rows[k][0]).rename(ws.image(split, new))
+    rows[k][0] = new
+    write_rows(path, [header] + rows)
+    path.write_bytes(path.read_bytes().decode("utf-8").encode("latin-1"))
+    return Expect("error", (path.name,), what=f"{path.name} latin-1, id {new!r}")
 
 
-def img_truncated(ws, rng):
-    """Cut short: repaired and trained on, or refused naming the file."""
-    path = _image_target(ws, rng)
-    data = path.read_bytes()
-    path.write_bytes(data[: rng.randint(len(data) // 5, len(data) - 3)])
-    return Expect("either", (path.name,))
-
-
-def img_odd_format(ws, rng):
-    """Decodable but unusual: grey, RGBA, 16-bit, PNG/BMP bytes under .jpg, extreme aspect ratios, 1x1."""
-    path = _image_target(ws, rng)
-    g = np.random.default_rng(rng.randrange(1 << 30))
-    kind = rng.choice(["gray", "rgba", "png16", "bmp", "wide", "tall", "1x1"])
-    shape = {"gray": (16, 16), "rgba": (16, 16, 4), "wide": (3, 500, 3), "tall": (700, 2, 3), "1x1": (1, 1, 3)}.get(kind, (16, 16, 3))
-    dtype = np.uint16 if kind == "png16" else np.uint8
-    img = g.integers(0, np.iinfo(dtype).max, size=shape, dtype=dtype)
-    ext = {"rgba": ".png", "png16": ".png", "bmp": ".bmp"}.get(kind, ".jpg")
-    path.write_bytes(cv2.imencode(ext, img)[1].tobytes())
-    return Expect("ok")
-
-
-# ----------------------------------------------------------------------------- config
-def _typo(rng, name: str) -> str:
-    i = rng.randrange(len(name))
-    ops = [name[:i] + name[i + 1:], name[:i] + name[i] + name[i:], name[:i] + "x" + name[i + 1:], name.upper()]
-    return next(t for t in rng.sample(ops, len(ops)) if t != name and t)
-
-
-def _set(ws, key: str, value) -> Expect:
-    files = ws.config()
-    node = files[CONFIG_FILE[key.split(".")[0]]]
-    *path, last = key.split(".")
-    for p in path:
-        node = node[int(p)] if isinstance(node, list) else node.setdefault(p, {})
-    if isinstance(node, list):
-        node[int(last)] = value
-    else:
-        node[last] = value
-    ws.write_config(files)
-    return Expect("error", (CONFIG_FILE[key.split(".")[0]],), rerun_after_fix=True)
-
-
-NAME_KEYS = {"model.backbone": "test_resnet", "loss.name": "ce", "optim.name": "adamw", "schedule.name": "cosine",
-             "competition.metric": "accuracy", "predict.tta.0": "none", "augment.train": "none",
-             "model.head.activation": "relu"}
-
-
-def cfg_name_typo(ws, rng):
-    key = rng.choice(sorted(NAME_KEYS))
-    return _set(ws, key, _typo(rng, NAME_KEYS[key]) + ("x" if key == "loss.name" else ""))
-
-
-NEGATIVE = [("optim.lr.backbone", -1e-3), ("optim.lr.head", -3e-3), ("train.batch_size", -8), ("stages.0.epochs", -1),
-            ("folds.n", -2), ("folds.n", 1), ("input.size", -8), ("loss.label_smoothing", -0.1),
-            ("optim.weight_decay", -1.0), ("schedule.warmup_epochs", -1.0), ("model.drop_rate", -0.5),
-            ("train.accum_steps", 0)]
-
-
-def cfg_negative(ws, rng):
-    return _set(ws, *rng.choice(NEGATIVE))
-
-
-WRONG_TYPE = {"optim.lr.backbone": "fast", "train.batch_size": [8], "folds.n": "two", "stages.0.epochs": 1.5,
-              "input.size": {"w": 8}, "input.cache": "yes please", "model.pretrained": 3, "predict.tta": "hflip,vflip",
-              "loss.label_smoothing": "0.1.2", "train.seed": None}
-
-
-def cfg_wrong_type(ws, rng):
-    key = rng.choice(sorted(WRONG_TYPE))
-    return _set(ws, key, WRONG_TYPE[key])
-
-
-def cfg_unknown_key(ws, rng):
-    key = rng.choice(["optim.lrr", "trian.epochs", "model.backbon", "input.sizee", "stages.0.epoch", "loss.gama"])
-    return _set(ws, key, 1)
+def sample_dup_column(ws, rng, i):
+    """A class column twice in the sample header."""
+    header, rows = _rows(ws, ws.sample_csv)
+    k = rng.randint(1, len(header) - 1)
+    write_rows(ws.sample_csv, [header + [header[k]]] + [r + [r[k]] for r in rows])
+    return Expect("error", (SAMPLE,), what=f"column {header[k]!r} twice")
 
 
 # name -> (mutation, instances, variants it applies to)
@@ -345,7 +282,8 @@ FAMILIES = {
     "labels_stray_inferred": (labels_stray_inferred, 3, ("label",)),
     "ids_dup_train": (ids_dup_train, 6, ("probs", "label")),
     "ids_dup_sample": (ids_dup_sample, 6, ("probs", "label")),
-    "ids_empty": (ids_empty, 8, ("probs", "label")),
+    "ids_empty": (ids_empty, 4, ("probs", "label")),
+    "ids_blank": (ids_blank, 4, ("probs", "label")),
     "ids_no_image": (ids_no_image, 8, ("probs", "label")),
     "ids_unicode": (ids_unicode, 3, ("probs", "label")),
     "ids_leading_zeros": (ids_leading_zeros, 3, ("probs", "label")),
@@ -358,7 +296,8 @@ FAMILIES = {
     "sample_dropped_class": (sample_dropped_class, 3, ("probs",)),
     "sample_stranger_column": (sample_stranger_column, 8, ("probs",)),
     "sample_id_only": (sample_id_only, 4, ("probs", "label")),
-    "sample_shuffled_renamed": (sample_shuffled_renamed, 4, ("probs", "label")),
+    "sample_shuffled_renamed": (sample_shuffled_renamed, 3, ("probs", "label")),
+    "sample_label_placeholder": (sample_label_placeholder, 4, ("label",)),
     "img_broken": (img_broken, 10, ("probs", "label")),
     "img_truncated": (img_truncated, 5, ("probs", "label")),
     "img_odd_format": (img_odd_format, 8, ("probs", "label")),
@@ -366,4 +305,10 @@ FAMILIES = {
     "cfg_negative": (cfg_negative, 14, ("probs",)),
     "cfg_wrong_type": (cfg_wrong_type, 14, ("probs",)),
     "cfg_unknown_key": (cfg_unknown_key, 6, ("probs",)),
+    "cfg_pretrained_not_path": (cfg_pretrained_not_path, 3, ("probs",)),
+    "cfg_paths": (cfg_paths, 4, ("probs",)),
+    "cfg_huge_lr": (cfg_huge_lr, 2, ("probs",)),
+    "csv_latin1": (csv_latin1, 4, ("probs", "label")),
+    "sample_dup_column": (sample_dup_column, 3, ("probs",)),
+    "img_wrong_place": (img_wrong_place, 6, ("probs", "label")),
 }

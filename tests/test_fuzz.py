@@ -11,6 +11,7 @@ The table: (mutation family + seeded instance, what must happen) in fuzz_mutatio
 """
 from __future__ import annotations
 
+import functools
 import random
 import time
 
@@ -21,11 +22,31 @@ from fuzz_mutations import FAMILIES
 
 # Families that main's code still fails (issue 11; fixes land on other branches). The integrator
 # removes an entry when its fix merges: the family must then pass (xfail is not strict meanwhile).
-KNOWN_FAILURES: set[str] = set()
+KNOWN_FAILURES: set[str] = {
+    "labels_unknown",  # item 1: becomes a class (probs-subset rows sum ~0.75, passes --check); 1 row: item 9's message
+    "labels_empty",  # item 2: class '' (vote: oof.csv columns ['Unnamed: 2', ...]); 1 row: item 9's message
+    "labels_nan",  # item 2: 'NA'/'nan' kept as a class name; here 1-2 rows, so item 9's message
+    "labels_one_row",  # item 9: 'rarest class has only 1 rows; use folds.n <= 1' names no class
+    "labels_stray_inferred",  # item 1: classes inferred from labels are not printed ('4 classes' only)
+    "ids_blank",  # a whitespace-only id is reported as a missing image ' .jpg', not as a blank cell of the CSV
+    "csv_empty",  # 0-byte/blank CSV: 'No columns to parse from file'; header-only: numpy/shape errors, no file
+    "csv_latin1",  # non-UTF-8 CSV: "'utf-8' codec can't decode byte ..." names no file
+    "cfg_negative",  # item 10: range errors lack file/key and come after folds.csv/cache/config.yaml; 2 tracebacks
+    "cfg_pretrained_not_path",  # item 10: pretrained: 3 -> "pretrained weights file not found: 3" after writing
+}
 
 CASES = [(family, i, variants[i % len(variants)])
          for family, (_, n, variants) in FAMILIES.items() for i in range(n)]
 SUMMARY: list[tuple[str, str, float, list[str]]] = []
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _fewer_prior_bootstraps():
+    """vote's test-prior CI bootstraps 200 EM fits (~1.8 s of a 2 s vote here); 10 keep the code path."""
+    import ensemble.vote.shift as vote_shift
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(vote_shift, "estimate_priors", functools.partial(vote_shift.estimate_priors, n_boot=10))
+        yield
 
 
 @pytest.fixture(scope="module")
@@ -59,13 +80,14 @@ def test_fuzz(family, i, variant, bases, tmp_path):
     t = time.time()
     ws = workspace(bases[variant], tmp_path, variant)
     mutate = FAMILIES[family][0]
-    expect = mutate(ws, random.Random(f"{family}:{i}"))
+    expect = mutate(ws, random.Random(f"{family}:{i}"), i)
     outcome = run_pipeline(ws)
-    problems = judge(outcome, expect)
-    if expect.rerun_after_fix and outcome.steps[0].rc == 2:
-        ws.reset_config()  # the user fixes the typo and reruns: the bad config must have left nothing stale
+    problems = judge(outcome, expect, ws)
+    if expect.config and outcome.steps[0].rc == 2 and problems:
+        ws.reset_config()  # the user fixes the config and reruns: is the run refused as made with another config?
         rerun = call("train (fixed config)", train_main, ["--cfg", str(ws.root / "model.yaml")])
         if rerun.rc != 0:
             problems.append(f"corrected rerun: exit {rerun.rc}: {rerun.crash or rerun.err.strip()[-200:]!r}")
-    SUMMARY.append((f"{family}-{i}-{variant}", outcome.summary, time.time() - t, problems))
+    SUMMARY.append((f"{family}-{i}-{variant}", f"{expect.what + ': ' if expect.what else ''}{outcome.summary}",
+                    time.time() - t, problems))
     assert not problems, "\n".join(problems)
