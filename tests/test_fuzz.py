@@ -58,14 +58,16 @@ def bases(tmp_path_factory, request):
     capture = request.config.pluginmanager.get_plugin("capturemanager")
     if report is None or capture is None or not SUMMARY:
         return
+    verbose = request.config.option.verbose > 0
     with capture.global_and_fixture_disabled():
         failed = [s for s in SUMMARY if s[3]]
-        report.write_line(f"\nfuzz: {len(SUMMARY)} mutations, {len(failed)} broke the promise, "
-                          f"{sum(s[2] for s in SUMMARY):.0f} s")
+        report.write_line(f"\nfuzz: {len(SUMMARY)} mutations, {len(failed)} broke the promise "
+                          f"({len({s[0].split('-')[0] for s in failed})} families), {sum(s[2] for s in SUMMARY):.0f} s"
+                          + ("" if verbose else "; -v lists the passing ones too"))
         for case, outcome, secs, problems in SUMMARY:
-            report.write_line(f"  {'FAIL' if problems else 'ok  '} {case:34s} {secs:4.1f}s {outcome}"
-                              + "".join(f"\n       - {p}" for p in problems))
-
+            if problems or verbose:
+                report.write_line(f"  {'FAIL' if problems else 'ok  '} {case:34s} {secs:4.1f}s {outcome}"
+                                  + "".join(f"\n       - {p}" for p in problems))
 
 def test_fuzz_runs_enough_mutations():
     assert len(CASES) >= 200
