@@ -60,9 +60,10 @@ CASES = [  # (mutation, config classes, expected message; {train}, {sample}: the
      f"line 22 'fox', ...; expected one of: cat, dog (the sample_submission.csv columns); {HINT}"),
     (relabel({3: "Cat"}), ["cat", "dog", "fox"],
      "{train}: 1 row has a label not in the 3 classes: line 5 'Cat'; expected one of: cat, dog, fox (competition.classes)"),
-    (both(sample(PROBS), relabel({5: "NA"})), None,  # 'NA' is text, not a missing value
-     "{train}: 1 row has a label not in the 3 classes: line 7 'NA'; expected one of: cat, dog, fox "
-     f"(the sample_submission.csv columns); {HINT}"),
+    (both(sample(PROBS), relabel({5: "NA", 6: "nan"})), None,  # missing-value markers, not classes
+     "{train}: 2 rows have an empty or missing-value label: line 7 (id 'cat_005') 'NA', line 8 (id 'cat_006') 'nan' "
+     "(<NA>, N/A, NA, NULL, NaN, None, n/a, nan, null mean a missing value; list it under competition.classes if "
+     "it is a real class)"),
     (relabel({2: "", 9: ""}), None, "{train}: 2 rows have an empty label: line 4 (id 'cat_002'), line 11 (id 'dog_001')"),
     (relabel({2: "   "}), ["cat", "dog", "fox"], "{train}: 1 row has an empty label: line 4 (id 'cat_002')"),
     (lambda root: (root / "train.csv").write_text("id,label\n"), None,
@@ -106,11 +107,14 @@ def test_folders_layout_names_the_images(tmp_path):
 def test_where_the_classes_come_from(tmp_path):
     root = make_competition(tmp_path / "c", n_per_class=2, n_test=2, size=8)
     cfg = CompetitionCfg(name="t", root=str(root), ext=".jpg")
-    relabel({4: "NA", 5: "NA"})(root)  # fox rows -> a class literally named 'NA'
+    relabel({4: "wolf", 5: "wolf"})(root)
     comp = load_competition(cfg)
-    assert comp.classes == ["NA", "cat", "dog"] and comp.classes_inferred
-    assert comp.describe_classes() == "classes (from train.csv labels): NA, cat, dog"
-    assert comp.train["y"].tolist() == [1, 1, 2, 2, 0, 0]
+    assert comp.classes == ["cat", "dog", "wolf"] and comp.classes_inferred
+    assert comp.describe_classes() == "classes (from train.csv labels): cat, dog, wolf"
+    assert comp.train["y"].tolist() == [0, 0, 1, 1, 2, 2]
+    relabel({4: "NA", 5: "NA"})(root)  # fox rows -> a class literally named 'NA': it must be named somewhere
+    with pytest.raises(DataError, match="2 rows have an empty or missing-value label"):
+        load_competition(cfg)
     sample("id,fox,dog,cat,NA\nt000,0.25,0.25,0.25,0.25\n")(root)  # a superset: a class with no rows is fine
     comp = load_competition(cfg)
     assert comp.classes == ["fox", "dog", "cat", "NA"] and not comp.classes_inferred

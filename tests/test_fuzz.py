@@ -23,14 +23,6 @@ from fuzz_mutations import FAMILIES
 # Families that main's code still fails (issue 11; fixes land on other branches). The integrator
 # removes an entry when its fix merges: the family must then pass (xfail is not strict meanwhile).
 KNOWN_FAILURES: set[str] = {
-    "labels_unknown",  # item 1: becomes a class (probs-subset rows sum ~0.75, passes --check); 1 row: item 9's message
-    "labels_empty",  # item 2: class '' (vote: oof.csv columns ['Unnamed: 2', ...]); 1 row: item 9's message
-    "labels_nan",  # item 2: 'NA'/'nan' kept as a class name; here 1-2 rows, so item 9's message
-    "labels_one_row",  # item 9: 'rarest class has only 1 rows; use folds.n <= 1' names no class
-    "labels_stray_inferred",  # item 1: classes inferred from labels are not printed ('4 classes' only)
-    "ids_blank",  # a whitespace-only id is reported as a missing image ' .jpg', not as a blank cell of the CSV
-    "csv_empty",  # 0-byte/blank CSV: 'No columns to parse from file'; header-only: numpy/shape errors, no file
-    "csv_latin1",  # non-UTF-8 CSV: "'utf-8' codec can't decode byte ..." names no file
     "cfg_negative",  # item 10: range errors lack file/key and come after folds.csv/cache/config.yaml; 2 tracebacks
     "cfg_pretrained_not_path",  # item 10: pretrained: 3 -> "pretrained weights file not found: 3" after writing
 }

@@ -58,7 +58,15 @@ def read_csv(path: Path, required: Sequence[str]) -> pd.DataFrame:
     """Read a CSV with every column as string; missing file/column -> DataError."""
     if not path.is_file():
         raise DataError(f"file not found: {path}")
-    df = pd.read_csv(path, dtype=str, keep_default_na=False)
+    try:
+        df = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except pd.errors.EmptyDataError:
+        raise DataError(f"{path}: the file is empty (expected a header line, then one row per image)") from None
+    except UnicodeDecodeError as e:
+        raise DataError(f"{path}: not UTF-8 text (byte 0x{e.object[e.start]:02x} at offset {e.start}); "
+                        f"save it as UTF-8") from None
+    except pd.errors.ParserError as e:
+        raise DataError(f"{path}: not a well-formed CSV ({' '.join(str(e).split())})") from None
     for col in required:
         if col not in df.columns:
             raise DataError(f"{path}: missing column '{col}' (columns: {', '.join(df.columns)})")
@@ -106,16 +114,21 @@ def image_paths(folder: Path, ids: pd.Series, ext: str) -> pd.Series:
 
 
 def _check_ids(df: pd.DataFrame, col: str, path: Path) -> None:
-    empty = np.flatnonzero(df[col].str.len().to_numpy() == 0)
+    empty = np.flatnonzero(df[col].str.strip().str.len().to_numpy() == 0)
     if len(empty):
-        raise DataError(f"{path}: row {empty[0] + 1}: empty '{col}'")
+        where = (f"line {csv_lines(path)[empty[0]]}" if path.is_file() else f"row {empty[0] + 1}")
+        raise DataError(f"{path}: {where}: empty '{col}'")
     dup = df[col].duplicated()
     if dup.any():
         i = int(np.flatnonzero(dup.to_numpy())[0])
         raise DataError(f"{path}: row {i + 1}: duplicate id '{df[col].iat[i]}'")
 
 
-def _read_train_csv(cfg: CompetitionCfg, root: Path) -> pd.DataFrame:
+NA_LABELS = frozenset({"NA", "N/A", "n/a", "NaN", "nan", "null", "NULL", "None", "<NA>"})  # pandas' markers
+
+
+def _read_train_csv(cfg: CompetitionCfg, root: Path, named: Sequence[str] = ()) -> pd.DataFrame:
+    """named: the classes named by config or sample columns (a missing-value marker among them is a class)."""
     path = root / cfg.train_csv
     cols = [cfg.id_col, cfg.label_col] + ([cfg.group_col] if cfg.group_col else [])
     df = read_csv(path, cols)
@@ -123,13 +136,20 @@ def _read_train_csv(cfg: CompetitionCfg, root: Path) -> pd.DataFrame:
         raise DataError(f"{path}: no data rows (expected a header line and one row per training image)")
     _check_ids(df, cfg.id_col, path)
     out = pd.DataFrame({"id": df[cfg.id_col], "label": df[cfg.label_col].str.strip()})
-    # read as text (read_csv: keep_default_na=False): 'NA' or 'None' is a class name, only a blank cell is missing
-    empty = np.flatnonzero(out["label"].str.len().to_numpy() == 0)
+    # read as text (keep_default_na=False), then a blank cell or a missing-value marker ('NA', 'nan', ...) is
+    # an error, unless competition.classes or the sample's columns name that marker as a real class
+    missing = out["label"].str.len().eq(0) | (out["label"].isin(NA_LABELS) & ~out["label"].isin(named))
+    empty = np.flatnonzero(missing.to_numpy())
     if len(empty):
         line = csv_lines(path)
-        rows = [f"line {line[i]} (id '{out['id'].iat[i]}')" for i in empty[:5]]
+        marked = out["label"].iloc[empty].str.len().gt(0).any()
+        rows = [f"line {line[i]} (id '{out['id'].iat[i]}')" + (f" '{out['label'].iat[i]}'" if marked else "")
+                for i in empty[:5]]
+        what = ("an empty or missing-value label" if marked else "an empty label")
+        hint = (f" ({', '.join(sorted(NA_LABELS))} mean a missing value; list it under competition.classes if it "
+                f"is a real class)" if marked else "")
         raise DataError(f"{path}: {_plural(len(empty), 'row')} {'has' if len(empty) == 1 else 'have'} "
-                        f"an empty label: {_listing(rows, 5, len(empty))}")
+                        f"{what}: {_listing(rows, 5, len(empty))}{hint}")
     out["group"] = df[cfg.group_col] if cfg.group_col else None
     out["path"] = image_paths(root / cfg.train_dir, out["id"], cfg.ext)
     return out
@@ -193,12 +213,15 @@ def load_competition(cfg: CompetitionCfg) -> Competition:
     root = Path(cfg.root)
     if not root.is_dir():
         raise DataError(f"competition '{cfg.name}': root folder not found: {root}")
-    train = _read_train_folders(cfg, root) if cfg.layout == "folders" else _read_train_csv(cfg, root)
     sample_path = root / cfg.sample_submission
     sample = read_csv(sample_path, [])
     if sample.shape[1] < 2:
         raise DataError(f"{sample_path}: expected an id column and at least one prediction column")
+    if sample.empty:
+        raise DataError(f"{sample_path}: no data rows (expected a header line, then one row per test image)")
     _check_ids(sample, sample.columns[0], sample_path)
+    named = [str(c) for c in cfg.classes or (sample.columns[1:] if sample.shape[1] > 2 else [])]
+    train = _read_train_folders(cfg, root) if cfg.layout == "folders" else _read_train_csv(cfg, root, named)
     classes, classes_from = _classes(cfg, train["label"], sample, sample_path)
     _check_labels(cfg, root, train, classes, classes_from)
     train["y"] = train["label"].map({c: i for i, c in enumerate(classes)}).astype(np.int64)
