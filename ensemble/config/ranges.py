@@ -1,0 +1,96 @@
+"""Value ranges of the config's numbers and choices, checked when the config loads (before anything
+is written), so a bad value fails as `<file>: key 'folds.n' expected an integer >= 2, got int 1`.
+
+RANGES maps a dotted key (`*` = every item of a list) to (check, what is expected); a None value
+of an optional key is never checked.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Callable
+
+from ensemble.config.schema import ConfigError
+
+
+def _num(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _int_at_least(n: int):
+    return (lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= n), f"an integer >= {n}"
+
+
+POSITIVE_INT = _int_at_least(1)
+NON_NEGATIVE_INT = _int_at_least(0)
+NON_NEGATIVE = (lambda v: _num(v) and v >= 0), "a number >= 0"
+POSITIVE = (lambda v: _num(v) and v > 0), "a number > 0"
+UNIT_OPEN = (lambda v: _num(v) and 0 <= v < 1), "a number in [0, 1)"
+UNIT_CLOSED = (lambda v: _num(v) and 0 <= v <= 1), "a number in [0, 1]"
+
+
+def _stage_train(v) -> bool:
+    """`train:` of a stage: all, head, or the last k >= 0 backbone stage groups (k checked per backbone
+    where the backbone is built)."""
+    if isinstance(v, str) and v.isdigit():
+        v = int(v)
+    return v in ("all", "head") or (isinstance(v, int) and not isinstance(v, bool) and v >= 0)
+
+
+def _class_weights(v) -> bool:
+    return v == "auto" or (isinstance(v, list) and all(_num(w) and w >= 0 for w in v))
+
+
+def _alpha(v) -> bool:
+    return UNIT_CLOSED[0](v) or (isinstance(v, list) and all(_num(w) and w >= 0 for w in v))
+
+
+RANGES: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "folds.n": (_int_at_least(2)[0], "an integer >= 2 (K-fold cross-validation needs at least 2 folds)"),
+    "input.size": POSITIVE_INT,
+    "model.drop_rate": UNIT_OPEN,
+    "model.drop_path_rate": UNIT_OPEN,
+    "model.head.dropout": UNIT_OPEN,
+    "model.head.hidden.*": POSITIVE_INT,
+    "loss.label_smoothing": UNIT_OPEN,
+    "loss.gamma": NON_NEGATIVE,
+    "loss.class_weights": (_class_weights, "'auto' or a list of numbers >= 0 (one per class)"),
+    "loss.alpha": (_alpha, "a number in [0, 1] or a list of numbers >= 0 (one per class)"),
+    "optim.weight_decay": NON_NEGATIVE,
+    "optim.momentum": UNIT_OPEN,
+    "optim.layer_decay": ((lambda v: _num(v) and 0 < v <= 1), "a number in (0, 1]"),
+    "schedule.warmup_epochs": NON_NEGATIVE,
+    "schedule.min_lr_ratio": UNIT_CLOSED,
+    "schedule.step_size": POSITIVE_INT,
+    "schedule.gamma": ((lambda v: _num(v) and 0 < v <= 1), "a number in (0, 1]"),
+    "schedule.patience": NON_NEGATIVE_INT,
+    "schedule.factor": ((lambda v: _num(v) and 0 < v < 1), "a number in (0, 1)"),
+    "stages": ((lambda v: len(v) > 0), "at least one stage"),
+    "stages.*.epochs": POSITIVE_INT,
+    "stages.*.train": (_stage_train, "'all', 'head' or an integer k >= 0 (the last k backbone stages)"),
+    "train.batch_size": POSITIVE_INT,
+    "train.eval_batch_size": POSITIVE_INT,
+    "train.accum_steps": POSITIVE_INT,
+    "train.clip_grad": POSITIVE,
+    "train.early_stopping": POSITIVE_INT,
+    "train.time_limit": POSITIVE,
+    "train.num_workers": NON_NEGATIVE_INT,
+}
+
+
+def _values(node, parts: list[str], key: str):
+    """-> [(dotted key, value)] of `parts` under `node` (a dataclass, list or plain value)."""
+    if not parts:
+        return [(key, node)]
+    head, rest = parts[0], parts[1:]
+    if head == "*":
+        return [kv for i, item in enumerate(node or []) for kv in _values(item, rest, f"{key}.{i}")]
+    return _values(getattr(node, head), rest, f"{key}.{head}" if key else head)
+
+
+def check_ranges(cfg, source: Callable[[str], str]) -> None:
+    """Raise ConfigError for the first value outside RANGES; `source(key)` names the file that set it."""
+    for pattern, (ok, expected) in RANGES.items():
+        for key, value in _values(cfg, pattern.split("."), ""):
+            if value is not None and not ok(value):
+                got = f"{type(value).__name__} {value!r}"
+                raise ConfigError(f"{source(key)}: key '{key}' expected {expected}, got {got}")
