@@ -24,7 +24,8 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from ensemble.config import ConfigError, build, load_config, read_yaml
-from ensemble.compete.timeplan import Candidate
+from ensemble.compete.timeplan import Candidate, check_candidate
+from ensemble.config.ranges import stage_count
 from ensemble.registry import Registry
 from ensemble.artifacts.paths import CompetitionPaths
 
@@ -95,6 +96,17 @@ def load_compete_file(competition: str, configs_dir: str | Path = "configs") -> 
     spec = build(CompeteFile, read_yaml(path), "", lambda key: str(path))
     if spec.builder is not None and spec.builder not in BUILDERS:
         raise ConfigError(f"{path}: unknown builder '{spec.builder}'; available: {', '.join(BUILDERS)}")
+    for i, c in enumerate(spec.time.candidates if spec.time else []):
+        if c.train != "all" or c.partial is not None:  # k needs the backbone's stage count
+            backbone = load_config(folder / c.cfg, [*spec.time.set, *c.set]).model.backbone
+            try:
+                n = stage_count(backbone)
+            except ValueError as e:
+                raise ConfigError(f"{path}: time.candidates[{i}].train: {e}") from None
+            try:
+                check_candidate(c, f"{path}: time.candidates[{i}]", backbone, n)
+            except ValueError as e:
+                raise ConfigError(str(e)) from None
     return folder, spec
 
 

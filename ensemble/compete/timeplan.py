@@ -58,6 +58,20 @@ class Candidate:
         return self.name or self.cfg.split("/")[-1].split(".")[0]
 
 
+def check_candidate(c: Candidate, key: str, backbone: str, stages: int) -> None:
+    """`train:` (all or k) and `partial:` (k) of a time candidate, k in 1..`stages` of its backbone.
+    key: where it is, e.g. 'configs/x/compete.yaml: time.candidates[2]'. Raises ValueError."""
+    for name, value, allowed in (("train", c.train, "'all'"), ("partial", c.partial, "null")):
+        if value is None or (value == "all" and name == "train"):
+            continue
+        k = int(value) if isinstance(value, str) and value.isdigit() else value
+        if isinstance(k, bool) or not isinstance(k, int):
+            raise ValueError(f"{key}.{name} {value!r} is unknown; expected {allowed} or the number k of last "
+                             f"backbone stages to train (1..{stages} for {backbone})")
+        if not 1 <= k <= stages:
+            raise ValueError(f"{key}.{name} {k} is out of range for {backbone} (1..{stages} stages or {allowed})")
+
+
 @dataclass(frozen=True)
 class Speed:
     """Measured images/second at ``size``: a training step (fwd + bwd + step) and inference."""

@@ -29,8 +29,8 @@ UNIT_CLOSED = (lambda v: _num(v) and 0 <= v <= 1), "a number in [0, 1]"
 
 
 def _stage_train(v) -> bool:
-    """`train:` of a stage: all, head, or the last k >= 0 backbone stage groups (k checked per backbone
-    where the backbone is built)."""
+    """`train:` of a stage: all, head, or the last k >= 0 backbone stage groups (k <= the backbone's
+    stage count: _check_stage_k)."""
     if isinstance(v, str) and v.isdigit():
         v = int(v)
     return v in ("all", "head") or (isinstance(v, int) and not isinstance(v, bool) and v >= 0)
@@ -77,6 +77,41 @@ RANGES: dict[str, tuple[Callable[[Any], bool], str]] = {
 }
 
 
+def stage_count(backbone: str) -> int:
+    """How many stage groups (timm's coarse ``group_matcher``, as ensemble.models.set_trainable uses)
+    `backbone` has, built without weights on the meta device (no memory, ~0.1 s). Raises ValueError."""
+    import timm
+    import torch
+    from timm.models import group_parameters
+
+    from ensemble.registry import lookup
+    timm_name = lookup("backbone").get(backbone, backbone)
+    with torch.device("meta"):
+        net = timm.create_model(timm_name, pretrained=False, num_classes=0)
+    try:
+        groups = group_parameters(net, net.group_matcher(coarse=True))
+    except NotImplementedError:
+        raise ValueError(f"backbone {backbone!r} has no timm group_matcher, so it cannot train its last k "
+                         "stages; use 'all' or 'head'") from None
+    return sum(1 for g in groups.values() if g)
+
+
+def _check_stage_k(cfg, source: Callable[[str], str]) -> None:
+    """`stages[].train: k` must be within the backbone's stage groups."""
+    ks = [(i, int(st.train)) for i, st in enumerate(cfg.stages) if str(st.train).isdigit()]
+    if not ks:
+        return
+    try:
+        n = stage_count(cfg.model.backbone)
+    except ValueError as e:
+        raise ConfigError(f"{source(f'stages.{ks[0][0]}.train')}: key 'stages.{ks[0][0]}.train': {e}") from None
+    for i, k in ks:
+        if k > n:
+            key = f"stages.{i}.train"
+            raise ConfigError(f"{source(key)}: key '{key}': {k} is out of range for {cfg.model.backbone} "
+                              f"(0..{n} stages, 'head' or 'all')")
+
+
 def _values(node, parts: list[str], key: str):
     """-> [(dotted key, value)] of `parts` under `node` (a dataclass, list or plain value)."""
     if not parts:
@@ -94,3 +129,4 @@ def check_ranges(cfg, source: Callable[[str], str]) -> None:
             if value is not None and not ok(value):
                 got = f"{type(value).__name__} {value!r}"
                 raise ConfigError(f"{source(key)}: key '{key}' expected {expected}, got {got}")
+    _check_stage_k(cfg, source)
