@@ -50,7 +50,7 @@ class Candidate:
     sizes: list[int] = field(default_factory=lambda: [128])
     head_epochs: int = 0  # head-only epochs on cached frozen features (pretrained backbones)
     partial: int | None = None  # then one epoch training the last `partial` backbone stages (train: k)
-    train: str | int = "all"  # what the fine-tuning epochs train: all, or the last k backbone stages
+    train: int | str = "all"  # what the fine-tuning epochs train: all, or the last k backbone stages
     twin: str | None = None  # train at this candidate's size, in at most its time (equal-time comparison)
 
     @property
@@ -116,7 +116,7 @@ class Entry:
     fold_limit: float  # train.time_limit per fold (seconds of epochs)
     folds: int = 5
     partial: int | None = None  # the first of `epochs` trains only the last `partial` stages
-    train: str | int = "all"  # what the (other) fine-tuning epochs train
+    train: int | str = "all"  # what the (other) fine-tuning epochs train
 
     def overrides(self) -> list[str]:
         stages = [f"{{epochs: {self.head_epochs}, train: head, augment: false}}"] if self.head_epochs else []
