@@ -212,3 +212,18 @@ def test_time_candidates_in_range_load(tiny):
         "time:\n  candidates:\n    - {cfg: model.yaml, train: 5, partial: 2}\n    - {cfg: model.yaml, train: all}\n")
     _, spec = load_compete_file(cfg_path.parent.name, cfg_path.parent.parent)
     assert [(c.train, c.partial) for c in spec.time.candidates] == [(5, 2), ("all", None)]
+
+
+def test_resume_from_a_poisoned_checkpoint_is_refused(tiny, capsys):
+    cfg_path, _, runs = tiny
+    args = ["--cfg", str(cfg_path), "--folds", "0", "--set", "stages=[{epochs: 1, train: all}]"]
+    assert train_main(args) == 0
+    fold = runs / "tiny" / "tinyrun" / "fold0"
+    marker = fold / "pwned"
+    torch.save({"model": Payload(marker)}, fold / "last.pt")
+    (fold / "preds.npz").unlink()  # the fold looks interrupted: --resume reads last.pt
+    assert train_main(args + ["--resume"]) == 2
+    assert capsys.readouterr().err == (f"error: {fold / 'last.pt'}: refused: the file contains pickled code or objects "
+                                       "beyond tensors (posix.system); convert it to .safetensors or a plain state "
+                                       "dict of tensors\n")
+    assert not marker.exists()
