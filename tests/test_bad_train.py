@@ -206,6 +206,32 @@ def test_time_candidate_train_out_of_range_fails_when_compete_yaml_loads(tiny, c
     assert str(e.value) == f"{compete}: {message}"
 
 
+TIME_SPEC = [
+    ("candidates: []", "key 'time.candidates' expected at least one candidate, got list []"),
+    ("candidates: [{cfg: model.yaml, sizes: []}]",
+     "key 'time.candidates.0.sizes' expected at least one image size, got list []"),
+    ("candidates: [{cfg: model.yaml, sizes: [64, 0]}]",
+     "key 'time.candidates.0.sizes.1' expected an integer >= 1, got int 0"),
+    ("candidates: [{cfg: model.yaml, head_epochs: -1}]",
+     "key 'time.candidates.0.head_epochs' expected an integer >= 0, got int -1"),
+    ("{candidates: [{cfg: model.yaml}], folds: [5, 1]}", "key 'time.folds.1' expected fold counts >= 2, got int 1"),
+    ("{candidates: [{cfg: model.yaml}], min_epochs: 0}", "key 'time.min_epochs' expected an integer >= 1, got int 0"),
+    ("{candidates: [{cfg: model.yaml}], reserve: 1.0}", "key 'time.reserve' expected a number in [0, 1), got float 1.0"),
+    ("{candidates: [{cfg: model.yaml}], min_epochs: 4, target_epochs: 3}",
+     "time: expected min_epochs <= target_epochs <= max_epochs, got 4, 3, 15"),
+]
+
+
+@pytest.mark.parametrize("section, message", TIME_SPEC)
+def test_time_numbers_fail_when_compete_yaml_loads(tiny, section, message):
+    cfg_path, _, _ = tiny
+    compete = cfg_path.parent / "compete.yaml"
+    compete.write_text(f"time:\n  {section}\n" if not section.startswith("{") else f"time: {section}\n")
+    with pytest.raises(ConfigError) as e:
+        load_compete_file(cfg_path.parent.name, cfg_path.parent.parent)
+    assert str(e.value) == f"{compete}: {message}"
+
+
 def test_time_candidates_in_range_load(tiny):
     cfg_path, _, _ = tiny
     (cfg_path.parent / "compete.yaml").write_text(

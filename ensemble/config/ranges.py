@@ -122,11 +122,17 @@ def _values(node, parts: list[str], key: str):
     return _values(getattr(node, head), rest, f"{key}.{head}" if key else head)
 
 
-def check_ranges(cfg, source: Callable[[str], str]) -> None:
-    """Raise ConfigError for the first value outside RANGES; `source(key)` names the file that set it."""
-    for pattern, (ok, expected) in RANGES.items():
-        for key, value in _values(cfg, pattern.split("."), ""):
+def check_values(obj, table: dict[str, tuple[Callable[[Any], bool], str]], source: Callable[[str], str]) -> None:
+    """Raise ConfigError for the first value of dataclass `obj` outside `table` (dotted key -> (check,
+    what is expected)); `source(key)` names the file that set it."""
+    for pattern, (ok, expected) in table.items():
+        for key, value in _values(obj, pattern.split("."), ""):
             if value is not None and not ok(value):
                 got = f"{type(value).__name__} {value!r}"
                 raise ConfigError(f"{source(key)}: key '{key}' expected {expected}, got {got}")
+
+
+def check_ranges(cfg, source: Callable[[str], str]) -> None:
+    """RANGES and the stages' `train: k` of a built Config (see check_values)."""
+    check_values(cfg, RANGES, source)
     _check_stage_k(cfg, source)
