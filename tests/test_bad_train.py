@@ -63,6 +63,7 @@ BAD_CONFIG = [
     ("optim.weight_decay", "-1", "key 'optim.weight_decay' expected a number >= 0, got float -1.0"),
     ("optim.momentum", "1.5", "key 'optim.momentum' expected a number in [0, 1), got float 1.5"),
     ("schedule.min_lr_ratio", "2", "key 'schedule.min_lr_ratio' expected a number in [0, 1], got float 2.0"),
+    ("train.device", "tpu", "key 'train.device' expected auto, cpu, cuda, cuda:N or mps, got str 'tpu'"),
     ("schedule.factor", "1", "key 'schedule.factor' expected a number in (0, 1), got float 1.0"),
 ]
 

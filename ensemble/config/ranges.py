@@ -44,6 +44,14 @@ def _alpha(v) -> bool:
     return UNIT_CLOSED[0](v) or (isinstance(v, list) and all(_num(w) and w >= 0 for w in v))
 
 
+def _device(v) -> bool:
+    import torch
+    try:
+        return v == "auto" or torch.device(v).type in ("cpu", "cuda", "mps", "xpu")
+    except (RuntimeError, ValueError):
+        return False
+
+
 RANGES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "folds.n": (_int_at_least(2)[0], "an integer >= 2 (K-fold cross-validation needs at least 2 folds)"),
     "input.size": POSITIVE_INT,
@@ -74,6 +82,7 @@ RANGES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "train.early_stopping": POSITIVE_INT,
     "train.time_limit": POSITIVE,
     "train.num_workers": NON_NEGATIVE_INT,
+    "train.device": (_device, "auto, cpu, cuda, cuda:N or mps"),
 }
 
 
