@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import yaml
@@ -13,6 +14,7 @@ import yaml
 from ensemble.compete.run import load_compete_file
 from ensemble.config import ConfigError, load_config
 from ensemble.models.weights import UnsafePickleError, load_torch, read_state_dict
+from ensemble.train.engine import NonFiniteLossError, check_diverged, divergence_hint
 from ensemble.train.__main__ import main as train_main
 from ensemble.tune.__main__ import main as tune_main
 
@@ -117,6 +119,41 @@ def test_diverged_weights_stop_the_fold_with_fold_epoch_and_what_to_change(tiny,
     assert sorted(p.name for p in fold.iterdir()) == []  # no checkpoint, preds or result.json of the bad epoch
     assert train_main(args + ["--resume"]) == 2  # resumable: the same clear line again, no traceback
     assert capsys.readouterr().err == f"error: {message}\n"
+
+
+def _nan_weight(model):
+    with torch.no_grad():
+        model[0].weight[0, 0] = float("nan")
+
+
+CHECKS = [
+    (_nan_weight, None, "the weights became NaN/inf (diverged; first: 0.weight)"),
+    (None, np.array([[0.5, np.inf]]), "the model's outputs on the validation rows became NaN/inf (weights diverged)"),
+    (None, np.array([[0.5, np.nan]]), "the model's outputs on the validation rows became NaN/inf (weights diverged)"),
+    (None, np.array([[0.5, 0.5]]), None),
+]
+
+
+@pytest.mark.parametrize("mutate, out, message", CHECKS)
+def test_check_diverged(mutate, out, message):
+    model = torch.nn.Sequential(torch.nn.Linear(2, 2))
+    if mutate:
+        mutate(model)
+    if message is None:
+        check_diverged(model, out)
+        return
+    with pytest.raises(NonFiniteLossError) as e:
+        check_diverged(model, out)
+    assert str(e.value) == message
+
+
+@pytest.mark.parametrize("lrs, clip, amp, hint", [
+    ({"backbone": 1.5e-3, "head": 3e-3}, None, False, "lower optim.lr (now backbone 0.0015, head 0.003) or set "
+                                                       "train.clip_grad (e.g. 1.0)"),
+    ({"head": 1e6}, 5.0, True, "lower optim.lr (now head 1e+06) or lower train.clip_grad (now 5) or set train.amp=off"),
+])
+def test_divergence_hint_cites_real_keys(lrs, clip, amp, hint):
+    assert divergence_hint(lrs, clip, amp) == hint
 
 
 # ---------------------------------------------------------------- --storage drivers

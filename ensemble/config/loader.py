@@ -123,7 +123,8 @@ def load_config(path: str | Path, overrides: Sequence[str] | Mapping[str, Any] =
         prov[key] = "--set"
     if "name" not in raw or raw["name"] is None:
         raw["name"] = path.name.split(".")[0] if path.name.endswith(".yaml") else path.stem
-    source = lambda key: _source(prov, key, path)  # noqa: E731
+    def source(key: str) -> str:
+        return _source(prov, key, path)
     cfg = build(Config, raw, "", source)
     check_ranges(cfg, source)
     return cfg

@@ -88,7 +88,7 @@ def check_diverged(model: nn.Module, out: np.ndarray | None = None) -> None:
 
 def divergence_hint(lrs: dict[str, float], clip_grad: float | None, amp: bool) -> str:
     """What to change after a divergence, citing the config keys that exist."""
-    now = ", ".join(f"{g} {v:.0e}" for g, v in lrs.items())
+    now = ", ".join(f"{g} {v:.3g}" for g, v in lrs.items())
     clip = f"lower train.clip_grad (now {clip_grad:g})" if clip_grad else "set train.clip_grad (e.g. 1.0)"
     return f"lower optim.lr (now {now}) or {clip}" + (" or set train.amp=off" if amp else "")
 
