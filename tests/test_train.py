@@ -131,7 +131,7 @@ def test_nan_loss_stops_the_fold_with_a_message(tiny):
     cfg_path, _, _ = tiny
     cfg = load_config(cfg_path, ["stages=[{epochs: 1, train: all}]", "optim.lr.backbone=1e30", "optim.lr.head=1e30",
                                  "optim.name=sgd"])
-    with pytest.raises(NonFiniteLossError, match=r"^loss is (nan|inf) at step \d+; the fold is stopped"):
+    with pytest.raises(NonFiniteLossError, match=r"^fold 0, stage 1, epoch 1: the train loss became (nan|inf) at step \d+; lower optim.lr"):
         train(cfg)
 
 

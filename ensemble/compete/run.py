@@ -24,7 +24,8 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from ensemble.config import ConfigError, build, load_config, read_yaml
-from ensemble.compete.timeplan import Candidate
+from ensemble.compete.timeplan import Candidate, check_candidate
+from ensemble.config.ranges import NON_NEGATIVE_INT, POSITIVE_INT, UNIT_OPEN, check_values, stage_count
 from ensemble.registry import Registry
 from ensemble.artifacts.paths import CompetitionPaths
 
@@ -70,6 +71,20 @@ class TimeSpec:
     reserve: float = 0.08
 
 
+TIME_RANGES = {  # time: numbers, checked when compete.yaml loads (ensemble.config.ranges)
+    "time.candidates": ((lambda v: len(v) > 0), "at least one candidate"),
+    "time.candidates.*.sizes": ((lambda v: len(v) > 0), "at least one image size"),
+    "time.candidates.*.sizes.*": POSITIVE_INT,
+    "time.candidates.*.head_epochs": NON_NEGATIVE_INT,
+    "time.folds.*": ((lambda v: POSITIVE_INT[0](v) and v >= 2), "fold counts >= 2"),
+    "time.min_epochs": POSITIVE_INT,
+    "time.target_epochs": POSITIVE_INT,
+    "time.max_epochs": POSITIVE_INT,
+    "time.max_models": POSITIVE_INT,
+    "time.reserve": UNIT_OPEN,
+}
+
+
 @dataclass(frozen=True)
 class CompeteFile:
     budgets: dict[str, Budget] = field(default_factory=dict)
@@ -95,6 +110,23 @@ def load_compete_file(competition: str, configs_dir: str | Path = "configs") -> 
     spec = build(CompeteFile, read_yaml(path), "", lambda key: str(path))
     if spec.builder is not None and spec.builder not in BUILDERS:
         raise ConfigError(f"{path}: unknown builder '{spec.builder}'; available: {', '.join(BUILDERS)}")
+    if spec.time is not None:
+        check_values(spec, TIME_RANGES, lambda key: str(path))
+        t = spec.time
+        if not t.min_epochs <= t.target_epochs <= t.max_epochs:
+            raise ConfigError(f"{path}: time: expected min_epochs <= target_epochs <= max_epochs, got "
+                              f"{t.min_epochs}, {t.target_epochs}, {t.max_epochs}")
+    for i, c in enumerate(spec.time.candidates if spec.time else []):
+        if c.train != "all" or c.partial is not None:  # k needs the backbone's stage count
+            backbone = load_config(folder / c.cfg, [*spec.time.set, *c.set]).model.backbone
+            try:
+                n = stage_count(backbone)
+            except ValueError as e:
+                raise ConfigError(f"{path}: time.candidates[{i}].train: {e}") from None
+            try:
+                check_candidate(c, f"{path}: time.candidates[{i}]", backbone, n)
+            except ValueError as e:
+                raise ConfigError(str(e)) from None
     return folder, spec
 
 

@@ -50,12 +50,26 @@ class Candidate:
     sizes: list[int] = field(default_factory=lambda: [128])
     head_epochs: int = 0  # head-only epochs on cached frozen features (pretrained backbones)
     partial: int | None = None  # then one epoch training the last `partial` backbone stages (train: k)
-    train: str | int = "all"  # what the fine-tuning epochs train: all, or the last k backbone stages
+    train: int | str = "all"  # what the fine-tuning epochs train: all, or the last k backbone stages
     twin: str | None = None  # train at this candidate's size, in at most its time (equal-time comparison)
 
     @property
     def label(self) -> str:
         return self.name or self.cfg.split("/")[-1].split(".")[0]
+
+
+def check_candidate(c: Candidate, key: str, backbone: str, stages: int) -> None:
+    """`train:` (all or k) and `partial:` (k) of a time candidate, k in 1..`stages` of its backbone.
+    key: where it is, e.g. 'configs/x/compete.yaml: time.candidates[2]'. Raises ValueError."""
+    for name, value, allowed in (("train", c.train, "'all'"), ("partial", c.partial, "null")):
+        if value is None or (value == "all" and name == "train"):
+            continue
+        k = int(value) if isinstance(value, str) and value.isdigit() else value
+        if isinstance(k, bool) or not isinstance(k, int):
+            raise ValueError(f"{key}.{name} {value!r} is unknown; expected {allowed} or the number k of last "
+                             f"backbone stages to train (1..{stages} for {backbone})")
+        if not 1 <= k <= stages:
+            raise ValueError(f"{key}.{name} {k} is out of range for {backbone} (1..{stages} stages or {allowed})")
 
 
 @dataclass(frozen=True)
@@ -102,7 +116,7 @@ class Entry:
     fold_limit: float  # train.time_limit per fold (seconds of epochs)
     folds: int = 5
     partial: int | None = None  # the first of `epochs` trains only the last `partial` stages
-    train: str | int = "all"  # what the (other) fine-tuning epochs train
+    train: int | str = "all"  # what the (other) fine-tuning epochs train
 
     def overrides(self) -> list[str]:
         stages = [f"{{epochs: {self.head_epochs}, train: head, augment: false}}"] if self.head_epochs else []

@@ -2,8 +2,9 @@
 
     cfg = load_config("configs/ham10000/resnet18.yaml", ["input.size=64", "folds.n=2"])
 
-Every key is checked against the dataclasses of ensemble.config.schema; errors name the file (or
-`--set`) that supplied the key, the dotted key and what was expected.
+Every key is checked against the dataclasses of ensemble.config.schema and every number and choice
+against ensemble.config.ranges; errors name the file (or `--set`) that supplied the key, the dotted
+key and what was expected.
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from typing import Any, Literal, Mapping, Sequence, Union
 
 import yaml
 
+from ensemble.config.ranges import check_ranges
 from ensemble.config.schema import Config, ConfigError
 from ensemble.registry import did_you_mean
 
@@ -121,7 +123,11 @@ def load_config(path: str | Path, overrides: Sequence[str] | Mapping[str, Any] =
         prov[key] = "--set"
     if "name" not in raw or raw["name"] is None:
         raw["name"] = path.name.split(".")[0] if path.name.endswith(".yaml") else path.stem
-    return build(Config, raw, "", lambda key: _source(prov, key, path))
+    def source(key: str) -> str:
+        return _source(prov, key, path)
+    cfg = build(Config, raw, "", source)
+    check_ranges(cfg, source)
+    return cfg
 
 
 def _source(prov: dict[str, str], key: str, default: Path) -> str:

@@ -17,6 +17,8 @@ import functools
 import importlib.util
 import logging
 import os
+import pickle
+import re
 import socket
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -34,6 +36,10 @@ State = dict[str, torch.Tensor]
 
 class WeightsMismatchError(ValueError):
     """A weights file does not fit the model it is mapped onto."""
+
+
+class UnsafePickleError(ValueError):
+    """A .pt/.pth/.bin file whose pickle would run code or build objects beyond tensors."""
 
 
 # ----------------------------------------------------------------------------- key mappings
@@ -79,6 +85,18 @@ def get_mapping(name: str):
 
 # ----------------------------------------------------------------------------- reading files
 
+def load_torch(path: str | os.PathLike, map_location="cpu"):
+    """torch.load with ``weights_only=True``; a pickle that would run code or build objects beyond
+    tensors is refused with one line (never torch's advice to load it unsafely): UnsafePickleError."""
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as e:
+        what = re.search(r"GLOBAL (\S+)", str(e))
+        raise UnsafePickleError(f"{path}: refused: the file contains pickled code or objects beyond tensors"
+                                f"{f' ({what.group(1)})' if what else ''}; convert it to .safetensors or a plain "
+                                "state dict of tensors") from None
+
+
 def read_state_dict(path: str | os.PathLike) -> State:
     """A state dict of tensors from .safetensors or .pt/.pth/.bin (``weights_only=True``);
     one wrapped in {"state_dict" | "model": ...} is unwrapped."""
@@ -94,9 +112,11 @@ def read_state_dict(path: str | os.PathLike) -> State:
             from safetensors.torch import load_file
             state = load_file(str(path), device="cpu")
         else:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # corrupt file, unsafe pickle, ...
-        raise ValueError(f"{path}: cannot read weights ({type(e).__name__}: {e})") from e
+            state = load_torch(path)
+    except UnsafePickleError:
+        raise
+    except Exception as e:  # a corrupt or truncated file
+        raise ValueError(f"{path}: cannot read weights ({type(e).__name__}: {(str(e).splitlines() or [''])[0]})") from e
     for wrapper in ("state_dict", "model"):
         if isinstance(state, dict) and isinstance(state.get(wrapper), dict):
             state = state[wrapper]

@@ -19,7 +19,8 @@ from ensemble.train.tta import expand_tta, tta_view
 
 
 class NonFiniteLossError(RuntimeError):
-    """The loss became NaN or inf; the fold is stopped instead of writing garbage."""
+    """The loss, the weights or the validation outputs became NaN or inf; the fold is stopped
+    instead of writing garbage (FoldTrainer adds the fold, epoch and what to change)."""
 
 
 @dataclass
@@ -72,8 +73,24 @@ def resolve_precision(device: torch.device, amp: str = "auto", channels_last: bo
 
 def _check_finite(loss: torch.Tensor, step: int) -> None:
     if not torch.isfinite(loss):
-        raise NonFiniteLossError(f"loss is {loss.item()} at step {step}; the fold is stopped "
-                                 f"(lower the learning rate, set train.clip_grad, or train.amp=off)")
+        raise NonFiniteLossError(f"the train loss became {loss.item()} at step {step}")
+
+
+def check_diverged(model: nn.Module, out: np.ndarray | None = None) -> None:
+    """Raise NonFiniteLossError when a parameter of `model` or the outputs `out` hold NaN/inf
+    (a diverged optimizer step leaves a finite loss behind and NaN weights for the next epoch)."""
+    bad = next((n for n, p in model.named_parameters() if not torch.isfinite(p).all()), None)
+    if bad is not None:
+        raise NonFiniteLossError(f"the weights became NaN/inf (diverged; first: {bad})")
+    if out is not None and not np.isfinite(out).all():
+        raise NonFiniteLossError("the model's outputs on the validation rows became NaN/inf (weights diverged)")
+
+
+def divergence_hint(lrs: dict[str, float], clip_grad: float | None, amp: bool) -> str:
+    """What to change after a divergence, citing the config keys that exist."""
+    now = ", ".join(f"{g} {v:.3g}" for g, v in lrs.items())
+    clip = f"lower train.clip_grad (now {clip_grad:g})" if clip_grad else "set train.clip_grad (e.g. 1.0)"
+    return f"lower optim.lr (now {now}) or {clip}" + (" or set train.amp=off" if amp else "")
 
 
 def _progress(iterable, total: int, desc: str, enabled: bool):

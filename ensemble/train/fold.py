@@ -21,8 +21,10 @@ from ensemble import metrics as M
 from ensemble.artifacts import FoldPaths, atomic_path, atomic_write_csv, atomic_write_json
 from ensemble.data.datasets import CachedDataset, make_loader
 from ensemble.train.distributed import SINGLE, DistEnv, barrier, gather_rows, shard, wrap_model
-from ensemble.train.engine import FeatureLoader, Precision, extract_features, predict, train_one_epoch
+from ensemble.train.engine import (FeatureLoader, NonFiniteLossError, Precision, check_diverged, divergence_hint,
+                                   extract_features, predict, train_one_epoch)
 from ensemble.models import backbone_frozen, set_trainable
+from ensemble.models.weights import load_torch
 from ensemble.train.optim import current_lrs
 from ensemble.train.plan import FoldPlan, Stage
 
@@ -208,11 +210,18 @@ class FoldTrainer:
             if self._out_of_time(s, stage):
                 return True
             t0 = time.perf_counter()
-            tr = train_one_epoch(net, make_train(seed * 1000 + progress.global_epoch), self.loss_fn, optimizer,
-                                 self.prec, schedule=schedule, scaler=self.scaler, accum_steps=p.accum_steps,
-                                 clip_grad=p.clip_grad, forward=forward, progress=p.progress and self.dist.is_main,
-                                 desc=f"fold {k} s{s + 1} e{e + 1}/{stage.epochs}")
-            out = validate(net)
+            try:  # nothing of a diverged epoch is saved: last.pt stays at the epoch before
+                tr = train_one_epoch(net, make_train(seed * 1000 + progress.global_epoch), self.loss_fn, optimizer,
+                                     self.prec, schedule=schedule, scaler=self.scaler, accum_steps=p.accum_steps,
+                                     clip_grad=p.clip_grad, forward=forward, progress=p.progress and self.dist.is_main,
+                                     desc=f"fold {k} s{s + 1} e{e + 1}/{stage.epochs}")
+                check_diverged(self.model)
+                out = validate(net)
+                check_diverged(self.model, out)
+            except NonFiniteLossError as err:
+                raise NonFiniteLossError(f"fold {k}, stage {s + 1}, epoch {e + 1}: {err}; "
+                                         f"{divergence_hint(stage.lrs, p.clip_grad, self.prec.dtype is not None)}"
+                                         ) from None
             score = M.score_outputs(self.metric, self.task, y_val, out, self.data.n_classes)
             improved = progress.best is None or M.is_better(self.metric, score, progress.best["score"])
             row = {"fold": k, "stage": s, "epoch": e, "global_epoch": progress.global_epoch,
@@ -241,7 +250,7 @@ class FoldTrainer:
         path = self.paths.last
         if not path.exists():
             return None
-        return torch.load(path, map_location=self.prec.device, weights_only=True)
+        return load_torch(path, map_location=self.prec.device)
 
     def _checkpoint(self, s: int, e: int, optimizer, schedule, progress: _Progress, improved: bool,
                     score: float) -> None:
@@ -294,7 +303,7 @@ class FoldTrainer:
         TTA views, save preds.npz (val_idx, val, test) and result.json (rank 0). -> the result dict."""
         if best is None:
             raise RuntimeError(f"fold {self.k}: no epoch was trained (all stages have 0 epochs?)")
-        state = torch.load(self.paths.best, map_location=self.prec.device, weights_only=True)
+        state = load_torch(self.paths.best, map_location=self.prec.device)
         self.model.load_state_dict(state["model"])
         t0, d, tta = time.perf_counter(), self.data, list(self.plan.tta)
         val_out = self._predict(self.model, d.train_images, d.val_idx, d.eval_tf, tta=tta)

@@ -69,17 +69,49 @@ def open_storage(url: str | None, tune_dir: Path) -> tuple[optuna.storages.BaseS
         path.parent.mkdir(parents=True, exist_ok=True)
         backend = optuna.storages.journal.JournalFileBackend(str(path))
         return optuna.storages.JournalStorage(backend), str(path)
-    from sqlalchemy.exc import SQLAlchemyError
+    from sqlalchemy.exc import ArgumentError, SQLAlchemyError
     for attempt in range(5):  # workers started together race to create the tables: the losers retry
         try:
             storage = optuna.storages.RDBStorage(
                 _driver(url), engine_kwargs={"pool_pre_ping": True}, heartbeat_interval=HEARTBEAT_S,
                 grace_period=GRACE_S, heartbeat_stale_trial_callback=retry_trial)
             return storage, mask_url(url)
+        except ImportError:  # Optuna's "Failed to import DB access module" names no package
+            raise ConfigError(f"--storage {mask_url(url)}: {driver_hint(_driver(url))}") from None
+        except ArgumentError as e:  # a malformed URL or an unknown dialect: retrying cannot help
+            raise ConfigError(f"--storage {mask_url(url)}: {str(e).splitlines()[0]}; expected a database URL "
+                              "like sqlite:///tune.db, mysql+pymysql://... or postgresql://..., "
+                              "or a journal file path") from None
         except SQLAlchemyError as e:
             err = str(getattr(e, "orig", None) or e).strip().splitlines()[0]
             time.sleep(0.5 + attempt)
     raise RuntimeError(f"cannot open storage {mask_url(url)}: {err}")
+
+
+# SQLAlchemy dialect -> (database, {driver: pip package}, the driver to suggest for the bare dialect)
+_DRIVERS = {
+    "mysql": ("MySQL", {"mysqldb": "mysqlclient", "pymysql": "pymysql", "mysqlconnector": "mysql-connector-python",
+                        "asyncmy": "asyncmy", "aiomysql": "aiomysql"}, "pymysql"),
+    "mariadb": ("MariaDB", {"mysqldb": "mysqlclient", "pymysql": "pymysql", "mariadbconnector": "mariadb"},
+                "pymysql"),
+    "postgresql": ("PostgreSQL", {"psycopg2": "psycopg2-binary", "psycopg": "psycopg[binary]", "pg8000": "pg8000",
+                                  "asyncpg": "asyncpg"}, "psycopg2"),
+    "mssql": ("SQL Server", {"pyodbc": "pyodbc", "pymssql": "pymssql"}, "pyodbc"),
+    "oracle": ("Oracle", {"oracledb": "oracledb", "cx_oracle": "cx_Oracle"}, "oracledb"),
+}
+
+
+def driver_hint(url: str) -> str:
+    """'mysql://...' -> 'the MySQL driver is not installed; pip install pymysql (and use mysql+pymysql://)'."""
+    scheme = url.split("://", 1)[0].lower()
+    dialect, _, driver = scheme.partition("+")
+    if dialect not in _DRIVERS:
+        return f"the database driver for {scheme}:// is not installed"
+    db, packages, default = _DRIVERS[dialect]
+    if driver:
+        return f"the {db} driver '{driver}' is not installed; pip install {packages.get(driver, driver)}"
+    return (f"the {db} driver is not installed; pip install {packages[default]} "
+            f"(and use {dialect}+{default}://)")
 
 
 def _driver(url: str) -> str:
