@@ -202,10 +202,16 @@ def csv_empty(ws, rng, i):
 
 # ----------------------------------------------------------------------------- sample submission
 def sample_dropped_class(ws, rng, i):
-    """A sample with 2 of the 3 classes' columns (ISIC 2017 style): a valid subset."""
+    """A sample with 2 of the 3 classes' columns (ISIC 2017 style): valid when competition.classes lists
+    all three; without that list the labels of the dropped class are refused, naming train.csv."""
     header, rows = _rows(ws, ws.sample_csv)
     k = rng.randint(1, len(header) - 1)
     write_rows(ws.sample_csv, [[c for j, c in enumerate(header) if j != k]] + [[v for j, v in enumerate(r) if j != k] for r in rows])
+    if i % 2:
+        return Expect("error", (TRAIN,))
+    files = ws.config()
+    files["base.yaml"]["competition"]["classes"] = header[1:]
+    ws.write_config(files)
     return Expect("ok")
 
 

@@ -115,10 +115,15 @@ def test_where_the_classes_come_from(tmp_path):
     relabel({4: "NA", 5: "NA"})(root)  # fox rows -> a class literally named 'NA': it must be named somewhere
     with pytest.raises(DataError, match="2 rows have an empty or missing-value label"):
         load_competition(cfg)
-    sample("id,fox,dog,cat,NA\nt000,0.25,0.25,0.25,0.25\n")(root)  # a superset: a class with no rows is fine
-    comp = load_competition(cfg)
+    sample("id,fox,dog,cat,NA\nt000,0.25,0.25,0.25,0.25\n")(root)  # a superset: a class with no rows
+    with pytest.raises(DataError) as e:
+        load_competition(cfg)
+    assert str(e.value) == (f"{root / 'sample_submission.csv'}: 1 column 'fox' has no training rows in the labels; "
+                            "expected probability columns named after the labels (NA, cat, dog); list every class "
+                            "under competition.classes if some truly have no examples")
+    comp = load_competition(CompetitionCfg(name="t", root=str(root), ext=".jpg", classes=["fox", "dog", "cat", "NA"]))
     assert comp.classes == ["fox", "dog", "cat", "NA"] and not comp.classes_inferred
-    assert comp.classes_from == "sample_submission.csv columns" and list(comp.class_counts) == [0, 2, 2, 2]
+    assert comp.classes_from == "competition.classes" and list(comp.class_counts) == [0, 2, 2, 2]
     sample("id,dog,cat\nt000,0.5,0.5\n")(root)  # scores 2 of 3 (ISIC 2017): competition.classes lists all
     comp = load_competition(CompetitionCfg(name="t", root=str(root), ext=".jpg", classes=["cat", "dog", "NA"]))
     assert comp.classes == ["cat", "dog", "NA"] and comp.classes_from == "competition.classes"

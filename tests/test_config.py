@@ -24,12 +24,18 @@ def test_base_inheritance_and_defaults(cfgdir):
     assert cfg.name == "m" and str(cfg.run_dir) == "runs/c/m"
 
 
-def test_overrides_including_list_index(cfgdir):
+def test_overrides_including_list_index(cfgdir, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "weights").mkdir()
+    (tmp_path / "weights" / "x.pt").write_bytes(b"")  # model.pretrained must name a file that exists
     cfg = load_config(cfgdir / "m.yaml", ["input.size=64", "stages=[{epochs: 2, train: head}, {epochs: 3}]",
                                           "stages.1.epochs=5", "model.pretrained=weights/x.pt"])
     assert cfg.input.size == 64
     assert [(s.epochs, s.train) for s in cfg.stages] == [(2, "head"), (5, "all")]
     assert cfg.model.pretrained == "weights/x.pt"
+    with pytest.raises(ConfigError, match=r"--set: key 'model.pretrained' expected true, false or the path of an "
+                                          r"existing weights file .*, got 'weights/y.pt' \(file not found\)"):
+        load_config(cfgdir / "m.yaml", ["model.pretrained=weights/y.pt"])
     assert load_config(cfgdir / "m.yaml", ["stages=[{epochs: 1, train: 2}]"]).stages[0].train == 2
 
 

@@ -23,8 +23,6 @@ from fuzz_mutations import FAMILIES
 # Families that main's code still fails (issue 11; fixes land on other branches). The integrator
 # removes an entry when its fix merges: the family must then pass (xfail is not strict meanwhile).
 KNOWN_FAILURES: set[str] = {
-    "cfg_negative",  # item 10: range errors lack file/key and come after folds.csv/cache/config.yaml; 2 tracebacks
-    "cfg_pretrained_not_path",  # item 10: pretrained: 3 -> "pretrained weights file not found: 3" after writing
 }
 
 CASES = [(family, i, variants[i % len(variants)])

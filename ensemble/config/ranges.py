@@ -141,7 +141,17 @@ def check_values(obj, table: dict[str, tuple[Callable[[Any], bool], str]], sourc
                 raise ConfigError(f"{source(key)}: key '{key}' expected {expected}, got {got}")
 
 
+def _check_pretrained(cfg, source: Callable[[str], str]) -> None:
+    """A `model.pretrained` path must exist now, not after folds.csv and the image cache are written."""
+    from pathlib import Path
+    p = getattr(getattr(cfg, "model", None), "pretrained", False)
+    if isinstance(p, str) and not Path(p).is_file():
+        raise ConfigError(f"{source('model.pretrained')}: key 'model.pretrained' expected true, false or the path of "
+                          f"an existing weights file (.safetensors, .pt, .pth, .bin), got {p!r} (file not found)")
+
+
 def check_ranges(cfg, source: Callable[[str], str]) -> None:
-    """RANGES and the stages' `train: k` of a built Config (see check_values)."""
+    """RANGES, the stages' `train: k` and the pretrained file of a built Config (see check_values)."""
     check_values(cfg, RANGES, source)
     _check_stage_k(cfg, source)
+    _check_pretrained(cfg, source)

@@ -184,6 +184,12 @@ def _classes(cfg: CompetitionCfg, labels: pd.Series, sample: pd.DataFrame, sampl
                             f"classes ({_listing(classes, 20)})")
         return classes, "competition.classes"
     if len(cols) >= 2:
+        empty = [c for c in cols if c not in set(labels)]
+        if empty:  # most often a typo or a stray column; a class truly without examples must be declared
+            raise DataError(f"{sample_path}: {_plural(len(empty), 'column')} {_listing([repr(c) for c in empty])} "
+                            f"{'has' if len(empty) == 1 else 'have'} no training rows in the labels; expected "
+                            f"probability columns named after the labels ({_listing(sort_labels(labels), 20)}); "
+                            f"list every class under competition.classes if some truly have no examples")
         return cols, f"{sample_path.name} columns"
     source = f"{cfg.train_dir}/ folders" if cfg.layout == "folders" else f"{cfg.train_csv} labels"
     return sort_labels(labels), source
@@ -217,6 +223,11 @@ def load_competition(cfg: CompetitionCfg) -> Competition:
     sample = read_csv(sample_path, [])
     if sample.shape[1] < 2:
         raise DataError(f"{sample_path}: expected an id column and at least one prediction column")
+    with open(sample_path, newline="", encoding="utf-8-sig") as f:
+        header = next(csv.reader(f), [])  # pandas renames a repeated column ('fox' -> 'fox.1')
+    twice = sorted({c for c in header if header.count(c) > 1})
+    if twice:
+        raise DataError(f"{sample_path}: column {_listing([repr(c) for c in twice])} appears more than once in the header")
     if sample.empty:
         raise DataError(f"{sample_path}: no data rows (expected a header line, then one row per test image)")
     _check_ids(sample, sample.columns[0], sample_path)

@@ -169,7 +169,7 @@ def train_run(cfg: Config, *, folds: Sequence[int] | None = None, resume: bool =
                            metric=cfg.competition.metric, task=cfg.competition.task, folds_hash=folds_hash,
                            fallback=fallback, skipped=[comp.train["id"].iat[i] for i in np.flatnonzero(~tr.ok)],
                            extra=extra, plots=cfg.output.plots)
-    recall = " ".join(f"{c}={r:.2f}" for c, r in metrics["per_class_recall"].items())
+    recall = " ".join(f"{c}={'n/a' if r is None else f'{r:.2f}'}" for c, r in metrics["per_class_recall"].items())
     logger.info(f"run {run_dir}: CV {cfg.competition.metric} {metrics['cv']:.4f} "
                 f"(folds {' '.join(f'{v:.4f}' for v in metrics['cv_folds'].values())}; std {metrics['cv_std']:.4f})\n"
                 f"  per-class recall: {recall}")
