@@ -1,6 +1,8 @@
 """Shared fixtures: tiny generated competitions and configs (no real data, no downloads)."""
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 from pathlib import Path
 
@@ -83,3 +85,20 @@ def _command_logging():
     (ensemble.cli.setup_logging); also undoes a -q of an earlier test."""
     from ensemble.cli import setup_logging
     setup_logging(0)
+
+
+@contextlib.contextmanager
+def log_lines(name: str = "ensemble", level: int = logging.INFO):
+    """Collect the messages of logger `name` (and its children) at `level` or above as a list of lines."""
+    lines: list[str] = []
+
+    class _List(logging.Handler):
+        def emit(self, record):
+            lines.append(record.getMessage())
+
+    log, handler = logging.getLogger(name), _List(level)
+    log.addHandler(handler)
+    try:
+        yield lines
+    finally:
+        log.removeHandler(handler)

@@ -18,6 +18,8 @@ def test_demo_smoke_end_to_end_and_resume(tmp_path, monkeypatch, capsys):
     assert main(["--competition", "demo", "--budget", "smoke"]) == 0
     out = capsys.readouterr().out
     assert "== duplicates (demo)" in out and "wrote runs/demo/dups.csv" in out
+    assert "== train/test shift (demo)\ntrain/test shift AUC 0." in out  # compete.yaml: shift: stats
+    assert json.loads((tmp_path / "runs/demo/shift/shift.json").read_text())["backbone"] == "none"
     subs = sorted((tmp_path / "submissions" / "demo").glob("*.csv"))
     assert len(subs) == 1
     manifest = json.loads(subs[0].with_suffix(".json").read_text())
@@ -29,6 +31,7 @@ def test_demo_smoke_end_to_end_and_resume(tmp_path, monkeypatch, capsys):
     assert (tmp_path / "runs/demo/report/index.html").exists()
     metrics = json.loads((tmp_path / "runs/demo/resnet18-smoke/metrics.json").read_text())
     assert metrics["cv"] > 0.5  # 10 digit classes: far above chance (0.1)
+    assert abs(metrics["shift"]["weighted_cv"] - metrics["cv"]) < 0.1  # the check's weights reached training
 
     assert main(["--competition", "demo", "--budget", "smoke"]) == 0  # resumes: nothing retrained
     out = capsys.readouterr().out
@@ -40,6 +43,11 @@ def test_budget_errors_name_the_file(tmp_path):
         load_budget("nope", "cpu", tmp_path)
     with pytest.raises(ConfigError, match=r"demo/compete.yaml: unknown budget 'huge'; available: smoke"):
         load_budget("demo", "huge", REPO / "configs")
+    (tmp_path / "x").mkdir()
+    (tmp_path / "x" / "compete.yaml").write_text("budgets:\n  cpu: {models: [a.yaml], shift: maybe}\n")
+    with pytest.raises(ConfigError) as e:
+        load_budget("x", "cpu", tmp_path)
+    assert "budgets.cpu.shift" in str(e.value) and "maybe" in str(e.value), str(e.value)
 
 
 def test_demo_time_budget_plans_trains_and_respects_it(tmp_path, monkeypatch, capsys):

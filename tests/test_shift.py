@@ -18,6 +18,7 @@ from ensemble.config import CompetitionCfg
 from ensemble.data.images import build_cache
 from ensemble.shift.adversarial import adversarial_cv, density_weights, effective_sample_size, verdict
 from ensemble.shift.run import one_line, run_shift
+from conftest import log_lines
 from ensemble.shift.scores import align, load_weights, replicate_counts, weighted_score
 
 CLASSES = ("red", "green", "blue")
@@ -75,8 +76,8 @@ def synthetic(shift: float, tmp_path_factory):
     tmp = tmp_path_factory.mktemp(f"shift{shift}")
     root, labels = make_shift_competition(tmp / "comp", shift=shift)
     comp = load_competition(CompetitionCfg(name="syn", root=str(root), ext=".png"))
-    lines = []
-    s = run_shift(comp, tmp / "runs" / "syn", size=16, backbone="none", n_boot=100, log=lines.append)
+    with log_lines("ensemble.shift") as lines:
+        s = run_shift(comp, tmp / "runs" / "syn", size=16, backbone="none", n_boot=100)
     oof, test = colour_model(comp, tmp)
     y_test = np.array([comp.classes.index(c) for c in labels])
     w, like = align(load_weights(tmp / "runs" / "syn"), comp.train["id"])

@@ -9,6 +9,7 @@ import pytest
 from ensemble.config import load_config
 from ensemble.shift.__main__ import main
 from ensemble.shift.run import shift_check
+from conftest import log_lines
 from test_shift import make_shift_competition
 
 
@@ -58,16 +59,10 @@ def test_cli_errors(tmp_path, monkeypatch, capsys, args, message):
 def test_compete_shift_check_prints_one_line_and_reuses(tmp_path):
     root, _ = make_shift_competition(tmp_path / "comp", shift=100, n_train=30, n_test=10)
     cfg = load_config(write_base(tmp_path, root, tmp_path / "runs"))
-    lines = []
-    import ensemble.shift.run as R
-    orig = R.run_shift
-    R.run_shift = lambda comp, d, **kw: orig(comp, d, **{**kw, "backbone": "none"})  # statistics only: fast
-    try:
-        s = shift_check(cfg, lines.append)
-    finally:
-        R.run_shift = orig
+    with log_lines("ensemble.shift") as lines:
+        s = shift_check(cfg, embeddings=False)  # statistics only: fast
     assert lines[0] == "== train/test shift (syn)" and len(lines) == 2
     assert lines[1] == f"train/test shift AUC {s['auc']:.2f} +- {s['pm']:.2f}: {s['verdict']}"
-    again = []
-    shift_check(cfg, again.append)  # shift.json exists: not measured again
+    with log_lines("ensemble.shift") as again:
+        shift_check(cfg)  # shift.json exists: not measured again
     assert len(again) == 1 and again[0].startswith(lines[1])

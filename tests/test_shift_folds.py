@@ -59,8 +59,7 @@ def test_train_with_test_like_folds_writes_shift_metrics(tiny):
     from ensemble.train import train
     cfg_path, _, runs = tiny
     cfg = load_config(cfg_path, ["folds.strategy=test_like", "folds.n=3", "stages=[{epochs: 1, train: all}]"])
-    run_shift(load_competition(cfg.competition), runs / "tiny", size=24, backbone="none", folds=3, n_boot=10,
-              log=lambda s: None)
+    run_shift(load_competition(cfg.competition), runs / "tiny", size=24, backbone="none", folds=3, n_boot=10)
     m = train(cfg)
     folds = pd.read_csv(runs / "tiny" / "folds.csv")
     like = pd.read_csv(runs / "tiny" / "shift" / "weights.csv").query("split == 'train'")

@@ -20,7 +20,7 @@ def site(tmp_path_factory):
     root, _ = make_shift_competition(tmp / "comp", shift=100, n_train=20, n_test=10)
     comp = load_competition(CompetitionCfg(name="syn", root=str(root), ext=".png"))
     runs, subs = tmp / "runs", tmp / "submissions"
-    run_shift(comp, runs / "syn", size=16, backbone="none", n_boot=20, log=lambda s: None)
+    run_shift(comp, runs / "syn", size=16, backbone="none", n_boot=20, quiet=True)
     atomic_write_json(runs / "syn" / "r1" / "metrics.json", {
         "run": "r1", "metric": "accuracy", "cv": 0.9, "classes": list(comp.classes), "folds_hash": "h",
         "shift": {"weighted_cv": 0.8, "test_like_cv": 0.75}})

@@ -8,8 +8,9 @@ Reads configs/<NAME>/compete.yaml:
         set: [input.size=64, "stages=[{epochs: 8, train: all}]"]    # applied to every model
         tune: {trials: 12, folds: "0", timeout: 1800}                # optional: tune each model first
         dups: true                                                   # find near-duplicates before folds
+        shift: embeddings                                            # train/test shift check: embeddings|stats|off
 
-Steps (each resumes where it stopped when the command runs again): duplicates -> (tune) -> train
+Steps (each resumes where it stopped when the command runs again): duplicates -> train/test shift -> (tune) -> train
 every model on all folds -> vote with every method, keep the best by nested CV -> report.
 Runs are named `<model>-<budget>` so budgets never overwrite each other.
 """
@@ -21,7 +22,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Literal, Sequence
 
 from ensemble.config import ConfigError, build, load_config, read_yaml
 from ensemble.compete.timeplan import Candidate, check_candidate
@@ -30,6 +31,9 @@ from ensemble.registry import Registry
 from ensemble.artifacts.paths import CompetitionPaths
 
 logger = logging.getLogger(__name__)
+
+
+ShiftCheck = Literal["embeddings", "stats", "off"]  # stats: image statistics only (seconds, for tiny budgets)
 
 
 @dataclass(frozen=True)
@@ -52,6 +56,7 @@ class Budget:
     set: list[str] = field(default_factory=list)
     tune: TuneBudget | None = None
     dups: bool = True
+    shift: ShiftCheck = "embeddings"
     vote: list[str] = field(default_factory=list)
 
 
@@ -63,6 +68,7 @@ class TimeSpec:
     set: list[str] = field(default_factory=list)
     vote: list[str] = field(default_factory=list)
     dups: bool = True
+    shift: ShiftCheck = "embeddings"
     folds: list[int] = field(default_factory=list)  # fold counts to try in order (default: the config's)
     min_epochs: int = 2
     target_epochs: int = 5
@@ -149,8 +155,9 @@ def model_overrides(entry: ModelEntry, b: Budget, budget: str, extra: Sequence[s
     return [*b.set, *entry.set, *extra, f"name={name}-{budget}"]
 
 
-def _prepare(competition: str, builder: str | None, cfg, dups: bool) -> None:
-    """Build the competition folder when the compete file says how, then find near-duplicates."""
+def _prepare(competition: str, builder: str | None, cfg, dups: bool, shift: ShiftCheck = "off") -> None:
+    """Build the competition folder when the compete file says how, find near-duplicates, then print
+    the one-line train/test shift check (its weights feed weighted CV; it is skipped when shift.json exists)."""
     if builder:
         BUILDERS[builder](Path(cfg.competition.root))
     comp_dir = CompetitionPaths(cfg.competition_dir)
@@ -163,6 +170,9 @@ def _prepare(competition: str, builder: str | None, cfg, dups: bool) -> None:
             from ensemble.data.dups import run_dups
             logger.info(f"== duplicates ({competition})")
             run_dups(load_competition(cfg.competition), comp_dir.root, "phash", 4, 0.98, 2)
+    if shift != "off":
+        from ensemble.shift.run import shift_check
+        shift_check(cfg, embeddings=shift == "embeddings")
 
 
 def _vote_and_report(competition: str, cfgs: Sequence, vote_args: Sequence[str]) -> int:
@@ -208,7 +218,7 @@ def compete(competition: str, budget: str, *, configs_dir: str = "configs", extr
     if builder:
         BUILDERS[builder](Path(load_config(folder / entries[0].cfg, list(extra)).competition.root))
     cfgs = [load_config(folder / e.cfg, model_overrides(e, b, budget, extra)) for e in entries]
-    _prepare(competition, None, cfgs[0], b.dups)
+    _prepare(competition, None, cfgs[0], b.dups, b.shift)
     steps = [(f"{'tune + ' if b.tune else ''}train {c.run_name}", None) for c in cfgs] + [("vote + report", None)]
     prog = PlanProgress(steps, bar=not quiet)  # issue 13: one line for the whole budget (compete/progress.py)
     with prog.shown():

@@ -117,7 +117,7 @@ def compete_time(competition: str, time_text: str, *, configs_dir: str = "config
 
     cfgs = {c.label: cfg_of(c.label, c.cfg, c.set) for c in ts.candidates}
     first = cfgs[names[0]]
-    _prepare(competition, spec.builder, first, ts.dups)
+    _prepare(competition, spec.builder, first, ts.dups, ts.shift)
     state_file = first.competition_dir / f"compete-{label}.json"
     before = 0.0  # seconds spent by earlier, interrupted invocations
     comp = load_competition(first.competition)
@@ -128,7 +128,7 @@ def compete_time(competition: str, time_text: str, *, configs_dir: str = "config
         logger.info(f"resuming the plan in {state_file} ({before / 60:.1f} min spent before)")
     else:
         speeds = _measure(ts.candidates, cfgs, len(comp.classes))
-        remaining = budget_s - (time.perf_counter() - t0)  # duplicates and measuring came out of the budget
+        remaining = budget_s - (time.perf_counter() - t0)  # duplicates, shift and measuring came out of the budget
         folds_file = CompetitionPaths(first.competition_dir).folds
         options = ts.folds or [first.folds.n]
         if folds_file.exists():  # every model of a competition shares one folds.csv

@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
+from ..cli import add_verbosity, setup_logging
 from .adversarial import CLASSIFIERS
 
 
@@ -24,11 +25,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu")
     p.add_argument("--runs-dir", help="default: the config's output.runs_dir (runs)")
     p.add_argument("--workers", type=int, default=2, help="decoding threads for the image cache")
+    add_verbosity(p)
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    setup_logging(args.verbose - args.quiet)
     from ..data.competition import load_competition
     from ..config import load_config
     from .run import run_shift, runs_table

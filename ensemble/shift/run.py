@@ -7,9 +7,9 @@ importance weight, mean 1, clipped; test: empty), test_like (train rows in the m
 """
 from __future__ import annotations
 
+import logging
 import time
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -19,6 +19,8 @@ from .adversarial import (adversarial_cv, class_shift, density_weights, effectiv
                           verdict)
 from .features import STATS, cached_embeddings, image_stats
 from .scores import TEST_LIKE_FRACTION, WEIGHTS_FILE, shift_dir
+
+logger = logging.getLogger(__name__)
 
 N_SHOWN = 8  # most / least test-like training images listed (and shown in the report)
 
@@ -32,8 +34,11 @@ def _pca(x: np.ndarray, n: int = 64, seed: int = 0) -> np.ndarray:
 def run_shift(comp, comp_dir: str | Path, *, size: int = 128, backbone: str | None = "efficientnet_lite0",
               pretrained=True, classifier: str = "logreg", folds: int = 5, clip: float = 10.0, seed: int = 0,
               n_boot: int = 200, device: str = "cpu", workers: int = 2, progress: bool = False,
-              log: Callable[[str], None] = print) -> dict:
-    """Embed + describe every train and test image, cross-validate train-vs-test, write shift/. -> shift.json."""
+              quiet: bool = False) -> dict:
+    """Embed + describe every train and test image, cross-validate train-vs-test, write shift/. -> shift.json.
+
+    The summary is logged at INFO (at DEBUG with quiet=True: compete prints its one line instead)."""
+    log = logger.debug if quiet else logger.info
     from ..data.images import build_cache
     t0 = time.perf_counter()
     comp_dir = Path(comp_dir)
@@ -51,7 +56,7 @@ def run_shift(comp, comp_dir: str | Path, *, size: int = 128, backbone: str | No
             e_tr, r1 = cached_embeddings(tr_paths, tr.array, comp_dir / "cache", backbone, pretrained, size,
                                          device=device, stamp=tr.stamp)
         except RuntimeError as e:  # no pretrained weights offline: statistics alone still measure the shift
-            log(f"warning: no embeddings ({e}); using image statistics only")
+            logger.warning("warning: no embeddings (%s); using image statistics only", e)
             backbone = "none"
     if backbone and backbone != "none":
         e_te, r2 = cached_embeddings(te_paths, te.array, comp_dir / "cache", backbone, pretrained, size, device=device,
@@ -145,23 +150,25 @@ def summary_lines(s: dict) -> list[str]:
     return out
 
 
-def shift_check(cfg, log: Callable[[str], None] = print) -> dict | None:
+def shift_check(cfg, embeddings: bool = True) -> dict | None:
     """compete's step after duplicates: run the check once per competition (reused when shift.json
-    exists) and print one line; a failure is a warning, never the end of the competition."""
+    exists) and print one line; a failure is a warning, never the end of the competition.
+    embeddings=False: image statistics only (a second or two instead of a pass of a pretrained backbone)."""
     from ..data.competition import load_competition
     from .scores import read_summary
     done = read_summary(cfg.competition_dir)
     if done.get("auc") is not None and (shift_dir(cfg.competition_dir) / WEIGHTS_FILE).exists():
-        log(one_line(done) + f" (from {shift_dir(cfg.competition_dir) / 'shift.json'})")
+        logger.info(one_line(done) + f" (from {shift_dir(cfg.competition_dir) / 'shift.json'})")
         return done
-    log(f"== train/test shift ({cfg.competition.name})")
+    logger.info(f"== train/test shift ({cfg.competition.name})")
     try:
         s = run_shift(load_competition(cfg.competition), cfg.competition_dir, size=cfg.input.size,
-                      workers=max(2, cfg.train.num_workers), log=lambda line: None)
+                      backbone="efficientnet_lite0" if embeddings else "none",
+                      workers=max(2, cfg.train.num_workers), quiet=True)
     except Exception as e:  # the check is advice; training goes on without it
-        log(f"warning: train/test shift check failed ({type(e).__name__}: {e}); CV is shown without weights")
+        logger.warning(f"warning: train/test shift check failed ({type(e).__name__}: {e}); CV is shown without weights")
         return None
-    log(one_line(s))
+    logger.info(one_line(s))
     return s
 
 
