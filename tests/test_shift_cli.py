@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 
@@ -66,3 +67,10 @@ def test_compete_shift_check_prints_one_line_and_reuses(tmp_path):
     with log_lines("ensemble.shift") as again:
         shift_check(cfg)  # shift.json exists: not measured again
     assert len(again) == 1 and again[0].startswith(lines[1])
+    img = sorted((root / "train").iterdir())[0]
+    img.write_bytes(img.read_bytes())  # rewritten: a new mtime (bumped, so the test does not race the clock)
+    os.utime(img, ns=(img.stat().st_atime_ns, img.stat().st_mtime_ns + 10**9))
+    with log_lines("ensemble.shift") as changed:
+        shift_check(cfg, embeddings=False)
+    assert changed[0] == (f"the images changed since {tmp_path / 'runs' / 'syn' / 'shift' / 'shift.json'} was "
+                          "written; measuring the shift again") and changed[1] == "== train/test shift (syn)"

@@ -108,6 +108,7 @@ def run_shift(comp, comp_dir: str | Path, *, size: int = 128, backbone: str | No
         "classes": class_shift(adv.p_train, adv.p_test, w, y, comp.classes),
         "most_test_like": rows(order[:N_SHOWN]), "least_test_like": rows(order[::-1][:N_SHOWN]),
         "unreadable": {**tr.bad, **te.bad}, "embeddings_reused": reused,
+        "stamps": {"train": tr.stamp, "test": te.stamp},  # the images measured (size + mtime of every file)
         "seconds": {"cache": round(t_cache - t0, 1), "stats": round(t_stats - t_cache, 1),
                     "embed": round(t_embed - t_stats, 1), "classifier": round(t_fit - t_embed, 1),
                     "total": round(time.perf_counter() - t0, 1)},
@@ -155,14 +156,22 @@ def shift_check(cfg, embeddings: bool = True) -> dict | None:
     exists) and print one line; a failure is a warning, never the end of the competition.
     embeddings=False: image statistics only (a second or two instead of a pass of a pretrained backbone)."""
     from ..data.competition import load_competition
+    from ..data.images import build_cache
     from .scores import read_summary
     done = read_summary(cfg.competition_dir)
+    comp = load_competition(cfg.competition)
     if done.get("auc") is not None and (shift_dir(cfg.competition_dir) / WEIGHTS_FILE).exists():
-        logger.info(one_line(done) + f" (from {shift_dir(cfg.competition_dir) / 'shift.json'})")
-        return done
+        now = {k: build_cache(comp_paths, done.get("size", cfg.input.size), cfg.competition_dir / "cache",
+                              policy="skip", progress=False).stamp
+               for k, comp_paths in (("train", comp.train["path"].tolist()), ("test", comp.test["path"].tolist()))}
+        if done.get("stamps") == now:
+            logger.info(one_line(done) + f" (from {shift_dir(cfg.competition_dir) / 'shift.json'})")
+            return done
+        logger.info(f"the images changed since {shift_dir(cfg.competition_dir) / 'shift.json'} was written; "
+                    "measuring the shift again")
     logger.info(f"== train/test shift ({cfg.competition.name})")
     try:
-        s = run_shift(load_competition(cfg.competition), cfg.competition_dir, size=cfg.input.size,
+        s = run_shift(comp, cfg.competition_dir, size=cfg.input.size,
                       backbone="efficientnet_lite0" if embeddings else "none",
                       workers=max(2, cfg.train.num_workers), quiet=True)
     except Exception as e:  # the check is advice; training goes on without it
