@@ -162,6 +162,9 @@ def vote_runs(run_dirs: Sequence[str | Path], methods: str = "all", *, weights: 
     w = parse_weights(weights, data.names)
     specs, notes = build_specs(methods, w, bias, data.ordinal, max_iter, stack_c,
                                decodes_grades(data.metric, data.ordinal))
+    if len(data.runs) == 1:
+        notes.append(f"one run ('{data.names[0]}'): an ensemble of one; mean, weighted, geometric and hillclimb "
+                     "submit its probabilities, the other methods transform them")
     singles = model_scores(data.oof, data.y, data.folds, objective)
     ensembles = [Ensemble(s, *cross_validate(s, data.oof, data.y, data.folds, objective), s.name(data.ordinal))
                  for s in specs]
