@@ -115,7 +115,7 @@ def run_check(args) -> int:
     issues, sample_path, kind, rows = check_submission(args.check, sample=args.sample, classes=classes,
                                                        competition=args.competition, runs_dir=args.runs_dir)
     if issues:
-        print(f"{args.check}: INVALID against {sample_path} ({len(issues)} problems)")
+        print(f"{args.check}: INVALID against {sample_path} ({len(issues)} problem{'' if len(issues) == 1 else 's'})")
         for s in issues:
             print(f"  - {s}")
         return 1

@@ -162,11 +162,25 @@ def check_metadata(runs: list[Run], folds_csv: Path | None = None) -> None:
 
 
 def _frame(run: Run, which: str, columns: list[str]) -> pd.DataFrame:
+    """A run's oof/test frame with exactly `columns`, every value finite (and in [0, 1] for probabilities)."""
     path = getattr(run.paths, which)
-    df = read_probs(path)
+    try:
+        df = read_probs(path)
+    except ValueError as e:  # a text cell: "could not convert string to float: 'abc'"
+        raise RunsError(f"run '{run.name}': {path}: {str(e).splitlines()[0]}") from None
     cols = [c for c in df.columns if c not in ("id", "fold")]
     if cols != columns:
         raise RunsError(f"run '{run.name}': {path.name} columns {cols} do not match its classes {columns}")
+    probs = columns != ["score"]
+    for c in columns:
+        v = df[c].to_numpy(np.float32)
+        bad = np.flatnonzero(~np.isfinite(v) | ((v < 0) | (v > 1) if probs else False))
+        if len(bad):
+            i = int(bad[0])
+            where = f"line {i + 2}" if path.suffix == ".csv" else f"row {i + 1}"
+            raise RunsError(f"run '{run.name}': {path}: {where} (id {str(df['id'].iat[i])!r}): column '{c}' is "
+                            f"{v[i]:g}, expected {'a probability in [0, 1]' if probs else 'a finite score'} "
+                            f"({len(bad)} bad values in the column)")
     return df
 
 
