@@ -222,3 +222,24 @@ def test_one_ordinal_run(tmp_path, monkeypatch, capsys):
     assert len(csvs) == 4  # mean, mean+thr, hillclimb, hillclimb+thr
     for csv in csvs:
         assert main(["--check", str(csv), "--competition", "tiny"]) == 0
+
+
+def test_subset_competition_vote_writes_valid_files(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    comp = make_competition(tmp_path / "data" / "tiny")
+    sample = pd.read_csv(comp / "sample_submission.csv", dtype=str)[["image", "akiec", "mel"]]  # 2 of 3 classes
+    sample.to_csv(comp / "sample_submission.csv", index=False)
+    runs = tmp_path / "runs"
+    make_run(runs, comp, "good", 2.5, seed=0)
+    make_run(runs, comp, "ok", 1.5, seed=1)
+    assert vote("--method", "mean,rank,stacking", "--write", "all") == 0
+    csvs = sorted((tmp_path / "subs" / "tiny").glob("*.csv"))
+    assert [c.name.split("-cv")[0] for c in csvs] == ["mean", "rank", "stacking"]
+    for csv in csvs:
+        assert main(["--check", str(csv), "--competition", "tiny"]) == 0
+        sub = pd.read_csv(csv, dtype={"image": str})
+        assert list(sub.columns) == ["image", "akiec", "mel"] and sub[["akiec", "mel"]].sum(1).max() <= 1 + 1e-6
+    mean = pd.read_csv(csvs[0], dtype={"image": str}).set_index("image")
+    want = sum(pd.read_csv(runs / "tiny" / r / "test.csv", dtype={"id": str}).set_index("id") for r in ("good", "ok")) / 2
+    np.testing.assert_allclose(mean.loc[want.index, ["akiec", "mel"]].to_numpy(), want[["akiec", "mel"]].to_numpy(),
+                               rtol=1e-5)
