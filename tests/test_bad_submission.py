@@ -5,6 +5,7 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 
 from ensemble.vote import methods as V
 from ensemble.vote.__main__ import main
@@ -224,14 +225,39 @@ def test_one_ordinal_run(tmp_path, monkeypatch, capsys):
         assert main(["--check", str(csv), "--competition", "tiny"]) == 0
 
 
-def test_subset_competition_vote_writes_valid_files(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
+def _subset_competition(tmp_path, declared: bool):
+    """Two runs of the 3 classes; the sample scores akiec and mel only."""
     comp = make_competition(tmp_path / "data" / "tiny")
-    sample = pd.read_csv(comp / "sample_submission.csv", dtype=str)[["image", "akiec", "mel"]]  # 2 of 3 classes
+    sample = pd.read_csv(comp / "sample_submission.csv", dtype=str)[["image", "akiec", "mel"]]
     sample.to_csv(comp / "sample_submission.csv", index=False)
     runs = tmp_path / "runs"
-    make_run(runs, comp, "good", 2.5, seed=0)
-    make_run(runs, comp, "ok", 1.5, seed=1)
+    for i, (name, strength) in enumerate([("good", 2.5), ("ok", 1.5)]):
+        cfg_file = make_run(runs, comp, name, strength, seed=i) / "config.yaml"
+        cfg = yaml.safe_load(cfg_file.read_text())
+        cfg["competition"]["classes"] = CLASSES if declared else None
+        cfg_file.write_text(yaml.safe_dump(cfg))
+    return comp, runs
+
+
+def test_subset_sample_without_declared_classes_is_an_error(tmp_path, monkeypatch, capsys):
+    """Classes from the labels and a sample without one of them: an unknown label became a class."""
+    monkeypatch.chdir(tmp_path)
+    comp, _ = _subset_competition(tmp_path, declared=False)
+    message = ("sample_submission.csv has 2 of the 3 classes as columns; not in it: 'bcc' (20 train rows). Declare "
+               "competition.classes in the config if the sample really scores only some classes; otherwise those "
+               "labels are not classes of the competition: fix the train labels and retrain")
+    assert vote() == 2
+    assert capsys.readouterr().err == f"error: run 'good': {message}\n"
+    assert not (tmp_path / "subs").exists()
+    _write(tmp_path / "sub.csv", (comp / "sample_submission.csv").read_text())
+    assert main(["--check", "sub.csv", "--competition", "tiny"]) == 2
+    assert capsys.readouterr().err == "error: " + message.replace(" (20 train rows)", "") + "\n"
+    assert main(["--check", "sub.csv", "--competition", "tiny", "--classes", ",".join(CLASSES)]) == 0
+
+
+def test_subset_competition_vote_writes_valid_files(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    comp, runs = _subset_competition(tmp_path, declared=True)
     assert vote("--method", "mean,rank,stacking", "--write", "all") == 0
     csvs = sorted((tmp_path / "subs" / "tiny").glob("*.csv"))
     assert [c.name.split("-cv")[0] for c in csvs] == ["mean", "rank", "stacking"]

@@ -64,6 +64,24 @@ class LabelsAndSample(NamedTuple):
     sample_path: Path
     metric: str
     id_col: str
+    declared: bool = False  # the config lists competition.classes (not taken from the labels)
+
+
+def subset_problem(classes: Sequence[str], sample: pd.DataFrame, id_col: str, declared: bool, name: str,
+                   labels: pd.Series | None = None) -> str | None:
+    """A sample with >= 2 probability columns for only some of the classes (ISIC 2017's two of three)
+    is a subset submission only when the config declares the classes; with classes taken from the
+    labels, a class missing from the sample is an unknown label that became a class (issue 11)."""
+    cols = [str(c) for c in sample.columns if str(c) != id_col]
+    missing = [c for c in classes if c not in cols]
+    if declared or len(cols) < 2 or not missing or not set(cols) <= set(classes):
+        return None
+    counts = labels.value_counts() if labels is not None else None
+    what = ", ".join(repr(c) + ("" if counts is None else f" ({int(counts.get(classes.index(c), 0))} train rows)")
+                     for c in missing[:5])
+    return (f"{name} has {len(cols)} of the {len(classes)} classes as columns; not in it: {what}. Declare "
+            f"competition.classes in the config if the sample really scores only some classes; otherwise "
+            f"those labels are not classes of the competition: fix the train labels and retrain")
 
 
 def load_labels_and_sample(run_dir: str | Path) -> LabelsAndSample:
@@ -101,7 +119,7 @@ def load_labels_and_sample(run_dir: str | Path) -> LabelsAndSample:
     sample = read_sample(sample_path, cfg.id_col)
     id_col = cfg.id_col if cfg.id_col in sample.columns else str(sample.columns[0])
     return LabelsAndSample(pd.Series(y.to_numpy(np.int64), index=pd.Index(ids.astype(str))), classes, sample,
-                           sample_path, metrics["metric"], id_col)
+                           sample_path, metrics["metric"], id_col, bool(cfg.classes))
 
 
 # ---------------------------------------------------------------- checks and alignment
@@ -201,6 +219,10 @@ def load_runs(run_dirs: Sequence[str | Path]) -> Runs:
     check_metadata(runs, RunPaths(run_dirs[0]).competition.folds)
     ref = runs[0]
     info = load_labels_and_sample(ref.paths.root)
+    if not ref.ordinal:
+        bad = subset_problem(info.classes, info.sample, info.id_col, info.declared, info.sample_path.name, info.labels)
+        if bad:
+            raise RunsError(f"run '{ref.name}': {bad}")
     columns = ["score"] if ref.ordinal else info.classes
     m = len(runs)
     oof = None
