@@ -137,10 +137,12 @@ def one_run(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("which, row, value, message", [
     ("test", 3, "nan", "error: run 'good': runs/tiny/good/test.csv: line 5 (id '{id}'): column 'bcc' is nan, "
-                       "expected a probability in [0, 1] (1 bad values in the column)"),
+                       "expected a probability in [0, 1] (1 bad value in the column)"),
     ("oof", 0, "1.5", "error: run 'good': runs/tiny/good/oof.csv: line 2 (id 'tr000'): column 'bcc' is 1.5, "
-                      "expected a probability in [0, 1] (1 bad values in the column)"),
+                      "expected a probability in [0, 1] (1 bad value in the column)"),
     ("oof", 0, "abc", "error: run 'good': runs/tiny/good/oof.csv: could not convert string to float: 'abc'"),
+    ("test", 0, "0.9", "error: run 'good': runs/tiny/good/test.csv: line 2 (id '{id}'): probabilities sum to "
+                       "{sum:.6g}, expected 1 (+-0.001) (1 row like this)"),
 ])
 def test_bad_run_probabilities_are_one_line_and_write_nothing(one_run, capsys, which, row, value, message):
     tmp, _, runs = one_run
@@ -149,7 +151,8 @@ def test_bad_run_probabilities_are_one_line_and_write_nothing(one_run, capsys, w
     df.loc[row, "bcc"] = value
     df.to_csv(path, index=False)
     assert vote("--method", "mean") == 2
-    assert capsys.readouterr().err == message.format(id=df["id"][row]) + "\n"
+    total = pd.to_numeric(df.loc[row, CLASSES], errors="coerce").sum()
+    assert capsys.readouterr().err == message.format(id=df["id"][row], sum=total) + "\n"
     assert not (tmp / "subs").exists()
 
 

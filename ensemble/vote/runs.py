@@ -17,7 +17,7 @@ from ensemble.artifacts import RunPaths, competition_cfg, file_hash, read_metric
 from ensemble.artifacts.paths import RunsError
 from ensemble.artifacts.paths import find_runs  # noqa: F401 (re-exported: vote's run discovery)
 from ensemble.metrics import bind_metric
-from ensemble.vote.submission import examples as _ex, id_differences, read_sample, same_ids
+from ensemble.vote.submission import SUM_TOL, examples as _ex, id_differences, read_sample, same_ids
 
 REQUIRED_KEYS = ("run", "competition", "metric", "classes", "folds_hash")
 
@@ -190,15 +190,21 @@ def _frame(run: Run, which: str, columns: list[str]) -> pd.DataFrame:
     if cols != columns:
         raise RunsError(f"run '{run.name}': {path.name} columns {cols} do not match its classes {columns}")
     probs = columns != ["score"]
+    where = (lambda i: f"{path}: line {i + 2} (id {str(df['id'].iat[i])!r})") if path.suffix == ".csv" else (
+        lambda i: f"{path}: row {i + 1} (id {str(df['id'].iat[i])!r})")
+    sums = np.zeros(len(df), np.float64)
     for c in columns:
         v = df[c].to_numpy(np.float32)
         bad = np.flatnonzero(~np.isfinite(v) | ((v < 0) | (v > 1) if probs else False))
         if len(bad):
-            i = int(bad[0])
-            where = f"line {i + 2}" if path.suffix == ".csv" else f"row {i + 1}"
-            raise RunsError(f"run '{run.name}': {path}: {where} (id {str(df['id'].iat[i])!r}): column '{c}' is "
-                            f"{v[i]:g}, expected {'a probability in [0, 1]' if probs else 'a finite score'} "
-                            f"({len(bad)} bad values in the column)")
+            raise RunsError(f"run '{run.name}': {where(int(bad[0]))}: column '{c}' is {v[bad[0]]:g}, expected "
+                            f"{'a probability in [0, 1]' if probs else 'a finite score'} "
+                            f"({len(bad)} bad value{'' if len(bad) == 1 else 's'} in the column)")
+        sums += v
+    off = np.flatnonzero(np.abs(sums - 1.0) > SUM_TOL) if probs else []
+    if len(off):  # the artifact contract: softmax rows
+        raise RunsError(f"run '{run.name}': {where(int(off[0]))}: probabilities sum to {sums[off[0]]:.6g}, expected "
+                        f"1 (+-{SUM_TOL:g}) ({len(off)} row{'' if len(off) == 1 else 's'} like this)")
     return df
 
 
