@@ -192,19 +192,19 @@ def id_problems(got: np.ndarray, want: np.ndarray, name: str) -> list[str]:
     return out
 
 
-def _at(rows: np.ndarray, ids, text: str) -> str:
+def _at(rows: np.ndarray, ids: pd.Series, text: str) -> str:
     """The first offending row as 'line L (id X): text', and how many more there are."""
     i = int(rows[0])
     n = len(rows) - 1
     more = f" ({n} more {'row' if n == 1 else 'rows'} like this)" if n else ""
-    return f"line {i + 2} (id {str(ids[i])!r}): {text}{more}"  # header is line 1
+    return f"line {i + 2} (id {str(ids.iat[i])!r}): {text}{more}"  # header is line 1
 
 
 def value_problems(df: pd.DataFrame, fmt: SubmissionFormat) -> list[str]:
     """No NaN/inf or text in probabilities, all in [0, 1], full-class rows sum to 1 and subset
     rows to at most 1, labels known. Each problem names its first row (CSV line and id)."""
     out = []
-    ids = df[fmt.id_col].astype(str).to_numpy(object) if fmt.id_col in df.columns else np.arange(len(df)).astype(str)
+    ids = df[fmt.id_col] if fmt.id_col in df.columns else pd.Series(np.arange(len(df)))
     if not fmt.is_probs:
         col = fmt.columns[0]
         allowed = fmt.labels()
