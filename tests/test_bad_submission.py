@@ -10,6 +10,7 @@ import yaml
 from ensemble.vote import methods as V
 from ensemble.vote.__main__ import main
 from ensemble.vote.submission import SubmissionError, build_frame, check_file, detect_format, read_sample
+from test_shift_vote import write_weights
 from test_vote_cli import CLASSES, make_competition, make_run, vote
 
 SAMPLE = "id,a,b,c\n007,0.3,0.3,0.4\nNA,0.3,0.3,0.4\nc3,0.3,0.3,0.4\nd4,0.3,0.3,0.4\n"
@@ -47,6 +48,11 @@ def _check(tmp_path, sample_text, sub_text, classes):
     (GOOD, "abc", "0.7,0.2,0.1", "1.5,-0.3,-0.2", [f"line 2 (id '007'): column 'a' is 1.5, {RANGE}",
                                                    f"line 2 (id '007'): column 'b' is -0.3, {RANGE}",
                                                    f"line 2 (id '007'): column 'c' is -0.2, {RANGE}"]),
+    (GOOD, "abc", "id,a,b,c\n007,0.7,0.2,0.1\nNA,0.1,0.1,0.8\nc3,0.2,0.5,0.3\nd4,0.3,0.3,0.4",
+     ",id,a,b,c\n0,007,0.7,0.2,0.1\n1,NA,0.1,0.1,0.8\n2,c3,0.2,0.5,0.3\n3,d4,0.3,0.3,0.4",
+     ["header differs from sample_submission.csv: expected id,a,b,c, got Unnamed: 0,id,a,b,c (a DataFrame index "
+      "was written: use to_csv(..., index=False))"]),
+    (GOOD, "abc", "id,a,b,c", "id,a,c,b", ["header differs from sample_submission.csv: expected id,a,b,c, got id,a,c,b"]),
     # classes taken from the sample (no runs, no --classes): the same check, with a hint
     (GOOD, None, "d4,0.3,0.3,0.4", "d4,0.3,0.3,0.3",
      ["line 5 (id 'd4'): probabilities sum to 0.9, expected 1 (+-0.001); if these columns are only some of "
@@ -205,7 +211,6 @@ def test_one_run_other_methods(one_run, method, expected):
 def test_one_run_every_method_and_selection(one_run, capsys, flags):
     tmp, _, runs = one_run
     if "--select" in flags:
-        from test_shift_vote import write_weights
         write_weights(runs, lambda i: 5.0 if i % 3 == 2 else 0.5)
     assert vote(*flags) == 0
     out = capsys.readouterr().out

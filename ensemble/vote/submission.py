@@ -247,7 +247,9 @@ def problems(df: pd.DataFrame, sample: pd.DataFrame, fmt: SubmissionFormat,
     header = [str(c) for c in df.columns]
     out = []
     if header != fmt.header:
-        out.append(f"header differs from {name}: expected {','.join(fmt.header)}, got {','.join(header)}")
+        index = header[1:] == fmt.header and header[0] in ("", "Unnamed: 0")  # pandas to_csv(index=True)
+        out.append(f"header differs from {name}: expected {','.join(fmt.header)}, got {','.join(header)}"
+                   + (" (a DataFrame index was written: use to_csv(..., index=False))" if index else ""))
     if fmt.id_col not in header:
         return out
     got, want = df[fmt.id_col].astype(str), sample[fmt.id_col].astype(str)
