@@ -65,7 +65,8 @@ def test_without_classes_probability_columns_are_the_classes(tmp_path):
     (["id", "label"], "zebra", ["cat", "dog"],
      "sample_submission.csv: label column 'label' holds ['zebra']: neither class names (cat, dog) nor indices 0..1"),
     (["id", "p1", "p2"], "0.5", ["cat", "dog"],
-     "sample_submission.csv: columns ['p1', 'p2'] are neither class names (cat, dog) nor one label column"),
+     "sample_submission.csv: columns 'p1', 'p2' are not classes of the competition (cat, dog): expected "
+     "probability columns named by class, or one label column"),
 ])
 def test_undetectable_formats(tmp_path, header, value, classes, message):
     path = tmp_path / "s.csv"
@@ -89,14 +90,14 @@ GOOD = "id,a,b,c\n007,0.7,0.2,0.1\nNA,0.1,0.1,0.8\nc3,0.2,0.5,0.3\nd4,0.3,0.3,0.
     (lambda t: t.replace("c3,0.2,0.5,0.3\nd4,0.3,0.3,0.4", "d4,0.3,0.3,0.4\nc3,0.2,0.5,0.3"),
      ["ids are not in the order of sample_submission.csv: line 4 has 'd4', expected 'c3'"]),
     (lambda t: t.replace("0.5,0.3", "abc,0.3"),
-     ["column 'b': 1 non-numeric values (e.g. line 4: 'abc')"]),
+     ["line 4 (id 'c3'): column 'b' is 'abc', expected a probability in [0, 1]"]),
     (lambda t: t.replace("0.5,0.3", ",0.3").replace("0.3,0.4", "inf,0.4"),
-     ["column 'b': 2 missing, NaN or inf values (e.g. line 4)"]),
+     ["line 4 (id 'c3'): column 'b' is empty, NaN or inf, expected a probability in [0, 1] (1 more row like this)"]),
     (lambda t: t.replace("0.7,0.2,0.1", "1.2,-0.1,-0.1"),
-     ["column 'a': 1 probabilities outside [0, 1] (e.g. line 2: 1.2)",
-      "column 'b': 1 probabilities outside [0, 1] (e.g. line 2: -0.1)",
-      "column 'c': 1 probabilities outside [0, 1] (e.g. line 2: -0.1)"]),
-    (lambda t: t.replace("0.3,0.3,0.4", "0.3,0.3,0.3"), ["1 rows do not sum to 1 (e.g. line 5: sum 0.9)"]),
+     ["line 2 (id '007'): column 'a' is 1.2, expected a probability in [0, 1]",
+      "line 2 (id '007'): column 'b' is -0.1, expected a probability in [0, 1]",
+      "line 2 (id '007'): column 'c' is -0.1, expected a probability in [0, 1]"]),
+    (lambda t: t.replace("0.3,0.3,0.4", "0.3,0.3,0.3"), ["line 5 (id 'd4'): probabilities sum to 0.9, expected 1 (+-0.001)"]),
     (lambda t: "", ["not a readable CSV"]),
 ])
 def test_check_file_reports_each_problem(tmp_path, edit, expected):
@@ -114,10 +115,10 @@ def test_unknown_labels(tmp_path):
     sample = read_sample(_write(tmp_path / "sample.csv", "id,label\n1,cat\n2,cat\n"))
     fmt = detect_format(sample, ["cat", "dog"])
     assert check_file(_write(tmp_path / "s.csv", "id,label\n1,dog\n2,Dog\n"), sample, fmt) == [
-        "column 'label': 1 unknown labels (e.g. line 3: 'Dog'); expected one of: cat, dog"]
+        "line 3 (id '2'): column 'label' is 'Dog', expected one of: cat, dog"]
     fmt_idx = detect_format(read_sample(_write(tmp_path / "i.csv", "id,label\n1,0\n2,0\n")), ["cat", "dog"])
     assert check_file(_write(tmp_path / "t.csv", "id,label\n1,1\n2,2\n"), sample, fmt_idx) == [
-        "column 'label': 1 unknown labels (e.g. line 3: '2'); expected one of: 0, 1"]
+        "line 3 (id '2'): column 'label' is '2', expected one of: 0, 1"]
 
 
 def _write(path, text):

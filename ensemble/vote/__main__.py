@@ -19,6 +19,7 @@ from ensemble.artifacts.paths import find_runs
 from ensemble.cli import add_verbosity, setup_logging
 from ensemble.plugins import add_plugin_argument, load_plugins
 from ensemble.vote import methods as V
+from ensemble.vote.output import runs_text
 from ensemble.vote.runs import RunsError
 from ensemble.vote.submission import SubmissionError
 from ensemble.vote.submit import add_submit_arguments, submit
@@ -96,7 +97,7 @@ def submit_chosen(result, slug: str, message: str | None = None) -> int:
         return 1
     path, cmd = result.chosen
     b = result.best_ensemble
-    message = message or f"{b.name} cv {b.cv.score:.4f} ({len(result.runs.runs)} runs)"
+    message = message or f"{b.name} cv {b.cv.score:.4f} ({runs_text(len(result.runs.runs))})"
     res = submit(slug, path, message)
     print(res.message)
     if res.record is not None:
@@ -114,7 +115,7 @@ def run_check(args) -> int:
     issues, sample_path, kind, rows = check_submission(args.check, sample=args.sample, classes=classes,
                                                        competition=args.competition, runs_dir=args.runs_dir)
     if issues:
-        print(f"{args.check}: INVALID against {sample_path} ({len(issues)} problems)")
+        print(f"{args.check}: INVALID against {sample_path} ({len(issues)} problem{'' if len(issues) == 1 else 's'})")
         for s in issues:
             print(f"  - {s}")
         return 1

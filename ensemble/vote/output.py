@@ -21,6 +21,10 @@ def _fmt_table(rows: list[list[str]], header: list[str]) -> str:
     return "\n".join([line(header)] + [line(r) for r in rows])
 
 
+def runs_text(n: int) -> str:
+    return f"{n} run" + ("" if n == 1 else "s")
+
+
 def _num(v) -> str:
     return f"{v:.4f}" if isinstance(v, (int, float)) else "-"
 
@@ -34,15 +38,16 @@ def report(data: Runs, objective: Objective, singles, results, best: int) -> str
         rows.append([("* " if i == best else "  ") + spec.name(ordinal), f"{cv.score:.4f}", f"{cv.std:.4f}",
                      "nested" if spec.fits else "fold mean", "" if cv.in_sample is None else f"{cv.in_sample:.4f}", ""])
     direction = "higher" if objective.greater_is_better else "lower"
-    out = [f"{data.competition}: {len(names)} runs, {len(np.unique(data.folds))} folds, OOF {len(data.y)} rows, "
+    out = [f"{data.competition}: {runs_text(len(names))}, {len(np.unique(data.folds))} folds, OOF {len(data.y)} rows, "
            f"test {data.test.shape[1]} rows; {data.metric} ({direction} is better)",
            "cv = mean of per-fold scores; nested = fitted on K-1 folds, scored on the held-out fold; "
            "in-sample = fitted on all OOF (optimistic)",
            _fmt_table(rows, ["run / ensemble (* best)", "cv", "std", "cv is", "in-sample", "metrics.json cv"])]
-    corr = error_correlation(data.oof, data.y)
-    short = [n[:14] for n in names]
-    out += ["", "OOF error correlation",
-            _fmt_table([[s] + [f"{v:.2f}" for v in row] for s, row in zip(short, corr)], ["run"] + short)]
+    if len(names) > 1:  # one run has nothing to correlate with
+        corr = error_correlation(data.oof, data.y)
+        short = [n[:14] for n in names]
+        out += ["", "OOF error correlation",
+                _fmt_table([[s] + [f"{v:.2f}" for v in row] for s, row in zip(short, corr)], ["run"] + short)]
     wcols = [(spec, fitted) for spec, _, fitted in results if "weights" in fitted.state]
     if wcols:
         rows = [[n] + [f"{f.state['weights'][i]:.3f}" for _, f in wcols] for i, n in enumerate(names)]
@@ -78,7 +83,8 @@ def write_submission(data: Runs, spec: Spec, cv: CVScore, fitted: Fitted, out_di
     frame = build_frame(fmt, data.sample[fmt.id_col], values)
     issues = problems(frame, data.sample, fmt, data.sample_path.name)
     if issues:
-        raise SubmissionError(f"{spec.name(data.ordinal)}: submission failed validation: " + "; ".join(issues))
+        raise SubmissionError(f"{spec.name(data.ordinal)}: the submission fails validation against "
+                              f"{data.sample_path} (not written): " + "; ".join(issues))
     name = spec.name(data.ordinal)
     path = out_dir / data.competition / f"{name}{tag}-cv{cv.score:.4f}-{stamp}.csv"
     write_frame(path, frame)
@@ -103,7 +109,7 @@ def write_submission(data: Runs, spec: Spec, cv: CVScore, fitted: Fitted, out_di
     manifest.update(extra or {})
     for r, run in zip(manifest["runs"], data.runs):
         r["config_sha256"] = file_hash(run.paths.config) if run.paths.config.is_file() else None
-    cmd = kaggle_command(slug, path, message or f"{name} cv {cv.score:.4f} ({len(data.runs)} runs)")
+    cmd = kaggle_command(slug, path, message or f"{name} cv {cv.score:.4f} ({runs_text(len(data.runs))})")
     manifest["kaggle_command"] = cmd
     atomic_write_json(path.with_suffix(".json"), manifest)
     return path, cmd

@@ -17,7 +17,7 @@ from ensemble.artifacts import RunPaths, competition_cfg, file_hash, read_metric
 from ensemble.artifacts.paths import RunsError
 from ensemble.artifacts.paths import find_runs  # noqa: F401 (re-exported: vote's run discovery)
 from ensemble.metrics import bind_metric
-from ensemble.vote.submission import examples as _ex, id_differences, read_sample, same_ids
+from ensemble.vote.submission import SUM_TOL, examples as _ex, id_differences, read_sample, same_ids
 
 REQUIRED_KEYS = ("run", "competition", "metric", "classes", "folds_hash")
 
@@ -64,6 +64,24 @@ class LabelsAndSample(NamedTuple):
     sample_path: Path
     metric: str
     id_col: str
+    declared: bool = False  # the config lists competition.classes (not taken from the labels)
+
+
+def subset_problem(classes: Sequence[str], sample: pd.DataFrame, id_col: str, declared: bool, name: str,
+                   labels: pd.Series | None = None) -> str | None:
+    """A sample with >= 2 probability columns for only some of the classes (ISIC 2017's two of three)
+    is a subset submission only when the config declares the classes; with classes taken from the
+    labels, a class missing from the sample is an unknown label that became a class (issue 11)."""
+    cols = [str(c) for c in sample.columns if str(c) != id_col]
+    missing = [c for c in classes if c not in cols]
+    if declared or len(cols) < 2 or not missing or not set(cols) <= set(classes):
+        return None
+    counts = labels.value_counts() if labels is not None else None
+    what = ", ".join(repr(c) + ("" if counts is None else f" ({int(counts.get(classes.index(c), 0))} train rows)")
+                     for c in missing[:5])
+    return (f"{name} has {len(cols)} of the {len(classes)} classes as columns; not in it: {what}. Declare "
+            f"competition.classes in the config if the sample really scores only some classes; otherwise "
+            f"those labels are not classes of the competition: fix the train labels and retrain")
 
 
 def load_labels_and_sample(run_dir: str | Path) -> LabelsAndSample:
@@ -101,7 +119,7 @@ def load_labels_and_sample(run_dir: str | Path) -> LabelsAndSample:
     sample = read_sample(sample_path, cfg.id_col)
     id_col = cfg.id_col if cfg.id_col in sample.columns else str(sample.columns[0])
     return LabelsAndSample(pd.Series(y.to_numpy(np.int64), index=pd.Index(ids.astype(str))), classes, sample,
-                           sample_path, metrics["metric"], id_col)
+                           sample_path, metrics["metric"], id_col, bool(cfg.classes))
 
 
 # ---------------------------------------------------------------- checks and alignment
@@ -162,11 +180,31 @@ def check_metadata(runs: list[Run], folds_csv: Path | None = None) -> None:
 
 
 def _frame(run: Run, which: str, columns: list[str]) -> pd.DataFrame:
+    """A run's oof/test frame with exactly `columns`, every value finite (and in [0, 1] for probabilities)."""
     path = getattr(run.paths, which)
-    df = read_probs(path)
+    try:
+        df = read_probs(path)
+    except ValueError as e:  # a text cell: "could not convert string to float: 'abc'"
+        raise RunsError(f"run '{run.name}': {path}: {str(e).splitlines()[0]}") from None
     cols = [c for c in df.columns if c not in ("id", "fold")]
     if cols != columns:
         raise RunsError(f"run '{run.name}': {path.name} columns {cols} do not match its classes {columns}")
+    probs = columns != ["score"]
+    where = (lambda i: f"{path}: line {i + 2} (id {str(df['id'].iat[i])!r})") if path.suffix == ".csv" else (
+        lambda i: f"{path}: row {i + 1} (id {str(df['id'].iat[i])!r})")
+    sums = np.zeros(len(df), np.float64)
+    for c in columns:
+        v = df[c].to_numpy(np.float32)
+        bad = np.flatnonzero(~np.isfinite(v) | ((v < 0) | (v > 1) if probs else False))
+        if len(bad):
+            raise RunsError(f"run '{run.name}': {where(int(bad[0]))}: column '{c}' is {v[bad[0]]:g}, expected "
+                            f"{'a probability in [0, 1]' if probs else 'a finite score'} "
+                            f"({len(bad)} bad value{'' if len(bad) == 1 else 's'} in the column)")
+        sums += v
+    off = np.flatnonzero(np.abs(sums - 1.0) > SUM_TOL) if probs else []
+    if len(off):  # the artifact contract: softmax rows
+        raise RunsError(f"run '{run.name}': {where(int(off[0]))}: probabilities sum to {sums[off[0]]:.6g}, expected "
+                        f"1 (+-{SUM_TOL:g}) ({len(off)} row{'' if len(off) == 1 else 's'} like this)")
     return df
 
 
@@ -187,6 +225,10 @@ def load_runs(run_dirs: Sequence[str | Path]) -> Runs:
     check_metadata(runs, RunPaths(run_dirs[0]).competition.folds)
     ref = runs[0]
     info = load_labels_and_sample(ref.paths.root)
+    if not ref.ordinal:
+        bad = subset_problem(info.classes, info.sample, info.id_col, info.declared, info.sample_path.name, info.labels)
+        if bad:
+            raise RunsError(f"run '{ref.name}': {bad}")
     columns = ["score"] if ref.ordinal else info.classes
     m = len(runs)
     oof = None

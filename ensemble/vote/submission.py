@@ -33,6 +33,7 @@ class SubmissionFormat:
     id_col: str
     columns: tuple[str, ...]  # value columns, in the sample's order
     classes: tuple[str, ...]  # all classes of the competition, in class-index order
+    inferred: bool = False  # classes taken from the sample's columns (none were given)
 
     @property
     def header(self) -> list[str]:
@@ -89,7 +90,8 @@ def detect_format(sample: pd.DataFrame, classes: Sequence[str] | None = None, id
     values = [c for c in cols if c != id_col]
     if not values:
         raise SubmissionError(f"{name}: no prediction column besides the id column '{id_col}'")
-    if classes is None:
+    inferred = classes is None
+    if inferred:
         if len(values) == 1:
             raise SubmissionError(f"{name}: one prediction column '{values[0]}': its classes are unknown "
                                   f"(pass --classes, or have runs for this competition)")
@@ -107,16 +109,20 @@ def detect_format(sample: pd.DataFrame, classes: Sequence[str] | None = None, id
             raise SubmissionError(f"{name}: label column '{values[0]}' holds {sorted(found)[:3]}: neither "
                                   f"class names ({', '.join(classes)}) nor indices 0..{len(classes) - 1}")
     else:
-        raise SubmissionError(f"{name}: columns {values} are neither class names ({', '.join(classes)}) "
-                              f"nor one label column")
-    return SubmissionFormat(kind, id_col, tuple(values), classes)
+        bad = [c for c in values if c not in classes]
+        raise SubmissionError(f"{name}: {'column' if len(bad) == 1 else 'columns'} {examples(bad, len(bad))} "
+                              f"{'is not a class' if len(bad) == 1 else 'are not classes'} of the competition "
+                              f"({', '.join(classes)}): expected probability columns named by class, or one "
+                              f"label column")
+    return SubmissionFormat(kind, id_col, tuple(values), classes, inferred)
 
 
 def build_frame(fmt: SubmissionFormat, ids: pd.Series | np.ndarray, values: np.ndarray) -> pd.DataFrame:
     """ids (N,) in sample order (the sample's id column); values (N, C) scores in class order or (N,) class indices.
 
     Full-class probability rows are renormalised to sum to 1 (rank-average scores become
-    distributions with the same argmax); label formats take the argmax.
+    distributions with the same argmax); subset scores whose rows exceed 1 are divided by one
+    constant (each column's ranking, hence its AUC, is kept); label formats take the argmax.
     """
     values = np.asarray(values)
     n_cls = len(fmt.classes)
@@ -125,6 +131,10 @@ def build_frame(fmt: SubmissionFormat, ids: pd.Series | np.ndarray, values: np.n
         probs = np.eye(n_cls, dtype=np.float32)[values] if values.ndim == 1 else values.astype(np.float32)
         if fmt.kind == "probs":
             probs = probs / probs.sum(axis=1, keepdims=True)
+        else:  # scores, not distributions (rank average): one scale for all keeps each column's ranking
+            top = float(probs[:, [fmt.classes.index(c) for c in fmt.columns]].sum(axis=1).max(initial=0.0))
+            if top > 1.0:
+                probs = probs / np.float32(top)
         index = {c: i for i, c in enumerate(fmt.classes)}
         for c in fmt.columns:
             out[c] = probs[:, index[c]]
@@ -182,20 +192,26 @@ def id_problems(got: np.ndarray, want: np.ndarray, name: str) -> list[str]:
     return out
 
 
-def _line(rows: np.ndarray) -> int:
-    return int(rows[0]) + 2  # header is line 1
+def _at(rows: np.ndarray, ids: pd.Series, text: str) -> str:
+    """The first offending row as 'line L (id X): text', and how many more there are."""
+    i = int(rows[0])
+    n = len(rows) - 1
+    more = f" ({n} more {'row' if n == 1 else 'rows'} like this)" if n else ""
+    return f"line {i + 2} (id {str(ids.iat[i])!r}): {text}{more}"  # header is line 1
 
 
 def value_problems(df: pd.DataFrame, fmt: SubmissionFormat) -> list[str]:
-    """No NaN/inf or text in probabilities, all in [0, 1], full-class rows sum to 1, labels known."""
+    """No NaN/inf or text in probabilities, all in [0, 1], full-class rows sum to 1 and subset
+    rows to at most 1, labels known. Each problem names its first row (CSV line and id)."""
     out = []
+    ids = df[fmt.id_col] if fmt.id_col in df.columns else pd.Series(np.arange(len(df)))
     if not fmt.is_probs:
         col = fmt.columns[0]
         allowed = fmt.labels()
         bad = np.flatnonzero(~df[col].astype(str).isin(allowed).to_numpy())
         if len(bad):
-            out.append(f"column '{col}': {len(bad)} unknown labels (e.g. line {_line(bad)}: "
-                       f"{df[col].iat[bad[0]]!r}); expected one of: {', '.join(allowed)}")
+            out.append(_at(bad, ids, f"column '{col}' is {str(df[col].iat[bad[0]])!r}, expected one of: "
+                                     f"{', '.join(allowed)}"))
         return out
     sums = np.zeros(len(df), np.float64)
     for col in fmt.columns:
@@ -204,21 +220,24 @@ def value_problems(df: pd.DataFrame, fmt: SubmissionFormat) -> list[str]:
         is_text = np.isnan(vals) & raw.notna().to_numpy()
         text = np.flatnonzero(is_text)
         if len(text):
-            out.append(f"column '{col}': {len(text)} non-numeric values (e.g. line {_line(text)}: "
-                       f"{raw.iat[text[0]]!r})")
+            out.append(_at(text, ids, f"column '{col}' is {str(raw.iat[text[0]])!r}, expected a probability in [0, 1]"))
         nonfinite = np.flatnonzero(~np.isfinite(vals) & ~is_text)
         if len(nonfinite):
-            out.append(f"column '{col}': {len(nonfinite)} missing, NaN or inf values (e.g. line {_line(nonfinite)})")
+            out.append(_at(nonfinite, ids, f"column '{col}' is empty, NaN or inf, expected a probability in [0, 1]"))
         outside = np.flatnonzero(np.isfinite(vals) & ((vals < 0) | (vals > 1)))
         if len(outside):
-            out.append(f"column '{col}': {len(outside)} probabilities outside [0, 1] "
-                       f"(e.g. line {_line(outside)}: {vals[outside[0]]:g})")
+            out.append(_at(outside, ids, f"column '{col}' is {vals[outside[0]]:g}, expected a probability in [0, 1]"))
         sums += vals
-    if fmt.kind == "probs":
-        off = np.flatnonzero(np.abs(sums - 1.0) > SUM_TOL)  # NaN rows were reported above
-        off = off[np.isfinite(sums[off])]
+    if fmt.kind == "probs":  # NaN rows were reported above
+        off = np.flatnonzero(np.isfinite(sums) & (np.abs(sums - 1.0) > SUM_TOL))
+        hint = "; if these columns are only some of the classes, pass --classes" if fmt.inferred else ""
         if len(off):
-            out.append(f"{len(off)} rows do not sum to 1 (e.g. line {_line(off)}: sum {sums[off[0]]:.6g})")
+            out.append(_at(off, ids, f"probabilities sum to {sums[off[0]]:.6g}, expected 1 (+-{SUM_TOL:g}){hint}"))
+    else:
+        off = np.flatnonzero(np.isfinite(sums) & (sums > 1.0 + SUM_TOL))
+        if len(off):
+            out.append(_at(off, ids, f"probabilities sum to {sums[off[0]]:.6g}, expected at most 1 (+{SUM_TOL:g}): "
+                                     f"the columns are {len(fmt.columns)} of the {len(fmt.classes)} classes"))
     return out
 
 
@@ -228,13 +247,16 @@ def problems(df: pd.DataFrame, sample: pd.DataFrame, fmt: SubmissionFormat,
     header = [str(c) for c in df.columns]
     out = []
     if header != fmt.header:
-        out.append(f"header differs from {name}: expected {','.join(fmt.header)}, got {','.join(header)}")
+        index = header[1:] == fmt.header and header[0] in ("", "Unnamed: 0")  # pandas to_csv(index=True)
+        out.append(f"header differs from {name}: expected {','.join(fmt.header)}, got {','.join(header)}"
+                   + (" (a DataFrame index was written: use to_csv(..., index=False))" if index else ""))
     if fmt.id_col not in header:
         return out
     got, want = df[fmt.id_col].astype(str), sample[fmt.id_col].astype(str)
     if not same_ids(got, want):
         out += id_problems(got.to_numpy(object), want.to_numpy(object), name)
-    present = SubmissionFormat(fmt.kind, fmt.id_col, tuple(c for c in fmt.columns if c in header), fmt.classes)
+    present = SubmissionFormat(fmt.kind, fmt.id_col, tuple(c for c in fmt.columns if c in header), fmt.classes,
+                               fmt.inferred)
     if len(present.columns) == len(fmt.columns):
         out += value_problems(df, present)
     return out

@@ -26,9 +26,9 @@ from ensemble.vote.cv import CVScore, Fitted, Spec, cross_validate, model_scores
 from ensemble.vote import shift as S
 from ensemble.vote.output import report, write_submission
 from ensemble.vote.shift import VoteShift
-from ensemble.vote.runs import Runs, load_runs
+from ensemble.vote.runs import Runs, load_runs, subset_problem
 from ensemble.vote.scoreboard import vote_scores
-from ensemble.vote.submission import check_file, detect_format, read_sample
+from ensemble.vote.submission import SubmissionError, check_file, detect_format, read_sample
 
 logger = logging.getLogger(__name__)
 
@@ -162,6 +162,9 @@ def vote_runs(run_dirs: Sequence[str | Path], methods: str = "all", *, weights: 
     w = parse_weights(weights, data.names)
     specs, notes = build_specs(methods, w, bias, data.ordinal, max_iter, stack_c,
                                decodes_grades(data.metric, data.ordinal))
+    if len(data.runs) == 1:
+        notes.append(f"one run ('{data.names[0]}'): an ensemble of one; mean, weighted, geometric and hillclimb "
+                     "submit its probabilities, the other methods transform them")
     singles = model_scores(data.oof, data.y, data.folds, objective)
     ensembles = [Ensemble(s, *cross_validate(s, data.oof, data.y, data.folds, objective), s.name(data.ordinal))
                  for s in specs]
@@ -198,16 +201,20 @@ def check_submission(path: str | Path, *, sample: str | Path | None = None, clas
     """Validate a submission file against the sample submission (found from the competition's runs
     when `sample` or `classes` is not given). -> (problems, sample path, format kind, sample rows)."""
     sample_path, id_col = (Path(sample) if sample else None), None
+    declared = classes is not None
     classes = list(classes) if classes else None
     if competition and (sample_path is None or classes is None):
         runs = CompetitionPaths(Path(runs_dir) / competition).runs()
         if runs:
             classes = classes or [str(c) for c in read_metrics(runs[0])["classes"]]
             cfg = competition_cfg(runs[0])
-            id_col = cfg.id_col
+            id_col, declared = cfg.id_col, declared or bool(cfg.classes)
             sample_path = sample_path or Path(cfg.root) / cfg.sample_submission
     if sample_path is None:
         raise ValueError(f"--check needs --sample PATH or runs under {Path(runs_dir) / (competition or 'NAME')}")
     frame = read_sample(sample_path, id_col)
+    bad = classes and subset_problem(classes, frame, id_col or str(frame.columns[0]), declared, sample_path.name)
+    if bad:
+        raise SubmissionError(bad)
     fmt = detect_format(frame, classes, id_col, sample_path.name)
     return check_file(path, frame, fmt, sample_path.name), sample_path, fmt.kind, len(frame)
