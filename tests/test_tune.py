@@ -244,3 +244,24 @@ def test_cli_error_names_the_key(tuned, capsys):
     assert main(["--cfg", str(cfg_path)]) == 2
     assert capsys.readouterr().err.strip() == \
         f"error: {cfg_path}: tune.space: unknown config key 'optim.lrr' (did you mean 'optim.lr'?)"
+
+
+def test_full_disk_stops_the_study_with_one_line_and_retries_the_params(tuned, capsys, monkeypatch):
+    """A full disk is not the trial's fault: tune stops at once (not after MAX_FAILS failed trials),
+    says so in one line, and the interrupted trial's params run first next time."""
+    import ensemble.tune.tuner as T
+    from ensemble.artifacts.io import NoSpaceError
+    cfg_path, runs = tuned
+    calls = []
+
+    def full(cfg, **kw):
+        calls.append(cfg.run_name)
+        raise NoSpaceError(runs / "tiny" / "x.npy", 30 * 2**20, 2 * 2**20)
+    monkeypatch.setattr(T, "train_run", full)
+    assert main(["--cfg", str(cfg_path), "--folds", "0", "--trials", "3"]) == 2
+    err = capsys.readouterr().err
+    assert err == f"error: no space left on device writing {runs / 'tiny' / 'x.npy'} (needs ~30 MB, 2 MB free)\n"
+    assert len(calls) == 1
+    trials = optuna.load_study(study_name="tiny/tinyrun", storage=_journal(runs)).trials
+    assert [t.state for t in trials] == [TrialState.FAIL, TrialState.WAITING]
+    assert trials[1].user_attrs["retry_of"] == 0 and trials[1].system_attrs["fixed_params"] == trials[0].params

@@ -9,7 +9,6 @@ competition, backbone and size as runs/<competition>/cache/embed_<backbone>_<siz
 """
 from __future__ import annotations
 
-import json
 import logging
 import os
 import time
@@ -18,6 +17,8 @@ from typing import Sequence
 
 import cv2
 import numpy as np
+
+from ..artifacts import atomic_path, atomic_write_json
 
 logger = logging.getLogger(__name__)
 
@@ -110,12 +111,10 @@ def cached_embeddings(paths: Sequence[str], images: np.ndarray, cache_dir: str |
             pass
     t0 = time.perf_counter()
     arr = embed_images(images, backbone, pretrained, batch_size, device)
-    npy.parent.mkdir(parents=True, exist_ok=True)
-    tmp = npy.with_name(f"{npy.stem}.tmp{os.getpid()}.npy")
     arr = arr.astype(np.float16)  # what a later call reads back
-    np.save(tmp, arr)
-    os.replace(tmp, npy)
-    npy.with_suffix(".json").write_text(json.dumps({"version": EMBED_VERSION, "backbone": backbone, "size": size,
-                                                    "n": len(paths), "seconds": round(time.perf_counter() - t0, 1)}))
+    with atomic_path(npy, size=arr.nbytes + 4096) as tmp, open(tmp, "wb") as f:  # a full disk: one line
+        np.save(f, arr)
+    atomic_write_json(npy.with_suffix(".json"), {"version": EMBED_VERSION, "backbone": backbone, "size": size,
+                                                 "n": len(paths), "seconds": round(time.perf_counter() - t0, 1)})
     logger.info("embedded %d images with %s in %.1f s", len(paths), backbone, time.perf_counter() - t0)
     return arr.astype(np.float32), False

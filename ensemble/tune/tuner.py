@@ -22,6 +22,7 @@ import optuna
 from optuna.trial import TrialState
 
 from ensemble.artifacts import CompetitionPaths, RunPaths, atomic_write_csv, atomic_write_text
+from ensemble.artifacts.io import NoSpaceError
 from ensemble.cli import capture_logs
 from ensemble.config import CompetitionCfg, Config, dump_config, load_config, parse_overrides
 from ensemble.metrics import get_metric
@@ -59,6 +60,7 @@ class Tuner:
     storage: optuna.storages.BaseStorage | None = None  # the study's (dead-worker detection)
     _surplus: bool = False
     _last_state: TrialState | None = None
+    _fatal: Exception | None = None  # not the trial's fault (a full disk): stop the study, retry these params later
 
     @property
     def model(self) -> str:
@@ -113,11 +115,14 @@ class Tuner:
                 except optuna.TrialPruned as e:
                     trial_logger.info(f"pruned: {e}")
                     raise
+                except NoSpaceError as e:
+                    self._fatal = e
+                    raise
                 except Exception:
                     trial_logger.exception("trial failed")
                     raise
             return float(metrics["cv"]) if metrics else fold_score(cfg.run_dir, cfg.competition, self.folds)
-        except KeyboardInterrupt:  # not the trial's fault: run its params again next time
+        except (KeyboardInterrupt, NoSpaceError):  # not the trial's fault: run its params again next time
             self.study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number, "retries": 0})
             raise
         finally:
@@ -146,6 +151,8 @@ class Tuner:
                 log(f"[{self.model}] --timeout {timeout:g}s reached")
                 break
             self.study.optimize(self.objective, n_trials=1, catch=(Exception,), callbacks=[self.after_trial])
+            if self._fatal is not None:
+                raise self._fatal
             if self._surplus:
                 break
             fails = fails + 1 if self._last_state == TrialState.FAIL else 0
