@@ -92,6 +92,24 @@ def test_bad_config_value_fails_at_load_and_writes_nothing(tiny, capsys, key, va
     assert not runs.exists()  # no folds.csv, image cache or config.yaml to make the corrected rerun "another config"
 
 
+CLASS_COUNT = [  # settings that are valid on their own but not for this competition's 3 classes
+    ("loss.class_weights", "[1.0, 2.0]",
+     "loss (ce): class_weights has 2 values; expected 3 (one per class); the competition has 3 classes: cat, dog, fox"),
+    ("loss", "{name: focal, alpha: 0.25}",
+     "loss (focal): focal alpha as a single float needs 2 classes (got 3); give a list of 3 per-class values; "
+     "the competition has 3 classes: cat, dog, fox"),
+]
+
+
+@pytest.mark.parametrize("key, value, message", CLASS_COUNT)
+def test_loss_settings_for_the_class_count_fail_before_anything_is_written(tiny, capsys, key, value, message):
+    cfg_path, _, runs = tiny
+    bad = _bad_config(cfg_path, key, value)
+    assert train_main(["--cfg", str(bad)]) == 2
+    assert capsys.readouterr().err == f"error: {message}\n"
+    assert not runs.exists()
+
+
 # ---------------------------------------------------------------- diverged weights
 HINT = "or set train.clip_grad (e.g. 1.0)"
 DIVERGED = [

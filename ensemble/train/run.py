@@ -73,6 +73,19 @@ def train(cfg: Config, **kwargs) -> dict | None:
     return train_run(cfg, **kwargs).metrics
 
 
+def _check_loss(cfg: Config, comp) -> None:
+    """The loss settings that depend on the class count (class_weights, focal alpha), checked before
+    folds.csv, the cache or the run folder are written."""
+    from ensemble.train.losses import build_loss
+    lc = cfg.loss
+    try:
+        build_loss(lc.name, class_counts=np.maximum(comp.class_counts, 1), class_weights=lc.class_weights,
+                   label_smoothing=lc.label_smoothing, gamma=lc.gamma, alpha=lc.alpha)
+    except ValueError as e:
+        raise ConfigError(f"loss ({lc.name}): {e}; the competition has {len(comp.classes)} classes: "
+                          f"{', '.join(comp.classes[:20])}") from None
+
+
 def train_run(cfg: Config, *, folds: Sequence[int] | None = None, resume: bool = False, fresh: bool = False,
               assemble_only: bool = False, on_epoch=None, dist: DistEnv = SINGLE) -> RunResult:
     """Train the given folds (default all) of `cfg` and assemble the run when every fold is done.
@@ -90,6 +103,7 @@ def train_run(cfg: Config, *, folds: Sequence[int] | None = None, resume: bool =
     if comp.classes_inferred:  # no config classes or probability sample: say what the labels made of them
         log_(comp.describe_classes())
     n_classes = len(comp.classes)
+    _check_loss(cfg, comp)
     todo = [] if assemble_only else list(folds if folds is not None else range(cfg.folds.n))
     for turn in ("main", "others"):  # rank 0 writes folds.csv, the run dir and the cache; then the rest read them
         if (turn == "main") == dist.is_main:
