@@ -72,3 +72,19 @@ def test_train_with_test_like_folds_writes_shift_metrics(tiny):
     assert "plain vs importance-weighted vs test-like CV" in lines[0]
     assert lines[1].split()[:3] == ["tinyrun", "cv", f"{m['cv']:.4f}"]
     assert f"weighted {m['shift']['weighted_cv']:.4f}" in lines[1]
+
+
+def test_too_few_rows_left_after_the_test_like_fold_names_the_class(tmp_path):
+    ids = np.array([f"r{i:02d}" for i in range(50)])
+    y = np.zeros(50, np.int64)
+    y[38:46] = 1  # 8 'MEL' rows: enough for 5 folds, but 6 of them are among the 10 most test-like
+    weights_csv(tmp_path, ids, np.linspace(0, 1, 50))
+    with pytest.raises(FoldsError) as e:
+        SF.test_like_folds(tmp_path, ids, y, 5, 0, classes=["NV", "MEL"])
+    assert str(e.value) == ("folds.strategy test_like: after fold 0 took the most test-like rows, the rest must split "
+                            "into folds 1..4, but class 'MEL' has only 2 rows (stratified folds need >= 4 rows per "
+                            "class): use folds.n <= 3, or merge class 'MEL' into another class or drop its rows")
+    y[:3] = 2
+    with pytest.raises(FoldsError, match="^folds.n=5 but class 'BCC' has only 3 rows"):  # too few in the first place
+        SF.test_like_folds(tmp_path, ids, y, 5, 0, classes=["NV", "MEL", "BCC"])
+    assert not (tmp_path / "folds.csv").exists()

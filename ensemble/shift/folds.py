@@ -5,6 +5,7 @@ other rows are split into folds 1..K-1 as usual (stratified, grouped). Written o
 """
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Sequence
 
@@ -12,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from ..artifacts import atomic_write_csv, file_hash
-from ..data.folds import FoldsError, assign_folds, read_folds
+from ..data.folds import FoldsError, assign_folds, check_fold_counts, read_folds
 from .scores import align, load_weights, shift_dir
 
 
@@ -26,8 +27,10 @@ def test_like_fold(p_test: np.ndarray, n: int, groups: np.ndarray | None = None)
 
 
 def test_like_folds(comp_dir: str | Path, ids: Sequence[str], y: np.ndarray, n: int, seed: int,
-                    groups: np.ndarray | None = None, extra: dict | None = None) -> tuple[np.ndarray, str]:
-    """Read runs/<competition>/folds.csv, or write it with fold 0 = the test-like rows. -> (folds, sha256)."""
+                    groups: np.ndarray | None = None, extra: dict | None = None,
+                    classes: Sequence[str] | None = None) -> tuple[np.ndarray, str]:
+    """Read runs/<competition>/folds.csv, or write it with fold 0 = the test-like rows. -> (folds, sha256).
+    classes: the names of y's indices, for error messages."""
     path = Path(comp_dir) / "folds.csv"
     ids = np.asarray(ids, dtype=object)
     if path.exists():
@@ -38,11 +41,19 @@ def test_like_folds(comp_dir: str | Path, ids: Sequence[str], y: np.ndarray, n: 
                          f"python -m ensemble.shift --competition {Path(comp_dir).name} first")
     if n < 3:
         raise FoldsError(f"folds.strategy test_like needs folds.n >= 3 (a test-like fold and >= 2 others), got {n}")
+    check_fold_counts(np.asarray(y), n, classes, groups)
     p = weights["p_test"].reindex(pd.Index(ids.astype(str))).fillna(0.0).to_numpy()
     like = test_like_fold(p, n, groups)
     fold = np.zeros(len(ids), np.int64)
     rest = np.flatnonzero(~like)
-    fold[rest] = 1 + assign_folds(np.asarray(y)[rest], n - 1, seed, None if groups is None else np.asarray(groups)[rest])
+    try:
+        fold[rest] = 1 + assign_folds(np.asarray(y)[rest], n - 1, seed,
+                                      None if groups is None else np.asarray(groups)[rest], classes)
+    except FoldsError as e:  # its folds.n counts the n - 1 folds left after the test-like fold 0
+        why = re.sub(r"folds\.n <= (\d+)", lambda m: f"folds.n <= {int(m.group(1)) + 1}",
+                     str(e).replace(f"folds.n={n - 1} but ", ""))
+        raise FoldsError(f"folds.strategy test_like: after fold 0 took the most test-like rows, the rest must "
+                         f"split into folds 1..{n - 1}, but {why}") from None
     df = pd.DataFrame({"id": ids, "fold": fold})
     if groups is not None:
         df["group"] = groups

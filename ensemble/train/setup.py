@@ -35,7 +35,8 @@ def competition_folds(comp: Competition, comp_dir: Path, n: int, seed: int, *, g
         groups = merge_groups(groups, dup)
     if strategy == "test_like":  # issue 12: fold 0 = the most test-like rows (ensemble.shift)
         from ensemble.shift.folds import test_like_folds
-        return test_like_folds(comp_dir, comp.train["id"].to_numpy(), comp.train["y"].to_numpy(), n, seed, groups, extra)
+        return test_like_folds(comp_dir, comp.train["id"].to_numpy(), comp.train["y"].to_numpy(), n, seed, groups, extra,
+                               comp.classes)
     return ensure_folds(paths.folds, comp.train["id"].to_numpy(), comp.train["y"].to_numpy(), n, seed, groups, extra,
                         comp.classes)
 
