@@ -93,7 +93,7 @@ def test_nested_oneof():
     ([{"name": "OneOf", "transforms": [{"name": "Blurr"}]}],
      "augment.train[0].transforms[0]: unknown augmentation 'Blurr'; did you mean 'Blur' or 'ZoomBlur'?"),
     ([{"name": "OneOf"}], "augment.train[0]: OneOf needs a 'transforms' list, got None"),
-    ("heavy", "augment.train: unknown preset 'heavy'; available: medical, light, none"),
+    ("heavy", "augment.train: unknown preset 'heavy'; available: medical, dermoscopy, light, none"),
     (42, "augment.train: expected a preset name or a list of transforms, got 42"),
 ])
 def test_spec_errors(spec, message):

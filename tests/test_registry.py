@@ -47,7 +47,7 @@ TYPOS = [
     ("model.backbone=resnet19", "key 'model.backbone': unknown backbone 'resnet19'; available: resnet18, "),
     ("model.head.activation=gelo", "key 'model.head.activation': unknown activation 'gelo'; available: relu, gelu, "
                                    "silu (did you mean 'gelu'?)"),
-    ("augment.train=medicl", "key 'augment.train': spec: unknown preset 'medicl'; available: medical, light, none "
+    ("augment.train=medicl", "key 'augment.train': spec: unknown preset 'medicl'; available: medical, dermoscopy, light, none "
                              "(did you mean 'medical'?)"),
     ("augment.eval=[{name: Flipp}]", "key 'augment.eval': spec[0]: unknown augmentation 'Flipp'; did you mean"),
     ("competition.metric=acuracy", "key 'competition.metric': unknown metric 'acuracy'; available: accuracy, "),

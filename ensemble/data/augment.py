@@ -58,6 +58,19 @@ _PRESETS: dict[str, list[dict[str, Any]]] = {
         {"name": "RandomBrightnessContrast", "brightness_limit": 0.1, "contrast_limit": 0.1, "p": 0.5},
         {"name": "GaussianBlur", "blur_limit": (3, 5), "p": 0.1},
     ],
+    "dermoscopy": [  # "medical" plus the colour and sharpness that differ between clinics and cameras:
+        # ham10000's shift check (python -m ensemble.shift) ranks saturation, colour and sharpness first
+        {"name": "HorizontalFlip", "p": 0.5},
+        {"name": "VerticalFlip", "p": 0.5},
+        {"name": "RandomRotate90", "p": 0.5},
+        {"name": "Affine", "translate_percent": (-0.05, 0.05), "scale": (0.9, 1.1),
+         "rotate": (-15, 15), "border_mode": cv2.BORDER_REFLECT_101, "p": 0.5},
+        {"name": "ColorJitter", "brightness": (0.9, 1.1), "contrast": (0.9, 1.1), "saturation": (0.75, 1.25),
+         "hue": (-0.03, 0.03), "p": 0.7},
+        {"name": "RandomGamma", "gamma_limit": (85, 115), "p": 0.3},
+        {"name": "GaussianBlur", "blur_limit": (3, 5), "p": 0.15},
+        {"name": "Sharpen", "alpha": (0.1, 0.3), "lightness": (0.9, 1.0), "p": 0.15},
+    ],
     "light": [
         {"name": "HorizontalFlip", "p": 0.5},
         {"name": "Affine", "translate_percent": (-0.03, 0.03), "scale": (0.95, 1.05),
