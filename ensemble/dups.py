@@ -55,12 +55,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(args.verbose - args.quiet)
     from ensemble.data.competition import load_competition
-    from ensemble.config import load_config
+    from ensemble.config import competition_config
     try:
-        cfg_path = Path(args.cfg) if args.cfg else Path("configs") / args.competition / "base.yaml"
-        if args.competition and not cfg_path.is_file():
-            raise ValueError(f"--competition {args.competition}: config not found: {cfg_path} (use --cfg)")
-        cfg = load_config(cfg_path)
+        cfg = competition_config(args.competition, args.cfg)
         comp = load_competition(cfg.competition)
         runs_dir = Path(args.runs_dir or cfg.output.runs_dir)
         run_dups(comp, runs_dir / cfg.competition.name, args.hash, args.threshold, args.min_corr, args.workers,

@@ -130,6 +130,14 @@ def load_config(path: str | Path, overrides: Sequence[str] | Mapping[str, Any] =
     return cfg
 
 
+def competition_config(competition: str | None, cfg: str | None, configs_dir: str | Path = "configs") -> Config:
+    """The base config of `--competition NAME` (configs/NAME/base.yaml) or of `--cfg FILE`."""
+    path = Path(cfg) if cfg else Path(configs_dir) / str(competition) / "base.yaml"
+    if not cfg and not path.is_file():
+        raise ConfigError(f"--competition {competition}: config not found: {path} (use --cfg)")
+    return load_config(path)
+
+
 def _source(prov: dict[str, str], key: str, default: Path) -> str:
     parts = key.split(".")
     for n in range(len(parts), 0, -1):

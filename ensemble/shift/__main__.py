@@ -33,15 +33,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(args.verbose - args.quiet)
     from ..data.competition import load_competition
-    from ..config import load_config
+    from ..config import competition_config
     from .run import run_shift, runs_table
     try:
-        cfg_path = Path(args.cfg) if args.cfg else Path("configs") / args.competition / "base.yaml"
-        if args.competition and not cfg_path.is_file():
-            raise ValueError(f"--competition {args.competition}: config not found: {cfg_path} (use --cfg)")
+        cfg = competition_config(args.competition, args.cfg)
         if args.folds < 2:
             raise ValueError(f"--folds must be >= 2, got {args.folds}")
-        cfg = load_config(cfg_path)
         comp = load_competition(cfg.competition)
         runs_dir = Path(args.runs_dir or cfg.output.runs_dir)
         comp_dir = runs_dir / cfg.competition.name
