@@ -76,13 +76,10 @@ def train(cfg: Config, **kwargs) -> dict | None:
 def _check_loss(cfg: Config, comp) -> None:
     """The loss settings that depend on the class count (class_weights, focal alpha), checked before
     folds.csv, the cache or the run folder are written."""
-    from ensemble.train.losses import build_loss
-    lc = cfg.loss
-    try:
-        build_loss(lc.name, class_counts=np.maximum(comp.class_counts, 1), class_weights=lc.class_weights,
-                   label_smoothing=lc.label_smoothing, gamma=lc.gamma, alpha=lc.alpha)
+    try:  # the loss exactly as every fold builds it; class counts of 1 stand for classes without rows
+        build_fold_plan(cfg).make_loss(np.maximum(comp.class_counts, 1))
     except ValueError as e:
-        raise ConfigError(f"loss ({lc.name}): {e}; the competition has {len(comp.classes)} classes: "
+        raise ConfigError(f"loss ({cfg.loss.name}): {e}; the competition has {len(comp.classes)} classes: "
                           f"{', '.join(comp.classes[:20])}") from None
 
 
