@@ -350,3 +350,13 @@ def test_embeddings_beside_the_cache_follow_the_images(tmp_path, monkeypatch):
     emb, reused = features.cached_embeddings(strs, new.array, tmp_path / "cache", "tiny", False, stamp=new.stamp)
     assert new.stamp != first.stamp and reused is False and calls == [4, 4]
     np.testing.assert_allclose(emb[1], new.array[1].reshape(-1)[:4] / 255.0, atol=1e-3)
+
+
+def test_cache_stamp_is_the_build_stamp_without_decoding(tmp_path, monkeypatch):
+    paths = _set(tmp_path / "train")
+    res = build_cache(paths, 16, tmp_path / "cache", progress=False)
+    monkeypatch.setattr(images, "decode", lambda p: (_ for _ in ()).throw(AssertionError("decoded")))
+    assert images.cache_stamp(paths, 16) == res.stamp
+    assert images.cache_stamp(paths, 8) != res.stamp  # the size is part of it
+    os.utime(paths[0], ns=(os.stat(paths[0]).st_atime_ns, os.stat(paths[0]).st_mtime_ns + 10**9))
+    assert images.cache_stamp(paths, 16) != res.stamp

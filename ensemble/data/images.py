@@ -157,6 +157,16 @@ def _stats(paths: Sequence[str]) -> list[list[int] | None]:
     return out
 
 
+def _stamp(strs: list[str], size: int, stats: list) -> str:
+    return hashlib.sha1(json.dumps([CACHE_VERSION, size, strs, stats]).encode()).hexdigest()[:16]
+
+
+def cache_stamp(paths: Sequence[str | Path], size: int) -> str:
+    """The CacheResult.stamp build_cache would give these files now, from file stats alone (no decoding)."""
+    strs = [str(p) for p in paths]
+    return _stamp(strs, size, _stats(strs))
+
+
 def _load_cached(npy: Path, idx: Path, key: str, n: int, size: int) -> tuple[CacheResult, list] | None:
     """An existing cache and its per-file stats if its index matches this list and size; else None."""
     if not (npy.is_file() and idx.is_file()):
@@ -211,7 +221,7 @@ def build_cache(paths: Sequence[str | Path], size: int, cache_dir: str | Path, *
             res = _write(npy, idx, key, strs, size, stats, res, changed, workers, policy, progress)
             logger.info(f"image cache: {len(changed)} of {n} images changed since the cache was built; "
                         "re-decoded them")
-    res.stamp = hashlib.sha1(json.dumps([CACHE_VERSION, size, strs, stats]).encode()).hexdigest()[:16]
+    res.stamp = _stamp(strs, size, stats)
     return _report(res, policy)
 
 

@@ -156,14 +156,14 @@ def shift_check(cfg, embeddings: bool = True) -> dict | None:
     exists) and print one line; a failure is a warning, never the end of the competition.
     embeddings=False: image statistics only (a second or two instead of a pass of a pretrained backbone)."""
     from ..data.competition import load_competition
-    from ..data.images import build_cache
+    from ..data.images import cache_stamp
     from .scores import read_summary
     done = read_summary(cfg.competition_dir)
     comp = load_competition(cfg.competition)
     if done.get("auc") is not None and (shift_dir(cfg.competition_dir) / WEIGHTS_FILE).exists():
-        now = {k: build_cache(comp_paths, done.get("size", cfg.input.size), cfg.competition_dir / "cache",
-                              policy="skip", progress=False).stamp
-               for k, comp_paths in (("train", comp.train["path"].tolist()), ("test", comp.test["path"].tolist()))}
+        size = done.get("size", cfg.input.size)
+        now = {"train": cache_stamp(comp.train["path"].tolist(), size),
+               "test": cache_stamp(comp.test["path"].tolist(), size)}
         if done.get("stamps") == now:
             logger.info(one_line(done) + f" (from {shift_dir(cfg.competition_dir) / 'shift.json'})")
             return done
