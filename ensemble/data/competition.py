@@ -169,21 +169,27 @@ def _read_train_folders(cfg: CompetitionCfg, root: Path) -> pd.DataFrame:
     return df[["id", "label", "group", "path"]]
 
 
+def _probability_columns(sample: pd.DataFrame) -> list[str]:
+    """The class columns of a probability-per-class sample (>= 2 prediction columns); [] for one label column."""
+    cols = [str(c) for c in sample.columns[1:]]
+    return cols if len(cols) >= 2 else []
+
+
 def _classes(cfg: CompetitionCfg, labels: pd.Series, sample: pd.DataFrame, sample_path: Path
              ) -> tuple[list[str], str]:
     """-> (classes, where they come from). Known classes: config `classes`, or a probability-per-class
-    sample (>= 2 prediction columns, in its order); else the sorted labels."""
-    cols = [str(c) for c in sample.columns[1:]]
+    sample's columns, in its order; else the sorted labels."""
+    cols = _probability_columns(sample)
     if cfg.classes:
         classes = [str(c) for c in cfg.classes]
         extra = [c for c in cols if c not in classes]
-        if len(cols) >= 2 and extra:  # a probability sample scores a subset of the classes at most
+        if extra:  # a probability sample scores a subset of the classes at most
             raise DataError(f"{sample_path}: {_plural(len(extra), 'column')} not among the "
                             f"{_plural(len(classes), 'class', 'classes')} of competition.classes: "
                             f"{_listing([repr(c) for c in extra])}; expected probability columns named after "
                             f"classes ({_listing(classes, 20)})")
         return classes, "competition.classes"
-    if len(cols) >= 2:
+    if cols:
         empty = [c for c in cols if c not in set(labels)]
         if empty:  # most often a typo or a stray column; a class truly without examples must be declared
             raise DataError(f"{sample_path}: {_plural(len(empty), 'column')} {_listing([repr(c) for c in empty])} "
@@ -231,7 +237,7 @@ def load_competition(cfg: CompetitionCfg) -> Competition:
     if sample.empty:
         raise DataError(f"{sample_path}: no data rows (expected a header line, then one row per test image)")
     _check_ids(sample, sample.columns[0], sample_path)
-    named = [str(c) for c in cfg.classes or (sample.columns[1:] if sample.shape[1] > 2 else [])]
+    named = [str(c) for c in cfg.classes] if cfg.classes else _probability_columns(sample)
     train = _read_train_folders(cfg, root) if cfg.layout == "folders" else _read_train_csv(cfg, root, named)
     classes, classes_from = _classes(cfg, train["label"], sample, sample_path)
     _check_labels(cfg, root, train, classes, classes_from)
