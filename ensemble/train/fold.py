@@ -215,9 +215,8 @@ class FoldTrainer:
                                      self.prec, schedule=schedule, scaler=self.scaler, accum_steps=p.accum_steps,
                                      clip_grad=p.clip_grad, forward=forward, progress=p.progress and self.dist.is_main,
                                      desc=f"fold {k} s{s + 1} e{e + 1}/{stage.epochs}")
-                check_diverged(self.model)
                 out = validate(net)
-                check_diverged(self.model, out)
+                check_diverged(self.model, out)  # the weights first, then the outputs
             except NonFiniteLossError as err:
                 raise NonFiniteLossError(f"fold {k}, stage {s + 1}, epoch {e + 1}: {err}; "
                                          f"{divergence_hint(stage.lrs, p.clip_grad, self.prec.dtype is not None)}"
