@@ -212,6 +212,6 @@ def test_module_entry_point(setup):
     tmp, comp, _ = setup
     r = subprocess.run([sys.executable, "-m", "ensemble.vote", "--check", str(comp / "sample_submission.csv"),
                         "--competition", "tiny"], capture_output=True, text=True, cwd=tmp,
-                       env={"PYTHONPATH": str(Path(__file__).resolve().parents[1]), "PATH": "/usr/bin:/bin"})
+                       env={"PYTHONPATH": str(Path(__file__).resolve().parents[2]), "PATH": "/usr/bin:/bin"})
     assert r.returncode == 0, r.stderr
     assert "OK (12 rows, format probs" in r.stdout
