@@ -113,6 +113,39 @@ def _check_weight_count(spec: MetricSpec, got: int, classes) -> None:
                          f"(one per class: {names})")
 
 
+def check_param_type(name: str, fn, key: str, value) -> None:
+    """A parameter's value must have the type of its default in the metric function `fn` (a number for
+    beta=2.0), so a typo fails when the config loads, not when the first epoch is scored."""
+    import inspect
+    param = inspect.signature(fn).parameters.get(key)
+    default = None if param is None else param.default
+    if isinstance(default, bool):
+        ok, what = isinstance(value, bool), "true or false"
+    elif isinstance(default, int):
+        ok, what = isinstance(value, int) and not isinstance(value, bool), "an integer"
+    elif isinstance(default, float):
+        ok, what = isinstance(value, (int, float)) and not isinstance(value, bool), "a number"
+    else:
+        return
+    if not ok:
+        raise ValueError(f"metric '{name}': parameter '{key}' expected {what} (its default is {default!r}), "
+                         f"got {type(value).__name__} {value!r}")
+
+
+def trial_call(spec: MetricSpec, n_classes: int, score) -> None:
+    """score(spec, y, probs) on a made-up set (each class twice, right then wrong), so a parameter the
+    metric rejects fails when the competition loads, before anything is written."""
+    import numpy as np
+    if n_classes < 2:
+        return
+    y = np.tile(np.arange(n_classes), 2)
+    try:
+        score(spec, y, np.eye(n_classes)[np.r_[y[:n_classes], np.roll(y[:n_classes], 1)]] * 0.8 + 0.2 / n_classes)
+    except Exception as e:  # whatever the plugin's code raises
+        raise ValueError(f"metric '{spec.text}' fails when called ({type(e).__name__}: "
+                         f"{(str(e).splitlines() or [''])[0]})") from None
+
+
 # ---------------------------------------------------------------- parsing
 def parse(value: "str | Mapping | MetricSpec") -> MetricSpec:
     """A metric name, its text form or a mapping ``{name: ..., <param>: ...}`` -> MetricSpec.

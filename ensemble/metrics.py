@@ -35,7 +35,7 @@ from sklearn import metrics as skm
 from sklearn.exceptions import UndefinedMetricWarning
 
 from ensemble.registry import Registry
-from ensemble.metric_spec import CLASS_PARAMS, NAME, MetricSpec, parse as parse_spec
+from ensemble.metric_spec import CLASS_PARAMS, NAME, MetricSpec, check_param_type, parse as parse_spec, trial_call
 
 MetricLike = Union[str, Mapping, MetricSpec]
 logger = logging.getLogger(__name__)
@@ -185,6 +185,8 @@ def _resolve(metric: MetricLike) -> tuple[MetricSpec, Metric]:
                 why = " (it has no per-class scores)" if key in CLASS_PARAMS else ""
                 raise ValueError(f"metric '{spec.name}' takes no parameter '{key}'{why}; "
                                  f"parameters: {', '.join(accepted) or 'none'}")
+    for key, value in spec.kwargs.items():
+        check_param_type(spec.name, m.fn, key, value)
     return spec, m
 
 
@@ -210,7 +212,9 @@ def bind_metric(metric: MetricLike, classes, scored=None) -> MetricSpec:
             spec = MetricSpec(spec.name, {"classes": [c for c in classes if c in cols]})
             logger.info("metric %s: the sample submission scores only %s; using %s",
                         spec.name, ", ".join(cols), spec.text)
-    return spec.bind(classes)
+    spec = spec.bind(classes)
+    trial_call(spec, len(classes), score)
+    return spec
 
 
 def _labels(y, what: str, n_classes: int | None = None) -> np.ndarray:

@@ -42,6 +42,22 @@ class RunsError(ValueError):
     """Runs that cannot be found (or voted together)."""
 
 
+class PathEscapeError(ValueError):
+    """A path the project would write or delete that resolves outside the folder it belongs in."""
+
+
+def inside(root: str | Path, *parts: str | Path) -> Path:
+    """root/parts..., refused unless it resolves (symbolic links and '..' followed) strictly inside
+    root: every path the project writes or deletes under runs/, submissions/ or bundles/ goes
+    through here, so no name or link makes it touch anything else. -> the joined (unresolved) path."""
+    path = Path(root).joinpath(*map(str, parts))
+    base, real = Path(root).resolve(), path.resolve()
+    if real == base or base not in real.parents:
+        where = f"it resolves to {real}, " if real != path.absolute() else ""
+        raise PathEscapeError(f"{path}: {where}not inside {root}; refusing to write or delete it")
+    return path
+
+
 def fold_name(k: int) -> str:
     """fold<k>: the directory of fold k inside a run (also used in messages)."""
     return f"fold{k}"

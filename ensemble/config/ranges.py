@@ -55,6 +55,7 @@ def _device(v) -> bool:
 RANGES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "folds.n": (_int_at_least(2)[0], "an integer >= 2 (K-fold cross-validation needs at least 2 folds)"),
     "input.size": POSITIVE_INT,
+    "input.max_pixels": POSITIVE_INT,
     "model.drop_rate": UNIT_OPEN,
     "model.drop_path_rate": UNIT_OPEN,
     "model.head.dropout": UNIT_OPEN,
@@ -150,8 +151,18 @@ def _check_pretrained(cfg, source: Callable[[str], str]) -> None:
                           f"an existing weights file (.safetensors, .pt, .pth, .bin), got {p!r} (file not found)")
 
 
+def _check_names(cfg, source: Callable[[str], str]) -> None:
+    """The competition and run names become folders under output.runs_dir: nothing that could leave it."""
+    from ensemble.config.names import name_problem
+    for key, value, parts in (("competition.name", cfg.competition.name, False), ("name", cfg.name, True)):
+        problem = name_problem(value, parts) if value is not None else None
+        if problem:
+            raise ConfigError(f"{source(key)}: key '{key}' {problem}")
+
+
 def check_ranges(cfg, source: Callable[[str], str]) -> None:
-    """RANGES, the stages' `train: k` and the pretrained file of a built Config (see check_values)."""
+    """Names, RANGES, the stages' `train: k` and the pretrained file of a built Config (see check_values)."""
+    _check_names(cfg, source)
     check_values(cfg, RANGES, source)
     _check_stage_k(cfg, source)
     _check_pretrained(cfg, source)

@@ -87,6 +87,9 @@ class InputCfg:
     size: int = 128
     bad_images: Literal["fail", "skip"] = "fail"
     cache: bool = True
+    # images whose header declares more pixels are not decoded (unreadable); Pillow's decompression-bomb
+    # threshold (~9459 x 9459); null: no limit
+    max_pixels: int | None = 89_478_485
 
 
 @dataclass(frozen=True)

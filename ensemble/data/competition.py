@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -40,6 +41,8 @@ class Competition:
     sample_path: Path
     id_col: str
     classes_from: str = "competition.classes"  # or "<sample> columns", "<train.csv> labels", "<dir>/ folders"
+    image_dirs: tuple[Path, ...] = ()  # root/train_dir, root/test_dir (either may be a link to elsewhere)
+    train_file: Path | None = None  # root/train.csv, or root/train/ for the folders layout (for messages)
 
     @property
     def classes_inferred(self) -> bool:
@@ -113,11 +116,18 @@ def image_paths(folder: Path, ids: pd.Series, ext: str) -> pd.Series:
     return (str(folder) + os.sep) + ids.astype(str) + ext
 
 
-def _check_ids(df: pd.DataFrame, col: str, path: Path) -> None:
+def _check_ids(df: pd.DataFrame, col: str, path: Path, folder: Path | None = None) -> None:
+    def where(i: int) -> str:
+        return f"line {csv_lines(path)[i]}" if path.is_file() else f"row {i + 1}"
     empty = np.flatnonzero(df[col].str.strip().str.len().to_numpy() == 0)
     if len(empty):
-        where = (f"line {csv_lines(path)[empty[0]]}" if path.is_file() else f"row {empty[0] + 1}")
-        raise DataError(f"{path}: {where}: empty '{col}'")
+        raise DataError(f"{path}: {where(empty[0])}: empty '{col}'")
+    # an id names a file inside the image folder: '..' parts or an absolute path would leave it
+    escape = np.flatnonzero((df[col].str.startswith("/") | df[col].str.contains(r"(?:^|/)\.\.(?:/|$)")).to_numpy())
+    if len(escape) and folder is not None:
+        i = escape[0]
+        raise DataError(f"{path}: {where(i)}: id '{df[col].iat[i]}' leaves the image folder {folder} (a '..' part or "
+                        f"an absolute path); ids name files inside it")
     dup = df[col].duplicated()
     if dup.any():
         i = int(np.flatnonzero(dup.to_numpy())[0])
@@ -134,7 +144,7 @@ def _read_train_csv(cfg: CompetitionCfg, root: Path, named: Sequence[str] = ()) 
     df = read_csv(path, cols)
     if df.empty:
         raise DataError(f"{path}: no data rows (expected a header line and one row per training image)")
-    _check_ids(df, cfg.id_col, path)
+    _check_ids(df, cfg.id_col, path, root / cfg.train_dir)
     out = pd.DataFrame({"id": df[cfg.id_col], "label": df[cfg.label_col].str.strip()})
     # read as text (keep_default_na=False), then a blank cell or a missing-value marker ('NA', 'nan', ...) is
     # an error, unless competition.classes or the sample's columns name that marker as a real class
@@ -220,6 +230,48 @@ def _check_labels(cfg: CompetitionCfg, root: Path, train: pd.DataFrame, classes:
                     f"not in the {_plural(len(classes), 'class', 'classes')}: {_listing(rows, 5, len(unknown))}; {hint}")
 
 
+def _label_rows(train_file: Path, train: pd.DataFrame, label: str) -> str:
+    """'line 4, line 9, ...' of the rows with `label` (or their image paths, for the folders layout)."""
+    idx = np.flatnonzero(train["label"].to_numpy() == label)
+    if train_file.is_dir():
+        return _listing([str(train["path"].iat[i]) for i in idx], 3)
+    line = csv_lines(train_file)
+    return _listing([f"line {line[i]}" for i in idx], 3)
+
+
+def _inferred_fix(classes: list[str], source: str) -> str:
+    return (f"the classes come from the {source} ({_listing(classes, 12)}): fix those rows, or list the real "
+            f"classes under competition.classes")
+
+
+def _check_variants(train_file: Path, train: pd.DataFrame, classes: list[str], source: str) -> None:
+    """Classes taken from the labels: a label that differs from a more frequent one only in case, spaces
+    or punctuation ('Cat' beside 'cat') is a typo until competition.classes says otherwise."""
+    counts, by_key = train["label"].value_counts(), {}
+    for c in classes:
+        by_key.setdefault(re.sub(r"[\W_]+", "", c).casefold() or c, []).append(c)
+    for variants in by_key.values():
+        if len(variants) > 1:
+            common, rare = sorted(variants, key=lambda c: (-counts[c], c))[:2]
+            raise DataError(f"{train_file}: label '{rare}' ({_plural(counts[rare], 'row')}: "
+                            f"{_label_rows(train_file, train, rare)}) differs from class '{common}' "
+                            f"({_plural(counts[common], 'row')}) only in case, spaces or punctuation; "
+                            f"{_inferred_fix(classes, source)}")
+
+
+def check_single_rows(comp: "Competition") -> None:
+    """Classes taken from the labels: a label on one row only cannot be split into folds and is most
+    often a typo; one line naming the row (training calls this before anything is written)."""
+    if not comp.classes_inferred:
+        return
+    counts = comp.train["label"].value_counts()
+    single = [c for c in comp.classes if counts.get(c, 0) == 1]
+    if single:
+        raise DataError(f"{comp.train_file}: label '{single[0]}' is on 1 row only "
+                        f"({_label_rows(comp.train_file, comp.train, single[0])}), too few for a class (its rows "
+                        f"must fall into at least 2 folds); {_inferred_fix(comp.classes, comp.classes_from)}")
+
+
 def load_competition(cfg: CompetitionCfg) -> Competition:
     """Read train rows, test ids and classes. Raises DataError naming the file and row."""
     root = Path(cfg.root)
@@ -236,11 +288,14 @@ def load_competition(cfg: CompetitionCfg) -> Competition:
         raise DataError(f"{sample_path}: column {_listing([repr(c) for c in twice])} appears more than once in the header")
     if sample.empty:
         raise DataError(f"{sample_path}: no data rows (expected a header line, then one row per test image)")
-    _check_ids(sample, sample.columns[0], sample_path)
+    _check_ids(sample, sample.columns[0], sample_path, root / cfg.test_dir)
     named = [str(c) for c in cfg.classes] if cfg.classes else _probability_columns(sample)
     train = _read_train_folders(cfg, root) if cfg.layout == "folders" else _read_train_csv(cfg, root, named)
     classes, classes_from = _classes(cfg, train["label"], sample, sample_path)
     _check_labels(cfg, root, train, classes, classes_from)
+    train_file = root / (cfg.train_csv if cfg.layout == "csv" else cfg.train_dir)
+    if classes_from.endswith((" labels", " folders")):
+        _check_variants(train_file, train, classes, classes_from)
     train["y"] = train["label"].map({c: i for i, c in enumerate(classes)}).astype(np.int64)
     try:
         metric = bind_metric(cfg.metric, classes, scored=[str(c) for c in sample.columns[1:]])
@@ -252,4 +307,5 @@ def load_competition(cfg: CompetitionCfg) -> Competition:
                          "path": image_paths(root / cfg.test_dir, test_ids, ext).to_numpy()})
     return Competition(name=cfg.name, root=root, classes=classes, metric=metric, task=cfg.task,
                        train=train.reset_index(drop=True), test=test, sample=sample,
-                       sample_path=sample_path, id_col=str(sample.columns[0]), classes_from=classes_from)
+                       sample_path=sample_path, id_col=str(sample.columns[0]), classes_from=classes_from,
+                       image_dirs=(root / cfg.train_dir, root / cfg.test_dir), train_file=train_file)

@@ -10,7 +10,7 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 
-from ensemble.artifacts import atomic_write_csv, file_hash
+from ensemble.artifacts import atomic_path, file_hash
 
 
 class FoldsError(ValueError):
@@ -103,22 +103,44 @@ def assign_folds(y: np.ndarray, n: int, seed: int, groups: np.ndarray | None = N
     return fold
 
 
+def folds_frame(ids: Sequence[str], fold: np.ndarray, groups: np.ndarray | None = None,
+                extra: dict[str, np.ndarray] | None = None) -> pd.DataFrame:
+    """The rows of folds.csv: id, fold (+ group, + extra columns such as dup_group)."""
+    df = pd.DataFrame({"id": np.asarray(ids, dtype=object), "fold": fold})
+    if groups is not None:
+        df["group"] = groups
+    for k, v in (extra or {}).items():
+        df[k] = v
+    return df
+
+
+def plan_folds(path: Path, ids: Sequence[str], y: np.ndarray, n: int, seed: int,
+               groups: np.ndarray | None = None, extra: dict[str, np.ndarray] | None = None,
+               classes: Sequence[str] | None = None) -> tuple[np.ndarray, pd.DataFrame | None]:
+    """folds.csv read back if present (checking it fits), else the folds to write, without writing.
+    -> ((N,) folds, the frame to write or None when the file exists). classes: names for messages."""
+    path = Path(path)
+    ids = np.asarray(ids, dtype=object)
+    if path.exists():
+        return read_folds(path, ids, n), None
+    fold = assign_folds(y, n, seed, groups, classes)
+    return fold, folds_frame(ids, fold, groups, extra)
+
+
+def frame_bytes(df: pd.DataFrame) -> bytes:
+    """The exact bytes folds.csv gets (so its sha256 is known before it is written)."""
+    return df.to_csv(index=False).encode("utf-8")
+
+
 def ensure_folds(path: Path, ids: Sequence[str], y: np.ndarray, n: int, seed: int,
                  groups: np.ndarray | None = None, extra: dict[str, np.ndarray] | None = None,
                  classes: Sequence[str] | None = None) -> tuple[np.ndarray, str]:
     """Read folds.csv if present (checking it fits), else write it. -> ((N,) folds, sha256).
     classes: names of the class indices in y, for the error messages."""
-    path = Path(path)
-    ids = np.asarray(ids, dtype=object)
-    if path.exists():
-        return read_folds(path, ids, n), file_hash(path)
-    fold = assign_folds(y, n, seed, groups, classes)
-    df = pd.DataFrame({"id": ids, "fold": fold})
-    if groups is not None:
-        df["group"] = groups
-    for k, v in (extra or {}).items():
-        df[k] = v
-    atomic_write_csv(path, df)
+    fold, df = plan_folds(path, ids, y, n, seed, groups, extra, classes)
+    if df is not None:
+        with atomic_path(path) as tmp:
+            tmp.write_bytes(frame_bytes(df))
     return fold, file_hash(path)
 
 

@@ -1,10 +1,13 @@
-"""Image decoding (OpenCV), truncated-JPEG repair, and a resized uint8 cache on disk.
+"""A resized uint8 cache on disk of every image of a set (decoding: ensemble.data.imagefiles).
 
 The cache holds every image of a set decoded once and resized to ``size x size``:
 ``<cache_dir>/images_<size>_<hash of the paths>.npy`` (N, size, size, 3) uint8 RGB, opened with mmap,
 plus ``images_<size>_<hash>.json`` (paths hash, size, ok mask, repaired and bad files, and the
-size + mtime_ns of every file when it was decoded). A later build re-decodes only the files whose
-size or mtime changed (a missing file that is back counts as changed) and copies the other rows.
+size, mtime_ns, ctime_ns and inode of every file when it was decoded). A later build re-decodes only
+the files whose stats changed (a missing file that is back counts as changed) and copies the other
+rows. ctime and inode catch a file rewritten in place with its old size and mtime put back (cp -p,
+rsync -t, os.utime): the kernel sets ctime on every write and no program can set it back, so this
+costs nothing beyond the stat already made, where a content hash would read every file each run.
 The array is written with ordinary file I/O after checking and preallocating its size, so a full
 disk is one NoSpaceError, never a SIGBUS from a memmap.
 """
@@ -23,30 +26,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
-import cv2
 import numpy as np
 
 from ensemble.artifacts.io import check_space, no_space
+from ensemble.data.imagefiles import DEFAULT_MAX_PIXELS, ImageError, decode, repair_jpeg, resize  # noqa: F401
 
 __all__ = ["ImageError", "CacheResult", "BAD_IMAGE_POLICIES", "repair_jpeg", "decode", "resize",
            "build_cache", "cache_paths"]
 
 BAD_IMAGE_POLICIES = ("fail", "skip")
-CACHE_VERSION = 2     # 2: per-file size + mtime_ns in the index
+CACHE_VERSION = 3     # 2: per-file size + mtime_ns in the index; 3: + ctime_ns and inode
 _CHUNK = 256          # images decoded per parallel chunk (bounds the in-flight memory)
 _MAX_LISTED = 20      # bad files named in one error/warning line
 logger = logging.getLogger(__name__)
-
-
-class ImageError(ValueError):
-    """An image file is missing or cannot be decoded (or a set of them, for build_cache).
-
-    ``reason`` is the short cause for one file ("missing", "cannot decode (N bytes)"), else None.
-    """
-
-    def __init__(self, message: str, reason: str | None = None):
-        super().__init__(message)
-        self.reason = reason
 
 
 @dataclass
@@ -68,52 +60,6 @@ class CacheResult:
     bad: dict[str, str] = field(default_factory=dict)
     path: Path | None = None
     stamp: str = ""
-
-
-def repair_jpeg(data: bytes) -> tuple[bytes, bool]:
-    """Append the EOI marker (FFD9) to a JPEG missing it; trailing zero padding is allowed.
-
-    Returns (bytes, repaired). Non-JPEG data is returned unchanged.
-    """
-    if not data.startswith(b"\xff\xd8"):
-        return data, False
-    if data.rstrip(b"\x00").endswith(b"\xff\xd9"):
-        return data, False
-    return data + b"\xff\xd9", True
-
-
-def decode(path: str | Path) -> tuple[np.ndarray, bool]:
-    """Read an image file as (H, W, 3) uint8 RGB (grayscale -> 3 channels, alpha dropped).
-
-    Truncated JPEGs are repaired first. Returns (image, repaired).
-    Raises ImageError("<path>: missing") or ImageError("<path>: cannot decode (N bytes)").
-    """
-    try:
-        data = Path(path).read_bytes()
-    except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
-        raise ImageError(f"{path}: missing", "missing") from None
-    nbytes = len(data)
-    data, repaired = repair_jpeg(data)
-    img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR) if data else None
-    if img is None or img.size == 0:
-        reason = f"cannot decode ({nbytes} bytes)"
-        raise ImageError(f"{path}: {reason}", reason)
-    if img.ndim == 2:
-        img = cv2.cvtColor(img, cv2.COLOR_GRAY2RGB)
-    else:
-        img = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
-    return np.ascontiguousarray(img), repaired
-
-
-def resize(img: np.ndarray, size: int) -> np.ndarray:
-    """(H, W, 3) uint8 -> (size, size, 3) uint8; INTER_AREA when shrinking, INTER_LINEAR when growing."""
-    if size <= 0:
-        raise ValueError(f"image size must be > 0, got {size}")
-    h, w = img.shape[:2]
-    if (h, w) == (size, size):
-        return img
-    interp = cv2.INTER_AREA if size * size < h * w else cv2.INTER_LINEAR
-    return cv2.resize(img, (size, size), interpolation=interp)
 
 
 def _paths_hash(paths: Sequence[str]) -> str:
@@ -145,7 +91,8 @@ def _common_dir(paths: Sequence[str]) -> str:
 
 
 def _stats(paths: Sequence[str]) -> list[list[int] | None]:
-    """[size, mtime_ns] of every file (None if it cannot be stat'ed): what tells a changed file."""
+    """[size, mtime_ns, ctime_ns, inode] of every file (None if it cannot be stat'ed): what tells a
+    changed file (see the module docstring for why ctime and inode)."""
     out: list[list[int] | None] = []
     for p in paths:
         try:
@@ -153,7 +100,7 @@ def _stats(paths: Sequence[str]) -> list[list[int] | None]:
         except OSError:
             out.append(None)
             continue
-        out.append([st.st_size, st.st_mtime_ns])
+        out.append([st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino])
     return out
 
 
@@ -184,23 +131,27 @@ def _load_cached(npy: Path, idx: Path, key: str, n: int, size: int) -> tuple[Cac
                         dict(meta.get("bad", {})), npy), meta["stats"])
 
 
-def _decode_resized(path: str, size: int) -> tuple[np.ndarray | None, bool, str | None]:
+def _decode_resized(path: str, size: int, max_pixels: int | None = DEFAULT_MAX_PIXELS
+                    ) -> tuple[np.ndarray | None, bool, str | None]:
     try:
-        img, repaired = decode(path)
+        img, repaired = decode(path, max_pixels)
     except ImageError as e:
         return None, False, e.reason or str(e)
     return resize(img, size), repaired, None
 
 
-def build_cache(paths: Sequence[str | Path], size: int, cache_dir: str | Path, *,
-                policy: str = "fail", workers: int = 2, progress: bool = True) -> CacheResult:
+def build_cache(paths: Sequence[str | Path], size: int, cache_dir: str | Path, *, policy: str = "fail",
+                workers: int = 2, progress: bool = True, max_pixels: int | None = DEFAULT_MAX_PIXELS,
+                test: bool = False) -> CacheResult:
     """Decode every image once, resize to (size, size), store (N, size, size, 3) uint8 in cache_dir.
 
     An existing cache for the same path list and size is reused; only files whose size or mtime
     changed since (or that were missing and are back) are decoded again, and one line says so.
     policy: "fail" raises one ImageError naming all unreadable files (nothing is cached);
-    "skip" keeps going with ok[i] = False (zero rows) and prints a warning line.
-    A full disk raises NoSpaceError (checked before decoding); no temp file is left.
+    "skip" keeps going with ok[i] = False (zero rows) and prints a warning line. test: the images of
+    sample rows (which skip cannot drop: their rows are predicted from a blank image), for the advice.
+    max_pixels: images declaring more pixels are not decoded (unreadable). A full disk raises
+    NoSpaceError (checked before decoding); no temp file is left.
     """
     if policy not in BAD_IMAGE_POLICIES:
         raise ValueError(f"unknown bad-image policy {policy!r}; available: {', '.join(BAD_IMAGE_POLICIES)}")
@@ -213,16 +164,16 @@ def build_cache(paths: Sequence[str | Path], size: int, cache_dir: str | Path, *
     stats = _stats(strs)
     cached = _load_cached(npy, idx, key, n, size)
     if cached is None:
-        res = _write(npy, idx, key, strs, size, stats, None, range(n), workers, policy, progress)
+        res = _write(npy, idx, key, strs, size, stats, None, range(n), workers, policy, progress, max_pixels, test)
     else:
         res, old = cached
         changed = [i for i in range(n) if stats[i] != old[i]]
         if changed:
-            res = _write(npy, idx, key, strs, size, stats, res, changed, workers, policy, progress)
+            res = _write(npy, idx, key, strs, size, stats, res, changed, workers, policy, progress, max_pixels, test)
             logger.info(f"image cache: {len(changed)} of {n} images changed since the cache was built; "
                         "re-decoded them")
     res.stamp = _stamp(strs, size, stats)
-    return _report(res, policy)
+    return _report(res, policy, test)
 
 
 def _npy_header(shape: tuple[int, ...]) -> bytes:
@@ -244,7 +195,8 @@ def _preallocate(f, nbytes: int) -> None:
 
 
 def _write(npy: Path, idx: Path, key: str, strs: list[str], size: int, stats: list, base: CacheResult | None,
-           rows: Sequence[int], workers: int, policy: str, progress: bool) -> CacheResult:
+           rows: Sequence[int], workers: int, policy: str, progress: bool, max_pixels: int | None,
+           test: bool) -> CacheResult:
     """Write a new cache file: `rows` decoded, every other row copied from `base` (zeros if None)."""
     n = len(strs)
     header = _npy_header((n, size, size, 3))
@@ -272,7 +224,7 @@ def _write(npy: Path, idx: Path, key: str, strs: list[str], size: int, stats: li
                          else np.array(base.array[start:stop]))
                 need = [i for i in range(start, stop) if i in todo]
                 for i, (img, rep, reason) in zip(need, pool.map(_decode_resized, [strs[i] for i in need],
-                                                                [size] * len(need))):
+                                                                [size] * len(need), [max_pixels] * len(need))):
                     bad.pop(strs[i], None)
                     repaired.discard(strs[i])
                     ok[i] = img is not None
@@ -285,7 +237,7 @@ def _write(npy: Path, idx: Path, key: str, strs: list[str], size: int, stats: li
                 if bar is not None:
                     bar.update(len(need))
             if bad and policy == "fail":
-                raise _bad_error({p: bad[p] for p in strs if p in bad})
+                raise _bad_error({p: bad[p] for p in strs if p in bad}, test)
         bad = {p: bad[p] for p in strs if p in bad}  # in path order, whatever order they were found in
         meta = {"version": CACHE_VERSION, "paths_hash": key, "size": size, "n": n, "ok": ok.tolist(),
                 "repaired": [p for p in strs if p in repaired], "bad": bad, "stats": stats}
@@ -308,15 +260,17 @@ def _write(npy: Path, idx: Path, key: str, strs: list[str], size: int, stats: li
     return CacheResult(np.load(npy, mmap_mode="r"), ok, meta["repaired"], bad, npy)
 
 
-def _bad_error(bad: dict[str, str]) -> ImageError:
-    return ImageError(f"{len(bad)} unreadable images under {_common_dir(list(bad))} "
-                      f"(input.bad_images=fail; use 'skip' to drop them): {_list_names(list(bad), bad)}")
+def _bad_error(bad: dict[str, str], test: bool = False) -> ImageError:
+    advice = ("every sample row needs its image: restore them, or use 'skip' to predict those rows from a blank "
+              "image" if test else "use 'skip' to drop them")
+    return ImageError(f"{len(bad)} unreadable {'test ' if test else ''}images under {_common_dir(list(bad))} "
+                      f"(input.bad_images=fail; {advice}): {_list_names(list(bad), bad)}")
 
 
-def _report(res: CacheResult, policy: str) -> CacheResult:
+def _report(res: CacheResult, policy: str, test: bool = False) -> CacheResult:
     """Apply the bad-file policy to a (new or reused) cache and print warning lines to stderr."""
     if res.bad and policy == "fail":
-        raise _bad_error(res.bad)
+        raise _bad_error(res.bad, test)
     if res.bad:
         print(f"warning: skipped {len(res.bad)} unreadable images (input.bad_images=skip): "
               f"{_list_names(list(res.bad), res.bad)}", file=sys.stderr)

@@ -12,8 +12,8 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from ..artifacts import atomic_write_csv, file_hash
-from ..data.folds import FoldsError, assign_folds, check_fold_counts, read_folds
+from ..artifacts import atomic_path, file_hash
+from ..data.folds import FoldsError, assign_folds, check_fold_counts, folds_frame, frame_bytes, read_folds
 from .scores import align, load_weights, shift_dir
 
 
@@ -32,9 +32,21 @@ def test_like_folds(comp_dir: str | Path, ids: Sequence[str], y: np.ndarray, n: 
     """Read runs/<competition>/folds.csv, or write it with fold 0 = the test-like rows. -> (folds, sha256).
     classes: the names of y's indices, for error messages."""
     path = Path(comp_dir) / "folds.csv"
+    fold, df = plan_test_like_folds(comp_dir, ids, y, n, seed, groups, extra, classes)
+    if df is not None:
+        with atomic_path(path) as tmp:
+            tmp.write_bytes(frame_bytes(df))
+    return fold, file_hash(path)
+
+
+def plan_test_like_folds(comp_dir: str | Path, ids: Sequence[str], y: np.ndarray, n: int, seed: int,
+                         groups: np.ndarray | None = None, extra: dict | None = None,
+                         classes: Sequence[str] | None = None) -> tuple[np.ndarray, pd.DataFrame | None]:
+    """test_like_folds without writing: -> (folds, the frame to write or None when folds.csv exists)."""
+    path = Path(comp_dir) / "folds.csv"
     ids = np.asarray(ids, dtype=object)
     if path.exists():
-        return read_folds(path, ids, n), file_hash(path)
+        return read_folds(path, ids, n), None
     weights = load_weights(comp_dir)
     if weights is None:
         raise FoldsError(f"folds.strategy test_like needs {shift_dir(comp_dir) / 'weights.csv'}: run "
@@ -54,11 +66,6 @@ def test_like_folds(comp_dir: str | Path, ids: Sequence[str], y: np.ndarray, n: 
                      str(e).replace(f"folds.n={n - 1} but ", ""))
         raise FoldsError(f"folds.strategy test_like: after fold 0 took the most test-like rows, the rest must "
                          f"split into folds 1..{n - 1}, but {why}") from None
-    df = pd.DataFrame({"id": ids, "fold": fold})
-    if groups is not None:
-        df["group"] = groups
-    for k, v in (extra or {}).items():
-        df[k] = v
+    df = folds_frame(ids, fold, groups, extra)
     df["test_like_fold"] = like
-    atomic_write_csv(path, df)
-    return fold, file_hash(path)
+    return fold, df

@@ -19,17 +19,19 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from ensemble.artifacts import CompetitionPaths, RunPaths
+from ensemble.artifacts import RunPaths
 from ensemble.config import Config, ConfigError, dump_config, to_dict
 from ensemble.data.augment import build_transforms
-from ensemble.data.competition import load_competition
+from ensemble.data.competition import check_single_rows, load_competition
+from ensemble.data.imagefiles import check_image_files
 from ensemble.models import build_model, model_flops, resolve_backbone, resolve_pretrained
 from ensemble.train.assemble import assemble_run, missing_folds
 from ensemble.train.distributed import SINGLE, DistEnv, barrier, rank_device
-from ensemble.train.engine import resolve_device, resolve_precision
+from ensemble.train.engine import resolve_precision
 from ensemble.train.fold import FoldInputs, FoldTrainer
 from ensemble.train.plan import build_fold_plan
-from ensemble.train.setup import competition_folds, load_images, prepare_run_dir, write_labels
+from ensemble.train.setup import (check_device, check_disk, check_resumable, check_run_dir, check_weights, load_images,
+                                  open_run_dir, plan_competition_folds, run_folder, write_labels)
 
 
 logger = logging.getLogger(__name__)
@@ -100,25 +102,39 @@ def train_run(cfg: Config, *, folds: Sequence[int] | None = None, resume: bool =
     if comp.classes_inferred:  # no config classes or probability sample: say what the labels made of them
         log_(comp.describe_classes())
     n_classes = len(comp.classes)
+    # every check that can fail, before the first file is written (a corrected rerun is never "another config")
+    check_single_rows(comp)
+    check_image_files(comp)
     _check_loss(cfg, comp)
+    device = check_device(rank_device(dist, cfg.train.device))
+    params = check_weights(cfg.model.backbone, cfg.model.pretrained, cfg.model.weights_map)
     todo = [] if assemble_only else list(folds if folds is not None else range(cfg.folds.n))
+    if resume:
+        check_resumable(cfg.run_dir, todo)
+    comp_dir, runs_dir = cfg.competition_dir, Path(cfg.output.runs_dir)
+    run_folder(runs_dir, cfg.run_dir)  # inside runs/, whatever the names or links say (--fresh deletes it)
     for turn in ("main", "others"):  # rank 0 writes folds.csv, the run dir and the cache; then the rest read them
         if (turn == "main") == dist.is_main:
-            comp_dir = cfg.competition_dir
-            fold_of, folds_hash = competition_folds(comp, comp_dir, cfg.folds.n, cfg.folds.seed,
-                                                    grouped=bool(cfg.competition.group_col), use_dups=cfg.folds.dups,
-                                                    strategy=cfg.folds.strategy)
-            write_labels(comp, comp_dir)
-            run_dir = prepare_run_dir(cfg.run_dir, to_dict(cfg), dump_config(cfg), CompetitionPaths(comp_dir).folds,
-                                      folds_hash, todo, resume, fresh and dist.is_main)
+            folds_plan = plan_competition_folds(comp, comp_dir, cfg.folds.n, cfg.folds.seed,
+                                                grouped=bool(cfg.competition.group_col), use_dups=cfg.folds.dups,
+                                                strategy=cfg.folds.strategy)
+            if dist.is_main:
+                check_run_dir(cfg.run_dir, to_dict(cfg), folds_plan.path, folds_plan.hash, todo, resume, fresh)
+                check_disk(cfg.run_dir, comp, comp_dir, cfg.input.size, cfg.input.cache, params, len(todo))
             tr, te = load_images(comp, comp_dir, cfg.input.size, keep=cfg.input.cache, policy=cfg.input.bad_images,
-                                 workers=max(2, cfg.train.num_workers), progress=cfg.output.progress)
+                                 workers=max(2, cfg.train.num_workers), progress=cfg.output.progress,
+                                 max_pixels=cfg.input.max_pixels)
+            fold_of = folds_plan.fold
+            folds_hash = folds_plan.write() if dist.is_main else folds_plan.hash
+            if dist.is_main:
+                write_labels(comp, comp_dir)
+                open_run_dir(cfg.run_dir, runs_dir, dump_config(cfg), folds_hash, fresh)
         barrier(dist)
+    run_dir = cfg.run_dir
     # the metric bound to the competition's classes (after config.yaml is written with its text form)
     cfg = dataclasses.replace(cfg, competition=dataclasses.replace(cfg.competition, metric=comp.metric))
     log_(f"run {run_dir}: {len(comp.train)} train / {len(comp.test)} test images, {n_classes} classes, "
          f"{cfg.folds.n} folds, metric {cfg.competition.metric}")
-    device = resolve_device(rank_device(dist, cfg.train.device))
     prec = resolve_precision(device, cfg.train.amp, cfg.train.channels_last)
     if dist.enabled:
         t = cfg.train

@@ -49,9 +49,9 @@ def _counting(monkeypatch) -> list[str]:
     seen: list[str] = []
     real = images.decode
 
-    def counted(path):
+    def counted(path, *a):
         seen.append(Path(path).name)
-        return real(path)
+        return real(path, *a)
 
     monkeypatch.setattr(images, "decode", counted)
     return seen
@@ -127,12 +127,13 @@ def test_cache_follows_the_files(tmp_path, monkeypatch, capsys, name, missing, m
     np.testing.assert_array_equal(again.array, res.array)
 
 
-def test_index_holds_size_and_mtime_of_every_file(tmp_path):
+def test_index_holds_size_mtime_ctime_and_inode_of_every_file(tmp_path):
     paths = _set(tmp_path / "train", 3)
     res = build_cache(paths, 8, tmp_path / "cache", progress=False)
     meta = json.loads(res.path.with_suffix(".json").read_text())
-    assert meta["version"] == 2
-    assert meta["stats"] == [[p.stat().st_size, 1_000_000_000_000_000_000 + i] for i, p in enumerate(paths)]
+    assert meta["version"] == 3
+    assert meta["stats"] == [[p.stat().st_size, 1_000_000_000_000_000_000 + i, p.stat().st_ctime_ns, p.stat().st_ino]
+                             for i, p in enumerate(paths)]
 
 
 def test_cache_without_file_stats_is_rebuilt(tmp_path, monkeypatch, capsys):
@@ -146,7 +147,7 @@ def test_cache_without_file_stats_is_rebuilt(tmp_path, monkeypatch, capsys):
     seen = _counting(monkeypatch)
     build_cache(paths, 16, tmp_path / "cache", progress=False)
     assert seen == [p.name for p in paths]
-    assert json.loads(idx.read_text())["version"] == 2
+    assert json.loads(idx.read_text())["version"] == 3
 
 
 def test_changed_file_now_unreadable_under_fail_keeps_old_cache(tmp_path):
@@ -355,7 +356,7 @@ def test_embeddings_beside_the_cache_follow_the_images(tmp_path, monkeypatch):
 def test_cache_stamp_is_the_build_stamp_without_decoding(tmp_path, monkeypatch):
     paths = _set(tmp_path / "train")
     res = build_cache(paths, 16, tmp_path / "cache", progress=False)
-    monkeypatch.setattr(images, "decode", lambda p: (_ for _ in ()).throw(AssertionError("decoded")))
+    monkeypatch.setattr(images, "decode", lambda p, *a: (_ for _ in ()).throw(AssertionError("decoded")))
     assert images.cache_stamp(paths, 16) == res.stamp
     assert images.cache_stamp(paths, 8) != res.stamp  # the size is part of it
     os.utime(paths[0], ns=(os.stat(paths[0]).st_atime_ns, os.stat(paths[0]).st_mtime_ns + 10**9))

@@ -93,7 +93,7 @@ def test_cache_reused_without_decoding(tmp_path, monkeypatch):
     first = build_cache(paths, 16, tmp_path / "cache", progress=False)
     expected = np.array(first.array)
 
-    def boom(path):
+    def boom(path, *a):
         raise AssertionError("decode called on a cached set")
 
     monkeypatch.setattr(images, "decode", boom)
@@ -178,7 +178,7 @@ def test_unknown_policy(tmp_path):
 
 def test_interrupted_build_leaves_no_cache(tmp_path, monkeypatch):
     paths = _image_set(tmp_path / "train")
-    monkeypatch.setattr(images, "_decode_resized", lambda p, s: (_ for _ in ()).throw(KeyboardInterrupt))
+    monkeypatch.setattr(images, "_decode_resized", lambda p, s, *a: (_ for _ in ()).throw(KeyboardInterrupt))
     with pytest.raises(KeyboardInterrupt):
         build_cache(paths, 16, tmp_path / "cache", progress=False)
     assert list((tmp_path / "cache").iterdir()) == []
