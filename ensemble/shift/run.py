@@ -39,10 +39,13 @@ def run_shift(comp, comp_dir: str | Path, *, size: int = 128, backbone: str | No
 
     The summary is logged at INFO (at DEBUG with quiet=True: compete prints its one line instead)."""
     log = logger.debug if quiet else logger.info
+    from ..data.imagefiles import check_image_files
     from ..data.images import build_cache
     t0 = time.perf_counter()
     comp_dir = Path(comp_dir)
     tr_paths, te_paths = comp.train["path"].tolist(), comp.test["path"].tolist()
+    check_image_sets(comp)
+    check_image_files(comp)
     kw = dict(policy="skip", workers=workers, progress=progress)
     tr = build_cache(tr_paths, size, comp_dir / "cache", **kw)
     te = build_cache(te_paths, size, comp_dir / "cache", **kw)
@@ -118,6 +121,19 @@ def run_shift(comp, comp_dir: str | Path, *, size: int = 128, backbone: str | No
         log(line)
     log(f"wrote {out / 'shift.json'} and {out / WEIGHTS_FILE} in {summary['seconds']['total']:.1f} s")
     return summary
+
+
+def check_image_sets(comp) -> None:
+    """Both sets must have images to compare: a missing or empty test (or train) folder would be
+    measured as blank images and give a made-up AUC. ValueError naming the folder."""
+    for paths, folder, what in ((comp.train["path"], comp.image_dirs[0], "train"),
+                                (comp.test["path"], comp.image_dirs[1], f"test ({comp.sample_path.name})")):
+        if not Path(folder).is_dir():
+            raise ValueError(f"{folder}: {what.split()[0]} folder not found; the shift check compares the train "
+                             f"images with the test images")
+        if not any(Path(p).is_file() for p in paths):
+            raise ValueError(f"{folder}: none of the {len(paths)} {what} images is there (e.g. "
+                             f"{Path(paths.iat[0]).name}); the shift check compares the train images with the test images")
 
 
 def one_line(s: dict) -> str:

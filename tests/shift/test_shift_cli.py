@@ -74,3 +74,26 @@ def test_compete_shift_check_prints_one_line_and_reuses(tmp_path):
         shift_check(cfg, embeddings=False)
     assert changed[0] == (f"the images changed since {tmp_path / 'runs' / 'syn' / 'shift' / 'shift.json'} was "
                           "written; measuring the shift again") and changed[1] == "== train/test shift (syn)"
+
+
+@pytest.mark.parametrize("break_it, message", [
+    ("missing", "{test}: test folder not found; the shift check compares the train images with the test images"),
+    ("empty", "{test}: none of the 6 test (sample_submission.csv) images is there (e.g. t000.png); the shift check "
+              "compares the train images with the test images"),
+    ("no_train", "{train}: none of the 12 train images is there (e.g. red_000.png); the shift check compares the "
+                 "train images with the test images"),
+])
+def test_cli_refuses_a_missing_or_empty_image_set_and_writes_nothing(tmp_path, capsys, break_it, message):
+    """Blank images gave 'AUC 0.73: mild shift' and a weights.csv that vote and test_like folds then used."""
+    import shutil
+    root, _ = make_shift_competition(tmp_path / "comp", shift=0, n_train=4, n_test=2, size=16)
+    if break_it == "missing":
+        shutil.rmtree(root / "test")
+    else:
+        folder = root / ("test" if break_it == "empty" else "train")
+        for f in folder.iterdir():
+            f.unlink()
+    base = write_base(tmp_path, root, tmp_path / "runs")
+    assert main(["--cfg", str(base), "--backbone", "none"]) == 2
+    assert capsys.readouterr().err == f"error: {message.format(test=root / 'test', train=root / 'train')}\n"
+    assert not (tmp_path / "runs").exists()
