@@ -31,6 +31,48 @@ class _Stdout(logging.StreamHandler):
         pass
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse with its errors as one `error: ...` line (exit 2), as every other bad input."""
+
+    def error(self, message: str):
+        self.exit(2, f"error: {message} ({self.prog} --help lists the options)\n")
+
+
+def int_at_least(low: int):
+    """An argparse type: an integer >= low ('--max-iter -5' is refused, naming the flag)."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is None or value < low:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {low}, got {text!r}")
+        return value
+    return parse
+
+
+def positive_number(text: str) -> float:
+    """An argparse type: a finite number > 0 ('--timeout -5', '--stack-c 0' are refused)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}")
+    return value
+
+
+def port_number(text: str) -> int:
+    """An argparse type: a TCP port, 0 (any free port) to 65535."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"expected a port number 0..65535 (0: any free port), got {text!r}")
+    return value
+
+
 def add_verbosity(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-q", "--quiet", action="count", default=0, help="fewer messages (warnings and errors only)")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more messages (debug)")

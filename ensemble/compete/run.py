@@ -114,6 +114,12 @@ def load_compete_file(competition: str, configs_dir: str | Path = "configs") -> 
     if not path.is_file():
         raise ConfigError(f"--competition {competition}: {path} not found (it lists the models and budgets)")
     spec = build(CompeteFile, read_yaml(path), "", lambda key: str(path))
+    from ensemble.vote.flags import check_vote_flags  # vote: flags fail now, not after every model trained
+    vote_flags = {f"budgets.{n}.vote": b.vote for n, b in spec.budgets.items()}
+    if spec.time is not None:
+        vote_flags["time.vote"] = spec.time.vote
+    for key, flags in vote_flags.items():
+        check_vote_flags(flags, f"{path}: {key}")
     if spec.builder is not None and spec.builder not in BUILDERS:
         raise ConfigError(f"{path}: unknown builder '{spec.builder}'; available: {', '.join(BUILDERS)}")
     if spec.time is not None:

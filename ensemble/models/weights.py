@@ -42,6 +42,10 @@ class UnsafePickleError(ValueError):
     """A .pt/.pth/.bin file whose pickle would run code or build objects beyond tensors."""
 
 
+class CorruptFileError(ValueError):
+    """A .pt/.pth/.bin file cut short (a copy or a save interrupted) or not a PyTorch file at all."""
+
+
 # ----------------------------------------------------------------------------- key mappings
 
 def _tensor_keys(state: Mapping[str, torch.Tensor]) -> list[str]:
@@ -90,8 +94,18 @@ def load_torch(path: str | os.PathLike, map_location="cpu"):
     tensors is refused with one line (never torch's advice to load it unsafely): UnsafePickleError."""
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as e:
+    except FileNotFoundError:
+        raise
+    except (EOFError, OSError, RuntimeError, pickle.UnpicklingError) as e:
         what = re.search(r"GLOBAL (\S+)", str(e))
+        text = str(e)
+        if not (what or isinstance(e, pickle.UnpicklingError) and "global" in text.lower()):
+            if isinstance(e, RuntimeError) and "zip" not in text and "PytorchStreamReader" not in text:
+                raise  # not about the file's bytes (e.g. a CUDA map_location without CUDA)
+            detail = next((ln.strip() for ln in text.splitlines() if ln.strip() and "Weights only" not in ln
+                           and "file an issue" not in ln), type(e).__name__)
+            raise CorruptFileError(f"{path}: not a complete PyTorch file (cut short or corrupt: "
+                                   f"{detail.split('. This is an internal')[0]})") from None
         raise UnsafePickleError(f"{path}: refused: the file contains pickled code or objects beyond tensors"
                                 f"{f' ({what.group(1)})' if what else ''}; convert it to .safetensors or a plain "
                                 "state dict of tensors") from None
@@ -113,7 +127,7 @@ def read_state_dict(path: str | os.PathLike) -> State:
             state = load_file(str(path), device="cpu")
         else:
             state = load_torch(path)
-    except UnsafePickleError:
+    except (UnsafePickleError, CorruptFileError):
         raise
     except Exception as e:  # a corrupt or truncated file
         raise ValueError(f"{path}: cannot read weights ({type(e).__name__}: {(str(e).splitlines() or [''])[0]})") from e

@@ -6,25 +6,25 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from ..cli import add_verbosity, setup_logging
+from ..cli import Parser, add_verbosity, int_at_least, positive_number, setup_logging
 from .adversarial import CLASSIFIERS
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m ensemble.shift", description=__doc__.splitlines()[0])
+    p = Parser(prog="python -m ensemble.shift", description=__doc__.splitlines()[0])
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--competition", help="NAME: read configs/NAME/base.yaml")
     src.add_argument("--cfg", help="the competition's base config YAML")
-    p.add_argument("--size", type=int, help="image size of the cache and the embedding (default: the config's input.size)")
+    p.add_argument("--size", type=int_at_least(1), help="image size of the cache and the embedding (default: the config's input.size)")
     p.add_argument("--backbone", default="efficientnet_lite0",
                    help="pretrained backbone for embeddings, or 'none' for image statistics only (default efficientnet_lite0)")
     p.add_argument("--classifier", default="logreg", choices=CLASSIFIERS, help="train-vs-test classifier (default logreg)")
     p.add_argument("--folds", type=int, default=5, help="cross-validation folds of the classifier (default 5)")
-    p.add_argument("--clip", type=float, default=10.0, help="clip importance weights at this multiple of the mean (default 10)")
+    p.add_argument("--clip", type=positive_number, default=10.0, help="clip importance weights at this multiple of the mean (default 10)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu")
     p.add_argument("--runs-dir", help="default: the config's output.runs_dir (runs)")
-    p.add_argument("--workers", type=int, default=2, help="decoding threads for the image cache")
+    p.add_argument("--workers", type=int_at_least(1), default=2, help="decoding threads for the image cache")
     add_verbosity(p)
     return p
 

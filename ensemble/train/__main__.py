@@ -9,7 +9,7 @@ import argparse
 import sys
 from typing import Sequence
 
-from ensemble.cli import add_verbosity, setup_logging
+from ensemble.cli import Parser, add_verbosity, int_at_least, setup_logging
 from ensemble.config import load_config
 from ensemble.models import describe_backbones, format_backbone_table
 from ensemble.plugins import add_plugin_argument, load_plugins
@@ -20,7 +20,7 @@ from ensemble.train.run import parse_folds, train_run
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m ensemble.train", description=__doc__.splitlines()[0])
+    p = Parser(prog="python -m ensemble.train", description=__doc__.splitlines()[0])
     p.add_argument("--cfg", help="model config YAML (with a `base:` competition file)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key, e.g. --set input.size=64 --set 'stages=[{epochs: 1}]'")
@@ -30,7 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--assemble", action="store_true", help="only assemble oof/test/metrics from finished folds")
     p.add_argument("--device", help="override train.device (cpu, cuda, cuda:1)")
     p.add_argument("--list-backbones", action="store_true", help="print registered backbones, params and GFLOPs")
-    p.add_argument("--size", type=int, default=224, help="image size for --list-backbones GFLOPs")
+    p.add_argument("--size", type=int_at_least(1), default=224, help="image size for --list-backbones GFLOPs")
     add_plugin_argument(p)
     add_verbosity(p)
     return p

@@ -17,7 +17,7 @@ from typing import Sequence
 
 import optuna
 
-from ensemble.cli import setup_logging
+from ensemble.cli import Parser, int_at_least, port_number, positive_number, setup_logging
 from ensemble.config import ConfigError, load_config, read_yaml
 from ensemble.plugins import add_plugin_argument, load_plugins
 from ensemble.train.run import parse_folds
@@ -30,7 +30,12 @@ logger = logging.getLogger("ensemble.tune.tuner")
 def expand_cfgs(patterns: Sequence[str]) -> list[Path]:
     """--cfg values and globs -> model configs. Among several files, *.best.yaml and configs without a
     tune.space (base.yaml, compete.yaml) are skipped; one file named alone must have a tune.space."""
-    found = [p for pat in patterns for p in (sorted(glob.glob(pat)) if glob.has_magic(pat) else [pat])]
+    found = []
+    for pat in patterns:
+        hits = sorted(glob.glob(pat)) if glob.has_magic(pat) else [pat]
+        if not hits:  # dropped silently before: a typo in one glob tuned the other models only
+            raise ConfigError(f"--cfg {pat!r} matched no file")
+        found += hits
     found = list(dict.fromkeys(found))
     if len(found) == 1:
         return [Path(found[0])]
@@ -53,14 +58,14 @@ def best_config_path(cfg_path: str | Path, best_dir: str | Path | None = None) -
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m ensemble.tune", description=__doc__.splitlines()[0])
+    p = Parser(prog="python -m ensemble.tune", description=__doc__.splitlines()[0])
     p.add_argument("--cfg", action="extend", nargs="+", required=True,
                    help="model config(s) with a tune: section, or a glob: each model is tuned in turn")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key for every trial (and the best config)")
-    p.add_argument("--trials", type=int, help="finished trials the study should have, counting earlier runs "
+    p.add_argument("--trials", type=int_at_least(1), help="finished trials the study should have, counting earlier runs "
                                               "and other workers (default: tune.trials or 20)")
-    p.add_argument("--timeout", type=float, help="seconds per model after which no new trial starts")
+    p.add_argument("--timeout", type=positive_number, help="seconds per model after which no new trial starts")
     p.add_argument("--folds", help="folds each trial trains, e.g. 0 (default: tune.folds or all)")
     p.add_argument("--pruner", choices=sorted(PRUNERS), help="default: tune.pruner or median")
     p.add_argument("--sampler", choices=("tpe", "random"), default="tpe")
@@ -74,7 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_plugin_argument(p)
     p.add_argument("--dashboard", action="store_true",
                    help="serve the study's storage with optuna-dashboard on 127.0.0.1 (no tuning) until Ctrl-C")
-    p.add_argument("--port", type=int, default=8080, help="--dashboard port (default 8080; 0: any free port)")
+    p.add_argument("--port", type=port_number, default=8080, help="--dashboard port (default 8080; 0: any free port)")
     p.add_argument("-q", "--quiet", action="count", default=0, help="fewer messages (warnings and errors only)")
     return p
 
@@ -91,8 +96,6 @@ def serve_dashboard(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.trials is not None and args.trials < 1:
-        build_parser().error(f"--trials expected a number >= 1, got {args.trials}")
     setup_logging(-args.quiet)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:

@@ -269,8 +269,8 @@ def tune_model(cfg_path: str | Path, *, overrides: Sequence[str] = (), trials: i
     tune_dir = CompetitionPaths(cfg.competition_dir).tune
     storage, where = open_storage(storage, tune_dir)
     name = study or f"{cfg.competition.name}/{cfg.run_name}"
-    pruner = build_pruner(pruner or spec.pruner, spec.startup_trials, spec.warmup_epochs,
-                          spec.max_epochs * len(folds))
+    pruner_name = pruner or spec.pruner
+    pruner = build_pruner(pruner_name, spec.startup_trials, spec.warmup_epochs, spec.max_epochs * len(folds))
     signature = {"metric": cfg.competition.metric, "folds": ",".join(map(str, folds)), "epochs": spec.epochs or 0}
     opened = open_study(storage, name, direction, None, pruner, signature, lambda: defaults(spec.space, cfg, log))
     # a resumed study with --seed must not replay the random draws of its first run
@@ -283,7 +283,7 @@ def tune_model(cfg_path: str | Path, *, overrides: Sequence[str] = (), trials: i
     n = trials or spec.trials
     from ensemble.tune.dashboard import command as dashboard_command
     log(f"[{cfg.run_name}] study '{name}' in {where}: {direction} {cfg.competition.metric} on fold(s) "
-        f"{','.join(map(str, folds))}, {n} trials, pruner {pruner or spec.pruner}, "
+        f"{','.join(map(str, folds))}, {n} trials, pruner {pruner_name}, "
         f"{tuner.counts()['finished']} finished trial(s) so far\n[{cfg.run_name}] dashboard: {dashboard_command(where)}  "
         f"(or python -m ensemble.tune --cfg {path} --dashboard, in another terminal)")
     rc = tuner.run(n, timeout)

@@ -16,7 +16,7 @@ from typing import Sequence
 
 from ensemble.artifacts import atomic_write_json
 from ensemble.artifacts.paths import find_runs
-from ensemble.cli import add_verbosity, setup_logging
+from ensemble.cli import Parser, add_verbosity, int_at_least, positive_number, setup_logging
 from ensemble.plugins import add_plugin_argument, load_plugins
 from ensemble.vote import methods as V
 from ensemble.vote.output import runs_text
@@ -27,7 +27,7 @@ from ensemble.vote.voter import check_submission, vote_runs
 
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m ensemble.vote", description=__doc__.split("\n")[0])
+    p = Parser(prog="python -m ensemble.vote", description=__doc__.split("\n")[0])
     p.add_argument("--competition", metavar="NAME", help="vote every run under RUNS_DIR/NAME")
     p.add_argument("--runs-dir", default="runs", help="default: runs")
     p.add_argument("--runs", nargs="+", metavar="RUN", help="run names or paths (globs allowed)")
@@ -37,8 +37,8 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     p.add_argument("--bias", choices=["auto", "on", "off"], default="auto",
                    help="also fit per-class bias (ordinal runs and QWK's expected grade: thresholds) on OOF; "
                         "auto = thresholds only")
-    p.add_argument("--max-iter", type=int, default=100, help="hill-climbing steps")
-    p.add_argument("--stack-c", type=float, default=1.0, help="stacking: inverse L2 strength")
+    p.add_argument("--max-iter", type=int_at_least(1), default=100, help="hill-climbing steps")
+    p.add_argument("--stack-c", type=positive_number, default=1.0, help="stacking: inverse L2 strength (> 0)")
     p.add_argument("--select", choices=["cv", "weighted", "test_like"], default="cv",
                    help="choose the ensemble by CV, importance-weighted CV or the test-like fifth's CV "
                         "(the last two need python -m ensemble.shift)")
