@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ensemble.artifacts import atomic_write_json, file_hash
+from ensemble.artifacts import atomic_write_json, file_hash, inside
 from ensemble.vote.cv import CVScore, Fitted, Spec, error_correlation
 from ensemble.vote.methods import Objective
 from ensemble.vote.runs import Runs
@@ -86,7 +86,7 @@ def write_submission(data: Runs, spec: Spec, cv: CVScore, fitted: Fitted, out_di
         raise SubmissionError(f"{spec.name(data.ordinal)}: the submission fails validation against "
                               f"{data.sample_path} (not written): " + "; ".join(issues))
     name = spec.name(data.ordinal)
-    path = out_dir / data.competition / f"{name}{tag}-cv{cv.score:.4f}-{stamp}.csv"
+    path = inside(out_dir, data.competition, f"{name}{tag}-cv{cv.score:.4f}-{stamp}.csv")  # a name from a run's files
     write_frame(path, frame)
     weights = fitted.state.get("weights", np.full(len(data.runs), 1 / len(data.runs)))
     manifest = {
