@@ -53,8 +53,7 @@ def inside(root: str | Path, *parts: str | Path) -> Path:
     path = Path(root).joinpath(*map(str, parts))
     base, real = Path(root).resolve(), path.resolve()
     if real == base or base not in real.parents:
-        where = f"it resolves to {real}, " if real != path.absolute() else ""
-        raise PathEscapeError(f"{path}: {where}not inside {root}; refusing to write or delete it")
+        raise PathEscapeError(f"{path}: it resolves to {real}, not inside {root}; refusing to write or delete it")
     return path
 
 

@@ -32,7 +32,7 @@ from ensemble.artifacts.io import check_space, no_space
 from ensemble.data.imagefiles import DEFAULT_MAX_PIXELS, ImageError, decode, repair_jpeg, resize  # noqa: F401
 
 __all__ = ["ImageError", "CacheResult", "BAD_IMAGE_POLICIES", "repair_jpeg", "decode", "resize",
-           "build_cache", "cache_paths"]
+           "build_cache", "cache_paths", "check_present"]
 
 BAD_IMAGE_POLICIES = ("fail", "skip")
 CACHE_VERSION = 3     # 2: per-file size + mtime_ns in the index; 3: + ctime_ns and inode
@@ -265,6 +265,15 @@ def _bad_error(bad: dict[str, str], test: bool = False) -> ImageError:
               "image" if test else "use 'skip' to drop them")
     return ImageError(f"{len(bad)} unreadable {'test ' if test else ''}images under {_common_dir(list(bad))} "
                       f"(input.bad_images=fail; {advice}): {_list_names(list(bad), bad)}")
+
+
+def check_present(paths: Sequence[str | Path], policy: str = "fail", test: bool = False) -> None:
+    """With policy "fail": the ImageError build_cache would raise for files that are not there, from one
+    stat each (nothing decoded or written), so a missing test image never leaves the train cache behind."""
+    if policy == "fail":
+        bad = {str(p): "missing" for p in paths if not os.path.isfile(p)}
+        if bad:
+            raise _bad_error(bad, test)
 
 
 def _report(res: CacheResult, policy: str, test: bool = False) -> CacheResult:

@@ -31,7 +31,7 @@ from ensemble.artifacts.io import check_space
 from ensemble.config import ConfigError
 from ensemble.data.competition import Competition
 from ensemble.data.folds import frame_bytes, merge_groups, plan_folds
-from ensemble.data.images import build_cache, cache_paths
+from ensemble.data.images import build_cache, cache_paths, check_present
 
 # settings that do not change a run's results: a run continued (another fold, --resume) with other
 # values is the same run (one --device per process in the README's folds-in-parallel recipe)
@@ -248,6 +248,8 @@ def load_images(comp: Competition, comp_dir: Path, size: int, *, keep: bool = Tr
         cache_dir = Path(tempfile.mkdtemp(prefix="ensemble-cache-"))
         atexit.register(shutil.rmtree, cache_dir, True)
     kw = dict(policy=policy, workers=workers, progress=progress, max_pixels=max_pixels)
+    check_present(comp.train["path"].tolist(), policy)
+    check_present(comp.test["path"].tolist(), policy, test=True)
     with _no_new_dirs(cache_dir):
         return (build_cache(comp.train["path"].tolist(), size, cache_dir, **kw),
                 build_cache(comp.test["path"].tolist(), size, cache_dir, test=True, **kw))
