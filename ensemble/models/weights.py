@@ -104,6 +104,8 @@ def load_torch(path: str | os.PathLike, map_location="cpu"):
                 raise  # not about the file's bytes (e.g. a CUDA map_location without CUDA)
             detail = next((ln.strip() for ln in text.splitlines() if ln.strip() and "Weights only" not in ln
                            and "file an issue" not in ln), type(e).__name__)
+            if isinstance(e, OSError):  # torch reads past the end of an archive cut inside a record
+                detail = f"the archive ends early ({e.strerror or e})"
             raise CorruptFileError(f"{path}: not a complete PyTorch file (cut short or corrupt: "
                                    f"{detail.split('. This is an internal')[0]})") from None
         raise UnsafePickleError(f"{path}: refused: the file contains pickled code or objects beyond tensors"
