@@ -319,3 +319,6 @@ FAMILIES = {
     "sample_dup_column": (sample_dup_column, 3, ("probs",)),
     "img_wrong_place": (img_wrong_place, 6, ("probs", "label")),
 }
+
+from fuzz_reliability import RELIABILITY_FAMILIES  # noqa: E402 (refused before anything is written)
+FAMILIES.update(RELIABILITY_FAMILIES)
