@@ -75,6 +75,28 @@ stages:
     return dirpath / "model.yaml"
 
 
+def png_header(width: int, height: int) -> bytes:
+    """A PNG of a few hundred bytes whose header declares width x height (decoding it would take GBs)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b""))
+
+
+class _Evil:
+    def __reduce__(self):
+        return os.system, ("true",)
+
+
+def evil_pickle(path: Path) -> Path:
+    """A .pt file whose pickle would call os.system: weights_only loading must refuse it."""
+    torch.save({"conv1.weight": _Evil()}, path)
+    return path
+
+
 @pytest.fixture
 def tiny(tmp_path):
     """(model config path, competition root, runs dir) of a tiny 3-class competition."""

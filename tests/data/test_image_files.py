@@ -4,25 +4,16 @@ labels that look like typos when the classes come from the labels. One line each
 from __future__ import annotations
 
 import os
-import struct
-import zlib
 
 import cv2
 import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import make_competition
+from conftest import make_competition, png_header
 from ensemble.config import CompetitionCfg
 from ensemble.data.competition import DataError, check_single_rows, load_competition
 from ensemble.data.imagefiles import DEFAULT_MAX_PIXELS, ImageError, decode, image_size, link_problems, pixel_problem
-
-
-def _png_header(width: int, height: int) -> bytes:
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0))
-            + chunk(b"IEND", b""))
 
 
 @pytest.mark.parametrize("width, height, limit, message", [
@@ -33,12 +24,12 @@ def _png_header(width: int, height: int) -> bytes:
     (20000, 20000, None, None),  # no limit
 ])
 def test_pixel_limit_reads_the_header_only(width, height, limit, message):
-    assert pixel_problem(_png_header(width, height), limit) == message
+    assert pixel_problem(png_header(width, height), limit) == message
 
 
 def test_oversized_image_is_refused_without_decoding(tmp_path, monkeypatch):
     p = tmp_path / "huge.png"
-    p.write_bytes(_png_header(20000, 20000))
+    p.write_bytes(png_header(20000, 20000))
     monkeypatch.setattr(cv2, "imdecode", None)  # never reached
     with pytest.raises(ImageError) as e:
         decode(p)

@@ -3,11 +3,11 @@ it, never torch's traceback nor the pickled-code refusal meant for files that wo
 from __future__ import annotations
 
 import io
-import os
 
 import pytest
 import torch
 
+from conftest import evil_pickle
 from ensemble.models.weights import CorruptFileError, UnsafePickleError, load_torch, read_state_dict
 
 
@@ -40,11 +40,7 @@ def test_corrupt_checkpoint_is_one_line(tmp_path, what, damage, detail):
 
 
 def test_pickled_code_is_still_refused_as_such(tmp_path):
-    class Evil:
-        def __reduce__(self):
-            return os.system, ("true",)
-    p = tmp_path / "evil.pt"
-    torch.save({"w": Evil()}, p)
+    p = evil_pickle(tmp_path / "evil.pt")
     with pytest.raises(UnsafePickleError, match=r"refused: the file contains pickled code .*\(posix.system\)"):
         load_torch(p)
     with pytest.raises(FileNotFoundError):

@@ -5,11 +5,10 @@ differ from a class only in case."""
 from __future__ import annotations
 
 import os
-import struct
-import zlib
 
 import torch
 
+from conftest import evil_pickle, png_header
 from fuzz_competition import Expect, pick as _pick, rows_of as _rows, write_rows
 from fuzz_file_mutations import _image_target, _set
 
@@ -38,17 +37,10 @@ def img_link_out(ws, rng, i):
     return Expect("error", (f"id '{path.stem}'",), what=what)
 
 
-def _png_header(width: int, height: int) -> bytes:
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
-            + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b""))
-
-
 def img_huge_header(ws, rng, i):
     """A PNG (under the .jpg name) whose header declares 20000 x 20000 (or 12000 x 9000) pixels."""
     path = _image_target(ws, rng)
-    path.write_bytes(_png_header(*[(20000, 20000), (12000, 9000)][i % 2]))
+    path.write_bytes(png_header(*[(20000, 20000), (12000, 9000)][i % 2]))
     return Expect("error", (path.name,), what="pixel bomb")
 
 
@@ -76,10 +68,7 @@ def cfg_weights_file(ws, rng, i):
     kind = ["pickle", "shape", "cut"][i % 3]
     path = ws.root / f"{kind}.pt"
     if kind == "pickle":
-        class Evil:
-            def __reduce__(self):
-                return os.system, ("true",)
-        torch.save({"conv1.weight": Evil()}, path)
+        evil_pickle(path)
     elif kind == "shape":
         torch.save({"conv1.weight": torch.zeros(3, 3)}, path)
     else:

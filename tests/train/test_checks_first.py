@@ -6,34 +6,16 @@ part of a run's identity: the README's folds-in-parallel recipe with one --devic
 from __future__ import annotations
 
 import os
-import struct
-import zlib
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
 
+from conftest import evil_pickle, png_header
 from ensemble.train.__main__ import main as train_main
 
 FAST = ["--set", "stages=[{epochs: 1, train: head, augment: false}]"]
-
-
-def _png_header_only(width: int, height: int) -> bytes:
-    """A PNG whose header declares width x height (a few hundred bytes: decoding it would take GBs)."""
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0))
-            + chunk(b"IDAT", zlib.compress(b"\0" * (width + 1) * 4)) + chunk(b"IEND", b""))
-
-
-def _evil_pickle(path: Path) -> Path:
-    class Evil:
-        def __reduce__(self):
-            return os.system, ("true",)
-    torch.save({"conv1.weight": Evil()}, path)
-    return path
 
 
 # (what the user has, how to make it, --set overrides, the one stderr line: {comp}, {tmp} substituted)
@@ -44,7 +26,7 @@ BAD = [
     ("a sample id without its test image", lambda c, t: (c / "test" / "t002.jpg").unlink(), [],
      "1 unreadable test images under {comp}/test (input.bad_images=fail; every sample row needs its image: restore "
      "them, or use 'skip' to predict those rows from a blank image): t002.jpg (missing)"),
-    ("a 20000 x 20000 PNG", lambda c, t: (c / "train" / "dog_003.jpg").write_bytes(_png_header_only(20000, 20000)), [],
+    ("a 20000 x 20000 PNG", lambda c, t: (c / "train" / "dog_003.jpg").write_bytes(png_header(20000, 20000)), [],
      "1 unreadable images under {comp}/train (input.bad_images=fail; use 'skip' to drop them): dog_003.jpg "
      "(400,000,000 pixels, over input.max_pixels 89,478,485; not decoded)"),
     ("an image over input.max_pixels", lambda c, t: None, ["input.max_pixels=500"],
@@ -82,7 +64,7 @@ BAD = [
      "{comp}/train.csv: label 'Dog' (2 rows: line 11, line 16) differs from class 'dog' (6 rows) only in case, spaces "
      "or punctuation; the classes come from the train.csv labels (Dog, cat, dog, fox): fix those rows, or list the "
      "real classes under competition.classes"),
-    ("pickled code as pretrained weights", lambda c, t: _evil_pickle(t / "evil.pt"), ["model.pretrained={tmp}/evil.pt"],
+    ("pickled code as pretrained weights", lambda c, t: evil_pickle(t / "evil.pt"), ["model.pretrained={tmp}/evil.pt"],
      "{tmp}/evil.pt: refused: the file contains pickled code or objects beyond tensors (posix.system); convert it to "
      ".safetensors or a plain state dict of tensors"),
     ("weights of another shape", lambda c, t: torch.save({"conv1.weight": torch.zeros(3, 3)}, t / "shape.pt"),
