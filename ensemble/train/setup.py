@@ -116,7 +116,10 @@ def check_weights(backbone: str, pretrained, weights_map: str) -> int:
     import timm
     from ensemble.models import resolve_backbone
     from ensemble.models.backbones import load_backbone_weights
-    with torch.device("meta"):
+    try:
+        with torch.device("meta"):
+            net = timm.create_model(resolve_backbone(backbone), pretrained=False, num_classes=0)
+    except (RuntimeError, NotImplementedError):  # a model that computes with its tensors while it is built
         net = timm.create_model(resolve_backbone(backbone), pretrained=False, num_classes=0)
     if isinstance(pretrained, str):  # a file the user chose (true: the hub or packaged weights)
         with warnings.catch_warnings():
