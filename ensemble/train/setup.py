@@ -251,7 +251,8 @@ def load_images(comp: Competition, comp_dir: Path, size: int, *, keep: bool = Tr
         cache_dir = Path(tempfile.mkdtemp(prefix="ensemble-cache-"))
         atexit.register(shutil.rmtree, cache_dir, True)
     kw = dict(policy=policy, workers=workers, progress=progress, max_pixels=max_pixels)
-    check_present(comp.train["path"].tolist(), policy)
+    # a missing test image is found before the train cache is built (train's own bad images are listed
+    # together, missing or undecodable, by build_cache, which writes nothing when it refuses)
     check_present(comp.test["path"].tolist(), policy, test=True)
     with _no_new_dirs(cache_dir):
         return (build_cache(comp.train["path"].tolist(), size, cache_dir, **kw),
