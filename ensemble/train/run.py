@@ -29,6 +29,7 @@ from ensemble.train.distributed import SINGLE, DistEnv, barrier, rank_device
 from ensemble.train.engine import resolve_device, resolve_precision
 from ensemble.train.fold import FoldInputs, FoldTrainer
 from ensemble.train.plan import build_fold_plan
+from ensemble.train.ranks import RankSetup, start_ranks
 from ensemble.train.setup import competition_folds, load_images, prepare_run_dir, write_labels
 
 
@@ -90,8 +91,8 @@ def train_run(cfg: Config, *, folds: Sequence[int] | None = None, resume: bool =
     folds: fold numbers (another process may train the others); resume: continue interrupted folds
     from last.pt, skip finished ones; fresh: delete the run directory first; assemble_only: train
     nothing, only assemble oof/test/metrics. on_epoch(fold, global_epoch, score) is called after each
-    epoch (tuning reports/prunes there). dist: under torchrun, every rank calls this; rank 0 writes
-    the shared files first.
+    epoch (tuning reports/prunes there). dist: under torchrun, every rank calls this; rank 0 alone
+    writes files and broadcasts what the others need (ensemble.train.ranks), so nodes need not share runs/.
     """
     def log_(msg: str) -> None:
         if dist.is_main:
@@ -102,18 +103,23 @@ def train_run(cfg: Config, *, folds: Sequence[int] | None = None, resume: bool =
     n_classes = len(comp.classes)
     _check_loss(cfg, comp)
     todo = [] if assemble_only else list(folds if folds is not None else range(cfg.folds.n))
-    for turn in ("main", "others"):  # rank 0 writes folds.csv, the run dir and the cache; then the rest read them
-        if (turn == "main") == dist.is_main:
-            comp_dir = cfg.competition_dir
-            fold_of, folds_hash = competition_folds(comp, comp_dir, cfg.folds.n, cfg.folds.seed,
-                                                    grouped=bool(cfg.competition.group_col), use_dups=cfg.folds.dups,
-                                                    strategy=cfg.folds.strategy)
-            write_labels(comp, comp_dir)
-            run_dir = prepare_run_dir(cfg.run_dir, to_dict(cfg), dump_config(cfg), CompetitionPaths(comp_dir).folds,
-                                      folds_hash, todo, resume, fresh and dist.is_main)
-            tr, te = load_images(comp, comp_dir, cfg.input.size, keep=cfg.input.cache, policy=cfg.input.bad_images,
-                                 workers=max(2, cfg.train.num_workers), progress=cfg.output.progress)
-        barrier(dist)
+    def build_images():  # every rank its own cache (in its own runs/ when the nodes do not share one)
+        return load_images(comp, cfg.competition_dir, cfg.input.size, keep=cfg.input.cache,
+                           policy=cfg.input.bad_images, workers=max(2, cfg.train.num_workers),
+                           progress=cfg.output.progress)
+
+    def write_run() -> RankSetup:  # rank 0 alone writes the competition's and the run's files
+        comp_dir = cfg.competition_dir
+        fold_of, folds_hash = competition_folds(comp, comp_dir, cfg.folds.n, cfg.folds.seed,
+                                                grouped=bool(cfg.competition.group_col), use_dups=cfg.folds.dups,
+                                                strategy=cfg.folds.strategy)
+        write_labels(comp, comp_dir)
+        run_dir = prepare_run_dir(cfg.run_dir, to_dict(cfg), dump_config(cfg), CompetitionPaths(comp_dir).folds,
+                                  folds_hash, todo, resume, fresh)
+        finished = [k for k in todo if resume and RunPaths(run_dir).preds(k).exists()]
+        return RankSetup(fold_of, folds_hash, run_dir, *build_images(), finished)
+    setup = start_ranks(dist, comp, write_run, build_images, cfg.run_dir)  # the other ranks learn it from rank 0
+    fold_of, folds_hash, run_dir, tr, te = setup.fold_of, setup.folds_hash, setup.run_dir, setup.train, setup.test
     # the metric bound to the competition's classes (after config.yaml is written with its text form)
     cfg = dataclasses.replace(cfg, competition=dataclasses.replace(cfg.competition, metric=comp.metric))
     log_(f"run {run_dir}: {len(comp.train)} train / {len(comp.test)} test images, {n_classes} classes, "
@@ -137,7 +143,7 @@ def train_run(cfg: Config, *, folds: Sequence[int] | None = None, resume: bool =
     plan = build_fold_plan(cfg, cfg.competition.metric, dist.world_size)
     result = RunResult(run_dir)
     for k in todo:
-        if resume and RunPaths(run_dir).preds(k).exists():
+        if k in setup.finished:
             log_(f"fold {k}: already finished, skipped")
             continue
         seed_everything(cfg.train.seed * 1000 + k)
