@@ -2,17 +2,17 @@
 files; every other rank builds its own image cache and learns the rest from rank 0 through
 torch.distributed, so no rank reads another rank's files.
 
-    setup = start_ranks(env, comp, build_images, write_run, cfg.run_dir)
+    setup = start_ranks(env, comp, make_folds, build_images, write_run, cfg.run_dir)
 
-Every rank first builds its own image cache. Rank 0 broadcasts a fingerprint of its inputs (train
-and test ids, labels, classes, one digest per decoded image); each other rank compares its own copy,
-and when one differs every rank stops with the same line naming the rank, its host and the first
-differing rows, before anything is written. Then rank 0 writes the run's files and broadcasts the
-folds (and folds.csv's sha256) and the folds that already have predictions (`--resume` skips them).
+Rank 0 makes (or reads) folds.csv and broadcasts the folds. Every rank builds its own image cache;
+rank 0 broadcasts a fingerprint of its inputs (train and test ids, labels, classes, one digest per
+decoded image) and each other rank compares its own copy: when one differs, every rank stops with
+the same line naming the rank, its host and the first differing rows, before labels.csv or the run
+folder are written. Then rank 0 writes those and broadcasts which folds already have predictions
+(`--resume` skips them).
 """
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import socket
 from dataclasses import dataclass
@@ -29,21 +29,15 @@ _SHOWN = 5  # differing rows named in the error line
 
 
 @dataclass
-class RunStart:
-    """What rank 0 writes and decides for the run."""
+class RankSetup:
+    """What every rank trains from: rank 0's folds and run folder, this rank's own image caches."""
 
     fold_of: np.ndarray  # (N,) fold of every train row
     folds_hash: str  # sha256 of rank 0's folds.csv (recorded in run.json and metrics.json)
     run_dir: Path  # rank 0 writes here; the other ranks write nothing
     finished: list[int]  # folds whose predictions exist already (skipped by --resume)
-
-
-@dataclass
-class RankSetup(RunStart):
-    """What every rank trains from: rank 0's RunStart and this rank's own image caches."""
-
-    train: CacheResult | None = None
-    test: CacheResult | None = None
+    train: CacheResult
+    test: CacheResult
 
 
 def image_digests(cache: CacheResult) -> np.ndarray:
@@ -98,22 +92,29 @@ def _in_turns(env: DistEnv, fn: Callable, *, main_only: bool = False):
     return out
 
 
-def start_ranks(env: DistEnv, comp: Competition, build_images: Callable[[], tuple[CacheResult, CacheResult]],
-                write_run: Callable[[], RunStart], run_dir: Path) -> RankSetup:
-    """-> this rank's RankSetup. build_images (every rank): this rank's own (train, test) image
-    caches; write_run (rank 0, or the only process): write folds.csv, labels.csv and the run
-    directory. comp: this rank's competition; run_dir: this rank's cfg.run_dir.
+def check_same_inputs(env: DistEnv, comp: Competition, train: CacheResult, test: CacheResult) -> None:
+    """Every rank compares its fingerprint with rank 0's; one that differs stops every rank with
+    the same line (ValueError on that rank, RankError on the others)."""
+    if not env.enabled:
+        return
+    main = broadcast_object(fingerprint(comp, train, test) if env.is_main else None, env)
+    diff = None if env.is_main else fingerprint_difference(fingerprint(comp, train, test), main, comp)
+    settle(ValueError(f"rank {env.rank} on {socket.gethostname()}: {diff}; every rank needs the same competition "
+                      f"files (train.csv, sample submission, images under competition.root)") if diff else None, env)
 
-    The images come first and, under DDP, every rank's are checked against rank 0's, so nothing
-    is written when they differ. A failure on any rank stops every rank (RankError).
+
+def start_ranks(env: DistEnv, comp: Competition, make_folds: Callable[[], tuple[np.ndarray, str]],
+                build_images: Callable[[], tuple[CacheResult, CacheResult]],
+                write_run: Callable[[str], tuple[Path, list[int]]], run_dir: Path) -> RankSetup:
+    """-> this rank's RankSetup, in this order (rank 0 alone runs make_folds and write_run):
+    make_folds() -> (fold_of, folds_hash), folds.csv; build_images() -> this rank's own (train, test)
+    image caches; check_same_inputs; write_run(folds_hash) -> (run dir, finished folds), labels.csv
+    and the run folder. comp: this rank's competition; run_dir: this rank's cfg.run_dir.
+    A failure on any rank stops every rank (RankError on the others).
     """
+    fold_of, folds_hash = broadcast_object(_in_turns(env, make_folds, main_only=True), env)
     train, test = _in_turns(env, build_images)
-    if env.enabled:
-        main = broadcast_object(fingerprint(comp, train, test) if env.is_main else None, env)
-        diff = None if env.is_main else fingerprint_difference(fingerprint(comp, train, test), main, comp)
-        settle(ValueError(f"rank {env.rank} on {socket.gethostname()}: {diff}; every rank needs the same competition "
-                          f"files (train.csv, sample submission, images under competition.root)") if diff else None, env)
-    start = broadcast_object(_in_turns(env, write_run, main_only=True), env)
-    if not env.is_main:  # where this rank would write (it writes nothing), not rank 0's folder
-        start = dataclasses.replace(start, run_dir=Path(run_dir))
-    return RankSetup(**vars(start), train=train, test=test)
+    check_same_inputs(env, comp, train, test)
+    written, finished = broadcast_object(_in_turns(env, lambda: write_run(folds_hash), main_only=True), env)
+    # the other ranks keep their own (unused) run folder path: nothing of rank 0's is read or written there
+    return RankSetup(fold_of, folds_hash, written if env.is_main else Path(run_dir), finished, train, test)

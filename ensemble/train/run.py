@@ -29,7 +29,7 @@ from ensemble.train.distributed import SINGLE, DistEnv, barrier, rank_device
 from ensemble.train.engine import resolve_device, resolve_precision
 from ensemble.train.fold import FoldInputs, FoldTrainer
 from ensemble.train.plan import build_fold_plan
-from ensemble.train.ranks import RunStart, start_ranks
+from ensemble.train.ranks import start_ranks
 from ensemble.train.setup import competition_folds, load_images, prepare_run_dir, write_labels
 
 
@@ -104,23 +104,23 @@ def train_run(cfg: Config, *, folds: Sequence[int] | None = None, resume: bool =
     _check_loss(cfg, comp)
     todo = [] if assemble_only else list(folds if folds is not None else range(cfg.folds.n))
 
+    def make_folds():  # rank 0 only: folds.csv
+        return competition_folds(comp, cfg.competition_dir, cfg.folds.n, cfg.folds.seed,
+                                 grouped=bool(cfg.competition.group_col), use_dups=cfg.folds.dups,
+                                 strategy=cfg.folds.strategy)
+
     def build_images():  # every rank its own cache (in its own runs/ when the nodes do not share one)
         return load_images(comp, cfg.competition_dir, cfg.input.size, keep=cfg.input.cache,
                            policy=cfg.input.bad_images, workers=max(2, cfg.train.num_workers),
                            progress=cfg.output.progress)
 
-    def write_run() -> RunStart:  # rank 0 alone writes the competition's and the run's files
-        comp_dir = cfg.competition_dir
-        fold_of, folds_hash = competition_folds(comp, comp_dir, cfg.folds.n, cfg.folds.seed,
-                                                grouped=bool(cfg.competition.group_col), use_dups=cfg.folds.dups,
-                                                strategy=cfg.folds.strategy)
-        write_labels(comp, comp_dir)
-        run_dir = prepare_run_dir(cfg.run_dir, to_dict(cfg), dump_config(cfg), CompetitionPaths(comp_dir).folds,
-                                  folds_hash, todo, resume, fresh)
-        finished = [k for k in todo if resume and RunPaths(run_dir).preds(k).exists()]
-        return RunStart(fold_of, folds_hash, run_dir, finished)
+    def write_run(folds_hash: str):  # rank 0 only: labels.csv, the run folder -> (run dir, finished folds)
+        write_labels(comp, cfg.competition_dir)
+        run_dir = prepare_run_dir(cfg.run_dir, to_dict(cfg), dump_config(cfg),
+                                  CompetitionPaths(cfg.competition_dir).folds, folds_hash, todo, resume, fresh)
+        return run_dir, [k for k in todo if resume and RunPaths(run_dir).preds(k).exists()]
 
-    setup = start_ranks(dist, comp, build_images, write_run, cfg.run_dir)  # images first; the others learn the rest
+    setup = start_ranks(dist, comp, make_folds, build_images, write_run, cfg.run_dir)  # others learn from rank 0
     fold_of, folds_hash, run_dir, tr, te = setup.fold_of, setup.folds_hash, setup.run_dir, setup.train, setup.test
     # the metric bound to the competition's classes (after config.yaml is written with its text form)
     cfg = dataclasses.replace(cfg, competition=dataclasses.replace(cfg.competition, metric=comp.metric))
