@@ -1,4 +1,5 @@
-"""torch.distributed glue for `torchrun -m ensemble.train`: process group, sharding, gathering.
+"""torch.distributed glue for `torchrun -m ensemble.train`: process group, sharding, gathering,
+broadcasting rank 0's objects and weights, and failing together.
 
 Without torchrun (WORLD_SIZE unset or 1) everything here is a no-op single-process `DistEnv`.
 """
@@ -57,6 +58,49 @@ def rank_device(env: DistEnv, device: str) -> str:
 def barrier(env: DistEnv) -> None:
     if env.enabled:
         dist.barrier()
+
+
+class RankError(ValueError):
+    """Another rank failed; the message is that rank's own error line."""
+
+
+def settle(err: Exception | None, env: DistEnv) -> None:
+    """Every rank says whether it failed (a collective, so also a barrier); then, if any did, all
+    raise: the failing rank its own `err`, the others RankError with the first failure's message.
+    So no rank waits forever in a later collective for a rank that has exited."""
+    if not env.enabled:
+        if err is not None:
+            raise err
+        return
+    messages: list = [None] * env.world_size
+    dist.all_gather_object(messages, None if err is None else str(err))
+    if err is not None:
+        raise err
+    failed = next((m for m in messages if m is not None), None)
+    if failed is not None:
+        raise RankError(failed)
+
+
+def broadcast_object(obj, env: DistEnv):
+    """Rank 0's `obj` on every rank (pickled; tensors in it should be on the CPU)."""
+    if not env.enabled:
+        return obj
+    box = [obj if env.is_main else None]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def broadcast_module(model: torch.nn.Module, env: DistEnv) -> None:
+    """Copy rank 0's parameters and buffers into `model` on every rank, in place, tensor by tensor
+    (on the model's device: NCCL sends them GPU to GPU)."""
+    if not env.enabled:
+        return
+    with torch.no_grad():
+        for t in model.state_dict().values():  # detached views of the parameters and buffers
+            buf = t if t.is_contiguous() else t.contiguous()  # e.g. channels_last conv weights
+            dist.broadcast(buf, src=0)
+            if buf is not t:
+                t.copy_(buf)
 
 
 def shard(indices: np.ndarray, env: DistEnv) -> np.ndarray:

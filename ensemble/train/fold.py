@@ -20,7 +20,8 @@ import torch
 from ensemble import metrics as M
 from ensemble.artifacts import FoldPaths, atomic_path, atomic_write_csv, atomic_write_json
 from ensemble.data.datasets import CachedDataset, make_loader
-from ensemble.train.distributed import SINGLE, DistEnv, barrier, gather_rows, shard, wrap_model
+from ensemble.train.distributed import (SINGLE, DistEnv, broadcast_module, broadcast_object, gather_rows, shard,
+                                        wrap_model)
 from ensemble.train.engine import (FeatureLoader, NonFiniteLossError, Precision, check_diverged, divergence_hint,
                                    extract_features, predict, train_one_epoch)
 from ensemble.models import backbone_frozen, set_trainable
@@ -160,7 +161,8 @@ class FoldTrainer:
         val rows (V,) and checkpointed (last.pt; best.pt when the metric improved). -> the fold's
         result dict (best score and epoch, TTA score, seconds, train img/s).
         """
-        self.dir.mkdir(parents=True, exist_ok=True)
+        if self.dist.is_main:  # the other ranks write nothing (their runs/ may be another node's)
+            self.dir.mkdir(parents=True, exist_ok=True)
         progress = self._start(resume)
         for s, stage in enumerate(self.plan.stages):
             if s < progress.stage or (s == progress.stage and progress.epoch >= stage.epochs):
@@ -169,12 +171,12 @@ class FoldTrainer:
                 break
         if self.writer:
             self.writer.close()
-        barrier(self.dist)  # rank 0's best.pt is complete before every rank reloads it
         return self._finish(progress.best)
 
     def _start(self, resume: bool) -> _Progress:
-        """Fresh progress, or the position, best score, history and RNG state of last.pt."""
-        ckpt = self._load_last() if resume else None
+        """Fresh progress, or the position, best score, history and RNG state of last.pt (rank 0's,
+        broadcast to the other ranks)."""
+        ckpt = broadcast_object(self._load_last(), self.dist) if resume else None
         if ckpt is None:
             return _Progress()
         self.model.load_state_dict(ckpt["model"])
@@ -246,10 +248,11 @@ class FoldTrainer:
 
     # ------------------------------------------------------------ checkpointing
     def _load_last(self) -> dict | None:
+        """last.pt (rank 0; on the CPU under DDP, to be broadcast), or None."""
         path = self.paths.last
-        if not path.exists():
+        if not self.dist.is_main or not path.exists():
             return None
-        return load_torch(path, map_location=self.prec.device)
+        return load_torch(path, map_location="cpu" if self.dist.enabled else self.prec.device)
 
     def _checkpoint(self, s: int, e: int, optimizer, schedule, progress: _Progress, improved: bool,
                     score: float) -> None:
@@ -298,12 +301,14 @@ class FoldTrainer:
 
     # ------------------------------------------------------------ finish
     def _finish(self, best: dict | None) -> dict:
-        """Reload the best weights, predict the val rows (V, C) and test rows (T, C) with the plan's
-        TTA views, save preds.npz (val_idx, val, test) and result.json (rank 0). -> the result dict."""
+        """Reload the best weights (rank 0 from best.pt, broadcast to the others), predict the val rows
+        (V, C) and test rows (T, C) with the plan's TTA views, save preds.npz (val_idx, val, test) and
+        result.json (rank 0). -> the result dict."""
         if best is None:
             raise RuntimeError(f"fold {self.k}: no epoch was trained (all stages have 0 epochs?)")
-        state = load_torch(self.paths.best, map_location=self.prec.device)
-        self.model.load_state_dict(state["model"])
+        if self.dist.is_main:
+            self.model.load_state_dict(load_torch(self.paths.best, map_location=self.prec.device)["model"])
+        broadcast_module(self.model, self.dist)  # rank 0's best weights on every rank, without reading its files
         t0, d, tta = time.perf_counter(), self.data, list(self.plan.tta)
         val_out = self._predict(self.model, d.train_images, d.val_idx, d.eval_tf, tta=tta)
         test_out = self._predict(self.model, d.test_images, d.test_idx, d.eval_tf, tta=tta)

@@ -30,6 +30,7 @@ from ensemble.train.distributed import SINGLE, DistEnv, barrier, rank_device
 from ensemble.train.engine import resolve_precision
 from ensemble.train.fold import FoldInputs, FoldTrainer
 from ensemble.train.plan import build_fold_plan
+from ensemble.train.ranks import start_ranks
 from ensemble.train.setup import (check_device, check_disk, check_resumable, check_run_dir, check_weights, load_images,
                                   open_run_dir, plan_competition_folds, run_folder, write_labels)
 
@@ -92,8 +93,8 @@ def train_run(cfg: Config, *, folds: Sequence[int] | None = None, resume: bool =
     folds: fold numbers (another process may train the others); resume: continue interrupted folds
     from last.pt, skip finished ones; fresh: delete the run directory first; assemble_only: train
     nothing, only assemble oof/test/metrics. on_epoch(fold, global_epoch, score) is called after each
-    epoch (tuning reports/prunes there). dist: under torchrun, every rank calls this; rank 0 writes
-    the shared files first.
+    epoch (tuning reports/prunes there). dist: under torchrun, every rank calls this; rank 0 alone
+    writes files and broadcasts what the others need (ensemble.train.ranks), so nodes need not share runs/.
     """
     def log_(msg: str) -> None:
         if dist.is_main:
@@ -113,24 +114,30 @@ def train_run(cfg: Config, *, folds: Sequence[int] | None = None, resume: bool =
         check_resumable(cfg.run_dir, todo)
     comp_dir, runs_dir = cfg.competition_dir, Path(cfg.output.runs_dir)
     run_folder(runs_dir, cfg.run_dir)  # inside runs/, whatever the names or links say (--fresh deletes it)
-    for turn in ("main", "others"):  # rank 0 writes folds.csv, the run dir and the cache; then the rest read them
-        if (turn == "main") == dist.is_main:
-            folds_plan = plan_competition_folds(comp, comp_dir, cfg.folds.n, cfg.folds.seed,
-                                                grouped=bool(cfg.competition.group_col), use_dups=cfg.folds.dups,
-                                                strategy=cfg.folds.strategy)
-            if dist.is_main:
-                check_run_dir(cfg.run_dir, to_dict(cfg), folds_plan.path, folds_plan.hash, todo, resume, fresh)
-                check_disk(cfg.run_dir, comp, comp_dir, cfg.input.size, cfg.input.cache, params, len(todo))
-            tr, te = load_images(comp, comp_dir, cfg.input.size, keep=cfg.input.cache, policy=cfg.input.bad_images,
-                                 workers=max(2, cfg.train.num_workers), progress=cfg.output.progress,
-                                 max_pixels=cfg.input.max_pixels)
-            fold_of = folds_plan.fold
-            folds_hash = folds_plan.write() if dist.is_main else folds_plan.hash
-            if dist.is_main:
-                write_labels(comp, comp_dir)
-                open_run_dir(cfg.run_dir, runs_dir, dump_config(cfg), folds_hash, fresh)
-        barrier(dist)
-    run_dir = cfg.run_dir
+    folds_plan = None
+
+    def make_folds():  # rank 0 only: plan the folds and check the run folder and disk; nothing written yet
+        nonlocal folds_plan
+        folds_plan = plan_competition_folds(comp, comp_dir, cfg.folds.n, cfg.folds.seed,
+                                            grouped=bool(cfg.competition.group_col), use_dups=cfg.folds.dups,
+                                            strategy=cfg.folds.strategy)
+        check_run_dir(cfg.run_dir, to_dict(cfg), folds_plan.path, folds_plan.hash, todo, resume, fresh)
+        check_disk(cfg.run_dir, comp, comp_dir, cfg.input.size, cfg.input.cache, params, len(todo))
+        return folds_plan.fold, folds_plan.hash
+
+    def build_images():  # every rank its own cache (in its own runs/ when the nodes do not share one)
+        return load_images(comp, comp_dir, cfg.input.size, keep=cfg.input.cache, policy=cfg.input.bad_images,
+                           workers=max(2, cfg.train.num_workers), progress=cfg.output.progress,
+                           max_pixels=cfg.input.max_pixels)
+
+    def write_run(folds_hash: str):  # rank 0 only: folds.csv, labels.csv, the run folder -> (run dir, finished)
+        folds_plan.write()
+        write_labels(comp, comp_dir)
+        run_dir = open_run_dir(cfg.run_dir, runs_dir, dump_config(cfg), folds_hash, fresh)
+        return run_dir, [k for k in todo if resume and RunPaths(run_dir).preds(k).exists()]
+
+    setup = start_ranks(dist, comp, make_folds, build_images, write_run, cfg.run_dir)  # others learn from rank 0
+    fold_of, folds_hash, run_dir, tr, te = setup.fold_of, setup.folds_hash, setup.run_dir, setup.train, setup.test
     # the metric bound to the competition's classes (after config.yaml is written with its text form)
     cfg = dataclasses.replace(cfg, competition=dataclasses.replace(cfg.competition, metric=comp.metric))
     log_(f"run {run_dir}: {len(comp.train)} train / {len(comp.test)} test images, {n_classes} classes, "
@@ -153,7 +160,7 @@ def train_run(cfg: Config, *, folds: Sequence[int] | None = None, resume: bool =
     plan = build_fold_plan(cfg, cfg.competition.metric, dist.world_size)
     result = RunResult(run_dir)
     for k in todo:
-        if resume and RunPaths(run_dir).preds(k).exists():
+        if k in setup.finished:
             log_(f"fold {k}: already finished, skipped")
             continue
         seed_everything(cfg.train.seed * 1000 + k)

@@ -14,6 +14,7 @@ from ensemble.config import load_config
 from ensemble.data.digits import build_demo
 from ensemble.train.distributed import DistEnv, shard
 from ensemble.train.run import train
+from test_multinode import free_port
 
 
 def run_cli(args, **kw):
@@ -68,7 +69,7 @@ def test_torchrun_ddp_covers_each_validation_row_once(tmp_path):
                                                                      "train.batch_size=64"])
     train(single, folds=[0])
     ddp_runs = tmp_path / "ddp"
-    p = run_cli(["-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29533",
+    p = run_cli(["-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={free_port()}",
                  "-m", "ensemble.train", "--cfg", "configs/demo/resnet18.yaml", "--folds", "0",
                  *[f"--set={o}" for o in over], f"--set=output.runs_dir={ddp_runs}", "--set=train.batch_size=32"])
     out = p.communicate(timeout=900)[0]
