@@ -29,7 +29,8 @@ from ensemble.train.distributed import SINGLE, DistEnv, barrier, rank_device
 from ensemble.train.engine import resolve_device, resolve_precision
 from ensemble.train.fold import FoldInputs, FoldTrainer
 from ensemble.train.plan import build_fold_plan
-from ensemble.train.setup import competition_folds, load_images, prepare_run_dir, write_labels
+from ensemble.train.setup import competition_folds, image_cache_dir, load_images, prepare_run_dir, write_labels
+from ensemble.train.targets import SoftInputs
 
 
 logger = logging.getLogger(__name__)
@@ -83,6 +84,15 @@ def _check_loss(cfg: Config, comp) -> None:
                           f"{', '.join(comp.classes[:20])}") from None
 
 
+def _soft_inputs(cfg: Config, comp) -> SoftInputs:
+    """train.extra_rows and train.soft_targets, read and checked against the competition's classes
+    and rows (ConfigError naming the key and file)."""
+    try:
+        return SoftInputs.read(cfg.train.extra_rows, cfg.train.soft_targets, comp)
+    except (ValueError, FileNotFoundError) as e:
+        raise ConfigError(str(e)) from None
+
+
 def train_run(cfg: Config, *, folds: Sequence[int] | None = None, resume: bool = False, fresh: bool = False,
               assemble_only: bool = False, on_epoch=None, dist: DistEnv = SINGLE) -> RunResult:
     """Train the given folds (default all) of `cfg` and assemble the run when every fold is done.
@@ -101,6 +111,7 @@ def train_run(cfg: Config, *, folds: Sequence[int] | None = None, resume: bool =
         log_(comp.describe_classes())
     n_classes = len(comp.classes)
     _check_loss(cfg, comp)
+    soft = _soft_inputs(cfg, comp)  # read and checked before anything is written
     todo = [] if assemble_only else list(folds if folds is not None else range(cfg.folds.n))
     for turn in ("main", "others"):  # rank 0 writes folds.csv, the run dir and the cache; then the rest read them
         if (turn == "main") == dist.is_main:
@@ -113,6 +124,10 @@ def train_run(cfg: Config, *, folds: Sequence[int] | None = None, resume: bool =
                                       folds_hash, todo, resume, fresh and dist.is_main)
             tr, te = load_images(comp, comp_dir, cfg.input.size, keep=cfg.input.cache, policy=cfg.input.bad_images,
                                  workers=max(2, cfg.train.num_workers), progress=cfg.output.progress)
+            targets, extra_x, extra_t = soft.fold_inputs(  # extra rows' images: the test cache or the same cache
+                comp.train["y"].to_numpy(), n_classes, comp.test["path"].tolist(), te, cfg.input.size,
+                image_cache_dir(comp_dir, cfg.input.cache), policy=cfg.input.bad_images,
+                workers=max(2, cfg.train.num_workers), progress=cfg.output.progress) if todo else (None, None, None)
         barrier(dist)
     # the metric bound to the competition's classes (after config.yaml is written with its text form)
     cfg = dataclasses.replace(cfg, competition=dataclasses.replace(cfg.competition, metric=comp.metric))
@@ -149,7 +164,8 @@ def train_run(cfg: Config, *, folds: Sequence[int] | None = None, resume: bool =
         data = FoldInputs(train_images=tr.array, test_images=te.array,
                           train_idx=np.flatnonzero((fold_of != k) & tr.ok),
                           val_idx=np.flatnonzero((fold_of == k) & tr.ok), test_idx=np.arange(len(comp.test)),
-                          y=y, n_classes=n_classes, train_tf=train_tf, eval_tf=eval_tf)
+                          y=y, n_classes=n_classes, train_tf=train_tf, eval_tf=eval_tf, targets=targets,
+                          extra_images=extra_x, extra_targets=extra_t)
         log_(f"fold {k}: {len(data.train_idx)} train / {len(data.val_idx)} val rows on {device} "
             f"(amp {prec.dtype or 'off'}, channels_last {prec.channels_last})")
         info = FoldTrainer(plan, k, model, data, prec, RunPaths(run_dir).fold_dir(k), on_epoch, dist).run(resume=resume)
@@ -170,7 +186,7 @@ def train_run(cfg: Config, *, folds: Sequence[int] | None = None, resume: bool =
     extra = {"run": cfg.run_name, "competition": cfg.competition.name, "backbone": cfg.model.backbone,
              "input_size": cfg.input.size, "weights": weights,
              "params_m": sum(p.numel() for p in flops_model.parameters()) / 1e6,
-             "gflops": model_flops(flops_model, cfg.input.size)}
+             "gflops": model_flops(flops_model, cfg.input.size), **soft.provenance()}
     bad_test = [comp.test["id"].iat[i] for i in np.flatnonzero(~te.ok)]
     if bad_test:
         logger.warning(f"warning: {len(bad_test)} test images could not be read; their rows average the folds' predictions "

@@ -98,16 +98,21 @@ def prepare_run_dir(run_dir: Path, config: dict, config_text: str, folds_file: P
     return run_dir
 
 
+def image_cache_dir(comp_dir: Path, keep: bool = True) -> Path:
+    """runs/<competition>/cache/ (input.cache), or a temporary folder removed when the process exits."""
+    if keep:
+        return CompetitionPaths(comp_dir).cache
+    cache_dir = Path(tempfile.mkdtemp(prefix="ensemble-cache-"))
+    atexit.register(shutil.rmtree, cache_dir, True)
+    return cache_dir
+
+
 def load_images(comp: Competition, comp_dir: Path, size: int, *, keep: bool = True, policy: str = "fail",
                 workers: int = 2, progress: bool = True) -> tuple:
     """Decoded, resized uint8 caches of train and test images. keep (input.cache): in
     runs/<competition>/cache/, shared by all models and folds; else in a temporary folder removed
     when the process exits (every run decodes again)."""
-    if keep:
-        cache_dir = CompetitionPaths(comp_dir).cache
-    else:
-        cache_dir = Path(tempfile.mkdtemp(prefix="ensemble-cache-"))
-        atexit.register(shutil.rmtree, cache_dir, True)
+    cache_dir = image_cache_dir(comp_dir, keep)
     kw = dict(policy=policy, workers=workers, progress=progress)
     return (build_cache(comp.train["path"].tolist(), size, cache_dir, **kw),
             build_cache(comp.test["path"].tolist(), size, cache_dir, **kw))

@@ -87,7 +87,7 @@ def test_regression_losses_hand_computed():
     assert build_loss("smooth_l1", class_counts=counts)(out, tgt).item() == pytest.approx(0.3125)  # (0.125 + 0.5) / 2
     weighted = build_loss("mse", class_counts=counts, class_weights=[1, 1, 1, 3])
     assert weighted(out, tgt).item() == pytest.approx(0.8125)  # (1 * 0.25 + 3 * 1) / 4
-    with pytest.raises(ValueError, match=r"mse loss needs outputs of shape \(N, 1\) matching targets \(N,\), got \(2, 4\) and \(2,\)"):
+    with pytest.raises(ValueError, match=r"mse loss needs outputs of shape \(N, 1\) matching targets \(N,\) or \(N, C\), got \(2, 4\) and \(2,\)"):
         build_loss("mse", class_counts=counts)(torch.zeros(2, 4), tgt)
 
 
