@@ -96,7 +96,7 @@ def read_extra_rows(path: str | Path, classes: Sequence[str], train_ids: Sequenc
     bad = np.flatnonzero(~np.isfinite(w) | (w <= 0))
     if len(bad):
         raise ValueError(f"{what}: {_line(df, int(bad[0]), path)}: weight must be a number > 0, got "
-                         f"{df['weight'].iat[bad[0]]!r}")
+                         f"{str(df['weight'].iat[bad[0]])!r}")
     ids = df["id"].astype(str).to_numpy(object)
     clash = np.flatnonzero(pd.Index(ids).isin(pd.Index([str(i) for i in train_ids])))
     if len(clash):
