@@ -29,7 +29,8 @@ from ensemble.train.distributed import SINGLE, DistEnv, barrier, rank_device
 from ensemble.train.engine import resolve_device, resolve_precision
 from ensemble.train.fold import FoldInputs, FoldTrainer
 from ensemble.train.plan import build_fold_plan
-from ensemble.train.setup import competition_folds, image_cache_dir, load_images, prepare_run_dir, write_labels
+from ensemble.train.setup import (competition_folds, image_cache_dir, load_images, model_kwargs, prepare_run_dir,
+                                  write_labels)
 from ensemble.train.targets import SoftInputs
 
 
@@ -143,10 +144,7 @@ def train_run(cfg: Config, *, folds: Sequence[int] | None = None, resume: bool =
              f"({dist.world_size} ranks x {t.batch_size} x {t.accum_steps} accum steps); LRs {scale} "
              f"(train.lr_scaling); SyncBN {'on' if t.sync_bn else 'off'}")
     out_dim = 1 if cfg.competition.task == "ordinal" else n_classes
-    model_kw = dict(pretrained=cfg.model.pretrained, weights_map=cfg.model.weights_map, head_hidden=cfg.model.head.hidden,
-                    head_batchnorm=cfg.model.head.batchnorm, head_dropout=cfg.model.head.dropout,
-                    head_activation=cfg.model.head.activation, drop_rate=cfg.model.drop_rate,
-                    drop_path_rate=cfg.model.drop_path_rate)
+    model_kw = model_kwargs(cfg)
     train_tf, eval_tf = build_transforms(cfg.augment.train), build_transforms(cfg.augment.eval)
     y = comp.train["y"].to_numpy()
     plan = build_fold_plan(cfg, cfg.competition.metric, dist.world_size)

@@ -98,6 +98,14 @@ def prepare_run_dir(run_dir: Path, config: dict, config_text: str, folds_file: P
     return run_dir
 
 
+def model_kwargs(cfg) -> dict:
+    """build_model's keyword arguments from a Config's `model:` section (backbone and out_dim aside)."""
+    m = cfg.model
+    return dict(pretrained=m.pretrained, weights_map=m.weights_map, head_hidden=m.head.hidden,
+                head_batchnorm=m.head.batchnorm, head_dropout=m.head.dropout, head_activation=m.head.activation,
+                drop_rate=m.drop_rate, drop_path_rate=m.drop_path_rate)
+
+
 def image_cache_dir(comp_dir: Path, keep: bool = True) -> Path:
     """runs/<competition>/cache/ (input.cache), or a temporary folder removed when the process exits."""
     if keep:
