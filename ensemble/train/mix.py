@@ -8,6 +8,7 @@ so one-hot labels, a teacher's probabilities and weighted pseudo-labels mix alik
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -30,6 +31,11 @@ class MixSpec:
         if not (self.mixup_alpha > 0 or self.cutmix_alpha > 0):
             raise ValueError(f"augment.mix needs mixup_alpha > 0 or cutmix_alpha > 0, got {self.mixup_alpha} "
                              f"and {self.cutmix_alpha}")
+
+
+def mix_spec(cfg) -> MixSpec | None:
+    """The config's augment.mix section (a MixCfg or None) as a MixSpec (None: no mixing)."""
+    return None if cfg is None else MixSpec(**dataclasses.asdict(cfg))
 
 
 class BatchMixer:

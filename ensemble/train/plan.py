@@ -19,7 +19,7 @@ from ensemble import metrics as M
 from ensemble.config import Config
 from ensemble.train.ema import WeightEma
 from ensemble.train.losses import build_loss
-from ensemble.train.mix import MixSpec
+from ensemble.train.mix import MixSpec, mix_spec
 from ensemble.train.optim import build_optimizer, build_scheduler, param_groups
 
 
@@ -92,7 +92,6 @@ def build_fold_plan(cfg: Config, metric: M.MetricLike | None = None, world_size:
     scale = {"none": 1.0, "linear": world_size, "sqrt": world_size ** 0.5}[t.lr_scaling]
     stages = [Stage(s.epochs, s.train, {k: v * scale for k, v in dataclasses.asdict(s.lr or o.lr).items()},
                     s.augment, s.mix) for s in cfg.stages]
-    mix = MixSpec(**dataclasses.asdict(cfg.augment.mix)) if cfg.augment.mix else None
     ema = (lambda model: WeightEma(model, t.ema.decay, t.ema.warmup)) if t.ema else None
 
     def make_loss(class_counts: np.ndarray) -> nn.Module:
@@ -114,4 +113,4 @@ def build_fold_plan(cfg: Config, metric: M.MetricLike | None = None, world_size:
                     make_schedule=make_schedule, batch_size=t.batch_size, eval_batch_size=t.eval_batch_size,
                     accum_steps=t.accum_steps, clip_grad=t.clip_grad, early_stopping=t.early_stopping,
                     time_limit=t.time_limit, num_workers=t.num_workers, seed=t.seed, tta=tuple(cfg.predict.tta),
-                    tensorboard=cfg.output.tensorboard, progress=cfg.output.progress, mix=mix, make_ema=ema)
+                    tensorboard=cfg.output.tensorboard, progress=cfg.output.progress, mix=mix_spec(cfg.augment.mix), make_ema=ema)
