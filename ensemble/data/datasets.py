@@ -21,8 +21,8 @@ from torch.utils.data import DataLoader, Dataset, RandomSampler, Sampler, Sequen
 from ensemble.data.augment import AUGMENTATIONS, PRESETS, build_transforms  # noqa: F401 (re-exported)
 from ensemble.data.images import decode, resize
 
-__all__ = ["AUGMENTATIONS", "PRESETS", "build_transforms", "CachedDataset", "DecodeDataset",
-           "NoSingleBatchSampler", "batch_bounds", "make_loader", "seed_worker"]  # the augmentation names are re-exported from ensemble.data.augment
+__all__ = ["AUGMENTATIONS", "PRESETS", "build_transforms",  # re-exported from ensemble.data.augment
+           "CachedDataset", "DecodeDataset", "NoSingleBatchSampler", "batch_bounds", "make_loader", "seed_worker"]
 
 
 def _to_chw(img: np.ndarray) -> torch.Tensor:
