@@ -28,6 +28,7 @@ _API = {
     "Stage": "ensemble.train.plan", "build_fold_plan": "ensemble.train.plan", "FoldTrainer": "ensemble.train.fold",
     "FoldInputs": "ensemble.train.fold", "resolve_device": "ensemble.train.engine",
     "resolve_precision": "ensemble.train.engine",
+    "lr_find": "ensemble.train.lr_find", "distill": "ensemble.distill.run", "load_teacher": "ensemble.distill.teacher",
     # tune
     "tune_model": "ensemble.tune.tuner", "TuneResult": "ensemble.tune.tuner",
     # vote

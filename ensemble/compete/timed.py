@@ -29,6 +29,7 @@ from ensemble.compete.run import _prepare, _vote_and_report, load_compete_file
 from ensemble.config import ConfigError, load_config
 from ensemble.compete.timeplan import (Plan, Speed, Workload, format_plan, make_plan, measure_speed, parse_duration,
                                         top_up)
+from ensemble.train.mix import mix_spec
 from ensemble.train.tta import expand_tta
 from ensemble.artifacts.paths import CompetitionPaths, RunPaths
 
@@ -50,7 +51,8 @@ def _measure(cands, cfgs, n_classes: int) -> dict[str, Speed]:
                             head_batchnorm=cfg.model.head.batchnorm)
         set_trainable(model, c.train)  # a frozen stem and early stages make each step far cheaper
         sp = measure_speed(model, min(c.sizes), cfg.train.batch_size, device=resolve_device(cfg.train.device),
-                           channels_last=cfg.train.channels_last)
+                           channels_last=cfg.train.channels_last, ema=cfg.train.ema is not None,
+                           mix=mix_spec(cfg.augment.mix))
         trains = "" if c.train == "all" else f" (last {c.train} stages)"
         logger.info(f"measured {c.label} @ {sp.size}px: train{trains} {sp.train:.1f} img/s, predict {sp.eval:.1f} img/s")
         speeds[c.label] = sp

@@ -278,8 +278,11 @@ def format_plan(plan: Plan) -> str:
 # ----------------------------------------------------------------------------- measuring
 
 def measure_speed(model: torch.nn.Module, size: int, batch_size: int, *, device: torch.device,
-                  channels_last: bool = True, steps: int = 3, warmup: int = 1) -> Speed:
-    """Images/second of AdamW training steps and of inference at ``size`` on random uint8 batches."""
+                  channels_last: bool = True, steps: int = 3, warmup: int = 1, ema: bool = False,
+                  mix=None, train: bool = True) -> Speed:
+    """Images/second of AdamW training steps and of inference at ``size`` on random uint8 batches.
+    ema: each step also updates a weight EMA (train.ema); mix: a MixSpec (augment.mix) mixing each
+    batch, so a candidate's speed includes what they cost; train False: inference only (train = nan)."""
     model = model.to(device)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -290,6 +293,11 @@ def measure_speed(model: torch.nn.Module, size: int, batch_size: int, *, device:
     y = torch.randint(0, model.out_dim, (batch_size,), generator=gen).to(device)
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-6)
     loss_fn = torch.nn.CrossEntropyLoss()
+    from ensemble.train.ema import WeightEma
+    from ensemble.train.mix import BatchMixer
+    averager = WeightEma(model) if ema and train else None
+    mixer = BatchMixer(mix, model.out_dim) if mix is not None else None
+    soft = torch.nn.functional.one_hot(y, model.out_dim).float()
 
     def timed(fn, n: int) -> float:
         for _ in range(warmup):
@@ -305,15 +313,18 @@ def measure_speed(model: torch.nn.Module, size: int, batch_size: int, *, device:
 
     def train_step():
         opt.zero_grad(set_to_none=True)
-        loss_fn(model(x), y).backward()
+        xb, yb = mixer(x.clone(), soft) if mixer is not None else (x, y)
+        loss_fn(model(xb), yb).backward()
         opt.step()
+        if averager is not None:
+            averager.update()
 
     @torch.no_grad()
     def eval_step():
         model(x)
 
-    model.train()
-    train = max(timed(train_step, steps) for _ in range(2))  # the better of two rounds: less noise from
-    model.eval()                                             # one-off allocations and other processes
+    model.train()  # the better of two rounds: less noise from one-off allocations and other processes
+    rate = max(timed(train_step, steps) for _ in range(2)) if train else float("nan")
+    model.eval()
     ev = max(timed(eval_step, steps) for _ in range(2))
-    return Speed(size, float(train), float(ev))
+    return Speed(size, float(rate), float(ev))

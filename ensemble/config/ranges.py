@@ -84,6 +84,13 @@ RANGES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "train.time_limit": POSITIVE,
     "train.num_workers": NON_NEGATIVE_INT,
     "train.device": (_device, "auto, cpu, cuda, cuda:N or mps"),
+    "train.ema.decay": ((lambda v: _num(v) and 0 < v < 1), "a number in (0, 1)"),
+    "train.soft_targets.alpha": UNIT_CLOSED,
+    "augment.mix.mixup_alpha": NON_NEGATIVE,
+    "augment.mix.cutmix_alpha": NON_NEGATIVE,
+    "augment.mix.prob": UNIT_CLOSED,
+    "augment.mix.switch_prob": UNIT_CLOSED,
+    "augment.mix.label_smoothing": UNIT_OPEN,
 }
 
 
@@ -126,6 +133,8 @@ def _values(node, parts: list[str], key: str):
     """-> [(dotted key, value)] of `parts` under `node` (a dataclass, list or plain value)."""
     if not parts:
         return [(key, node)]
+    if node is None:  # an optional section that is not set (e.g. augment.mix)
+        return []
     head, rest = parts[0], parts[1:]
     if head == "*":
         return [kv for i, item in enumerate(node or []) for kv in _values(item, rest, f"{key}.{i}")]
@@ -160,9 +169,18 @@ def _check_names(cfg, source: Callable[[str], str]) -> None:
             raise ConfigError(f"{source(key)}: key '{key}' {problem}")
 
 
+def _check_mix(cfg, source: Callable[[str], str]) -> None:
+    """`augment.mix` needs MixUp or CutMix on (timm's Mixup refuses both alphas at 0)."""
+    mix = getattr(getattr(cfg, "augment", None), "mix", None)
+    if mix is not None and not (mix.mixup_alpha > 0 or mix.cutmix_alpha > 0):
+        raise ConfigError(f"{source('augment.mix')}: key 'augment.mix' expected mixup_alpha > 0 or cutmix_alpha > 0 "
+                          f"(MixUp or CutMix on), got {mix.mixup_alpha} and {mix.cutmix_alpha}")
+
+
 def check_ranges(cfg, source: Callable[[str], str]) -> None:
-    """Names, RANGES, the stages' `train: k` and the pretrained file of a built Config (see check_values)."""
+    """Names, RANGES, the stages' `train: k`, augment.mix and the pretrained file of a built Config (see check_values)."""
     _check_names(cfg, source)
     check_values(cfg, RANGES, source)
     _check_stage_k(cfg, source)
+    _check_mix(cfg, source)
     _check_pretrained(cfg, source)

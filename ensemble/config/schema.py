@@ -152,6 +152,19 @@ class StageCfg:
     train: int | str = "all"
     lr: LRCfg | None = None
     augment: bool = True
+    mix: bool = True  # augment.mix in this stage (never on cached features: head-only epochs without augment)
+
+
+@dataclass(frozen=True)
+class EmaCfg:
+    decay: float = 0.999
+    warmup: bool = True  # timm's decay warmup: 1 - (1 + step)^(-2/3), capped at decay
+
+
+@dataclass(frozen=True)
+class SoftTargetsCfg:
+    file: str  # CSV: id + one probability column per class for every training row (e.g. a teacher's OOF)
+    alpha: float = 1.0  # target = alpha * these probabilities + (1 - alpha) * one-hot label
 
 
 @dataclass(frozen=True)
@@ -169,12 +182,25 @@ class TrainCfg:
     device: str = "auto"
     sync_bn: bool = False
     lr_scaling: Literal["none", "linear", "sqrt"] = "none"
+    ema: EmaCfg | None = None  # validation, best.pt and predictions use the EMA weights
+    extra_rows: str | None = None  # CSV: id, path, one probability column per class, weight; joins every fold's training part
+    soft_targets: SoftTargetsCfg | None = None
+
+
+@dataclass(frozen=True)
+class MixCfg:
+    mixup_alpha: float = 0.2
+    cutmix_alpha: float = 1.0
+    prob: float = 1.0
+    switch_prob: float = 0.5
+    label_smoothing: float = 0.0
 
 
 @dataclass(frozen=True)
 class AugmentCfg:
     train: str | list[dict[str, Any]] = field(default="medical", metadata={"parse": _augment_field})
     eval: str | list[dict[str, Any]] = field(default="none", metadata={"parse": _augment_field})
+    mix: MixCfg | None = None  # MixUp/CutMix (timm) in stages with `mix: true`
 
 
 @dataclass(frozen=True)

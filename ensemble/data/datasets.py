@@ -16,13 +16,13 @@ from typing import Any, Sequence
 import albumentations as A
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, RandomSampler, Sampler, SequentialSampler
 
 from ensemble.data.augment import AUGMENTATIONS, PRESETS, build_transforms  # noqa: F401 (re-exported)
 from ensemble.data.images import decode, resize
 
-__all__ = ["AUGMENTATIONS", "PRESETS", "build_transforms", "CachedDataset", "DecodeDataset",
-           "make_loader", "seed_worker"]  # the augmentation names are re-exported from ensemble.data.augment
+__all__ = ["AUGMENTATIONS", "PRESETS", "build_transforms",  # re-exported from ensemble.data.augment
+           "CachedDataset", "DecodeDataset", "NoSingleBatchSampler", "batch_bounds", "make_loader", "seed_worker"]
 
 
 def _to_chw(img: np.ndarray) -> torch.Tensor:
@@ -122,13 +122,49 @@ def seed_worker(worker_id: int) -> None:
     _reseed(info.dataset, seed)
 
 
+def batch_bounds(n: int, batch_size: int) -> list[tuple[int, int]]:
+    """[start, end) of the training batches over n rows: full batches, and a last batch of one row
+    folded into the batch before it (n = k * bs + 1 -> k batches, the last of bs + 1 rows).
+
+    A one-row batch cannot train: BatchNorm in train mode needs more than one value per channel
+    ("Expected more than 1 value per channel"), and even without BatchNorm one row's gradient step
+    is as large as a full batch's. Folded rather than dropped: every row (an extra soft-target row
+    included) trains every epoch, and the schedule's step count stays exact; one batch per epoch
+    of bs + 1 rows costs nothing measurable.
+    """
+    if batch_size <= 0:
+        raise ValueError(f"batch_size must be > 0, got {batch_size}")
+    bounds = [(i, min(i + batch_size, n)) for i in range(0, n, batch_size)]
+    if len(bounds) > 1 and bounds[-1][1] - bounds[-1][0] == 1:
+        bounds[-2:] = [(bounds[-2][0], n)]
+    return bounds
+
+
+class NoSingleBatchSampler(Sampler):
+    """Batches of `batch_size` indices drawn from `sampler` (random, sequential or a
+    DistributedSampler's shard), with a last batch of one row folded into the one before it
+    (see batch_bounds). -> lists of dataset indices."""
+
+    def __init__(self, sampler: Sampler, batch_size: int):
+        self.sampler, self.batch_size = sampler, batch_size
+
+    def __len__(self) -> int:
+        return len(batch_bounds(len(self.sampler), self.batch_size))
+
+    def __iter__(self):
+        order = list(self.sampler)
+        for start, end in batch_bounds(len(order), self.batch_size):
+            yield order[start:end]
+
+
 def make_loader(dataset: Dataset, batch_size: int, *, shuffle: bool, num_workers: int, pin_memory: bool,
                 drop_last: bool = False, seed: int = 0, persistent_workers: bool = True,
-                prefetch_factor: int = 4, sampler=None) -> DataLoader:
+                prefetch_factor: int = 4, sampler=None, no_single: bool = False) -> DataLoader:
     """DataLoader with reproducible order and augmentation for a given seed.
 
     Batches are (uint8 (B, 3, S, S), int64 (B,)). With num_workers == 0 the dataset's Compose is
     reseeded here; with workers, each worker reseeds it from the loader's generator (seed_worker).
+    no_single: never a last batch of one row (training loaders; see batch_bounds).
     """
     if batch_size <= 0:
         raise ValueError(f"batch_size must be > 0, got {batch_size}")
@@ -142,6 +178,11 @@ def make_loader(dataset: Dataset, batch_size: int, *, shuffle: bool, num_workers
                  "prefetch_factor": prefetch_factor}
     else:
         _reseed(dataset, seed)
+    if no_single:  # the same order as DataLoader(shuffle=...) draws from `gen`, batched by batch_bounds
+        if sampler is None:
+            sampler = RandomSampler(dataset, generator=gen) if shuffle else SequentialSampler(dataset)
+        return DataLoader(dataset, batch_sampler=NoSingleBatchSampler(sampler, batch_size), num_workers=num_workers,
+                          pin_memory=pin_memory, generator=gen, **extra)
     if sampler is not None:  # e.g. a DistributedSampler, which shuffles itself
         extra["sampler"], shuffle = sampler, False
     return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, num_workers=num_workers,

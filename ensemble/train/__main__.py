@@ -29,6 +29,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fresh", action="store_true", help="delete the run directory and start over")
     p.add_argument("--assemble", action="store_true", help="only assemble oof/test/metrics from finished folds")
     p.add_argument("--device", help="override train.device (cpu, cuda, cuda:1)")
+    p.add_argument("--lr-find", action="store_true",
+                   help="LR range test on fold 0 (head, then backbone): prints suggested optim.lr values, writes "
+                        "lr_find.csv and lr_find.png into the run folder; trains no run")
+    p.add_argument("--lr-steps", type=int, default=100, metavar="N", help="steps of each --lr-find sweep (default 100)")
     p.add_argument("--list-backbones", action="store_true", help="print registered backbones, params and GFLOPs")
     p.add_argument("--size", type=int_at_least(1), default=224, help="image size for --list-backbones GFLOPs")
     add_plugin_argument(p)
@@ -48,6 +52,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         load_plugins(args.plugin)
         overrides = list(args.overrides) + ([f"train.device={args.device}"] if args.device else [])
         cfg = load_config(args.cfg, overrides)
+        if args.lr_find:
+            from ensemble.train.lr_find import format_lr_find, lr_find
+            if args.lr_steps < 10:
+                build_parser().error(f"--lr-steps expected an integer >= 10, got {args.lr_steps}")
+            print(format_lr_find(lr_find(cfg, steps=args.lr_steps)))
+            return 0
         dist = init_distributed(cfg.train.device)
         try:
             train_run(cfg, folds=parse_folds(args.folds, cfg.folds.n), resume=args.resume, fresh=args.fresh,

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ensemble.data.datasets import batch_bounds
 from ensemble.train.tta import expand_tta, tta_view
 
 
@@ -103,10 +104,15 @@ def _progress(iterable, total: int, desc: str, enabled: bool):
 def train_one_epoch(model: nn.Module, loader, loss_fn: nn.Module, optimizer: torch.optim.Optimizer,
                     prec: Precision, *, schedule=None, scaler=None, accum_steps: int = 1,
                     clip_grad: float | None = None, forward: Callable | None = None,
+                    targets: torch.Tensor | None = None, mix: Callable | None = None, ema=None,
                     progress: bool = False, desc: str = "train") -> dict[str, float]:
     """One pass over `loader`. -> {"loss": mean loss, "img_s": images per second}.
 
     forward: optional callable(x) -> logits replacing model(x) (e.g. the head on cached features).
+    targets: (R, C) soft targets on the device; the loader's labels are then rows of it, and the
+    loss gets targets[labels] (B, C) (None: the labels are the loss targets). mix: callable(x,
+    targets (B, C)) -> (x, targets), e.g. a BatchMixer. ema: a WeightEma, updated after every
+    optimizer step.
     """
     forward = forward or model
     model.train()
@@ -116,6 +122,10 @@ def train_one_epoch(model: nn.Module, loader, loss_fn: nn.Module, optimizer: tor
     bar = _progress(loader, n_batches, desc, progress)
     for step, (x, y) in enumerate(bar):
         x, y = prec.to_device(x), y.to(prec.device, non_blocking=True)
+        if targets is not None:
+            y = targets[y]
+        if mix is not None:
+            x, y = mix(x, y)
         with prec.autocast():
             loss = loss_fn(forward(x).float(), y)
         _check_finite(loss, step)
@@ -131,6 +141,8 @@ def train_one_epoch(model: nn.Module, loader, loss_fn: nn.Module, optimizer: tor
             else:
                 optimizer.step()
             optimizer.zero_grad(set_to_none=True)
+            if ema is not None:
+                ema.update()
             if schedule is not None:
                 schedule.step_batch()
         total += loss.item() * len(y)
@@ -177,19 +189,26 @@ def extract_features(model: nn.Module, loader, prec: Precision, progress: bool =
 
 
 class FeatureLoader:
-    """Batches of cached features (N, F) and labels (N,), reshuffled by a seeded generator."""
+    """Batches of cached features (N, F) and labels (N,), reshuffled by a seeded generator; a last
+    batch of one row joins the one before it when shuffling (training; see batch_bounds)."""
 
     def __init__(self, feats: torch.Tensor, labels: torch.Tensor, batch_size: int,
                  shuffle: bool, seed: int = 0):
         self.feats, self.labels, self.batch_size, self.shuffle = feats, labels, batch_size, shuffle
         self.generator = torch.Generator().manual_seed(seed)
 
+    def _bounds(self) -> list[tuple[int, int]]:
+        n = len(self.labels)
+        if self.shuffle:
+            return batch_bounds(n, self.batch_size)
+        return [(i, min(i + self.batch_size, n)) for i in range(0, n, self.batch_size)]
+
     def __len__(self) -> int:
-        return math.ceil(len(self.labels) / self.batch_size)
+        return len(self._bounds())
 
     def __iter__(self):
         n = len(self.labels)
         order = torch.randperm(n, generator=self.generator) if self.shuffle else torch.arange(n)
-        for i in range(0, n, self.batch_size):
-            idx = order[i:i + self.batch_size].to(self.feats.device)
+        for start, end in self._bounds():
+            idx = order[start:end].to(self.feats.device)
             yield self.feats[idx], self.labels[idx.to(self.labels.device)]

@@ -1,7 +1,7 @@
 """Train one fold through the stages of a FoldPlan, with checkpoints, resume, early stopping, predictions.
 
-fold<k>/last.pt   model + optimizer + schedule + position, written after every epoch (resume)
-fold<k>/best.pt   weights of the best epoch by the competition metric
+fold<k>/last.pt   model (+ its EMA) + optimizer + schedule + position, written after every epoch (resume)
+fold<k>/best.pt   weights of the best epoch by the competition metric (the EMA weights with train.ema)
 fold<k>/history.csv, TensorBoard events, preds.npz (val rows, val + test predictions)
 """
 from __future__ import annotations
@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+from torch.utils.data import ConcatDataset
 
 from ensemble import metrics as M
 from ensemble.artifacts import FoldPaths, atomic_path, atomic_write_csv, atomic_write_json
@@ -24,25 +25,12 @@ from ensemble.train.distributed import (SINGLE, DistEnv, broadcast_module, broad
                                         wrap_model)
 from ensemble.train.engine import (FeatureLoader, NonFiniteLossError, Precision, check_diverged, divergence_hint,
                                    extract_features, predict, train_one_epoch)
+from ensemble.train.inputs import FoldInputs  # noqa: F401 (FoldInputs is part of the fold trainer's API)
 from ensemble.models import backbone_frozen, set_trainable
 from ensemble.models.weights import load_torch
+from ensemble.train.mix import BatchMixer
 from ensemble.train.optim import current_lrs
 from ensemble.train.plan import FoldPlan, Stage
-
-
-@dataclass
-class FoldInputs:
-    """Everything a fold needs besides its plan: cached images and row indices."""
-
-    train_images: np.ndarray  # (N, S, S, 3) uint8
-    test_images: np.ndarray  # (T, S, S, 3) uint8
-    train_idx: np.ndarray  # rows of train_images used for training
-    val_idx: np.ndarray  # rows used for validation
-    test_idx: np.ndarray  # rows of test_images to predict
-    y: np.ndarray  # (N,) class index of every train row
-    n_classes: int
-    train_tf: object  # albumentations Compose (augmentation)
-    eval_tf: object  # albumentations Compose (evaluation)
 
 
 def save_torch(obj, path: Path) -> None:
@@ -96,6 +84,8 @@ class FoldTrainer:
         self.paths = FoldPaths(self.dir)
         self.task, self.metric, self.activation = plan.task, plan.metric, plan.activation
         self.loss_fn = plan.make_loss(np.bincount(data.y[data.train_idx], minlength=data.n_classes)).to(prec.device)
+        self.targets = torch.as_tensor(data.train_targets(), device=prec.device)  # (M + E, C)
+        self.ema = plan.make_ema(model) if plan.make_ema else None
         self.history: list[dict] = []
         self.scaler = prec.make_scaler()
         self.writer = None
@@ -108,17 +98,21 @@ class FoldTrainer:
             logger.info(msg)
 
     # ------------------------------------------------------------ loaders
-    def _loader(self, images, idx, labels, tf, shuffle: bool, seed: int = 0):
-        """Train loaders (shuffle=True) are per epoch, so their workers are not kept alive."""
+    def _loader(self, images, idx, labels, tf, shuffle: bool, seed: int = 0, extra=None):
+        """Train loaders (shuffle=True) are per epoch, so their workers are not kept alive; they never
+        end in a batch of one row. extra: a dataset appended to the rows (the extra training rows)."""
         p = self.plan
         bs = p.batch_size if shuffle else (p.eval_batch_size or 2 * p.batch_size)
         ds = CachedDataset(images, idx, labels, tf)
+        if extra is not None:
+            ds = ConcatDataset([ds, extra])
         sampler = None
         if shuffle and self.dist.enabled:  # each rank a disjoint, per-epoch reshuffled share
             from torch.utils.data.distributed import DistributedSampler
             sampler = DistributedSampler(ds, self.dist.world_size, self.dist.rank, shuffle=True, seed=seed)
         return make_loader(ds, bs, shuffle=shuffle, num_workers=p.num_workers, seed=seed, sampler=sampler,
-                           pin_memory=self.prec.device.type == "cuda", persistent_workers=not shuffle)
+                           pin_memory=self.prec.device.type == "cuda", persistent_workers=not shuffle,
+                           no_single=shuffle)
 
     def _predict(self, net, images, idx, tf, forward=None, tta=("none",)) -> np.ndarray:
         """Predictions for rows `idx` in order; under DDP each rank predicts its shard, then gather."""
@@ -129,27 +123,32 @@ class FoldTrainer:
     def _stage_loaders(self, stage: Stage):
         """-> (train loader factory: seed -> loader, validate: net -> (V, C) outputs, forward or None).
 
-        A frozen backbone without augmentation trains the head on features computed once
-        (the same head inputs as the full forward pass; single process only). Train loaders
-        are rebuilt per epoch from an epoch seed, so order and augmentation do not depend on
-        where a run resumed.
+        Training rows are the fold's training part (M,) and the extra rows (E,); the loaders' labels
+        are their rows in self.targets. A frozen backbone without augmentation trains the head on
+        features computed once (the same head inputs as the full forward pass; single process
+        only). Train loaders are rebuilt per epoch from an epoch seed, so order and augmentation do
+        not depend on where a run resumed. Validation is on the fold's own val rows only.
         """
         d = self.data
-        y_tr = d.y[d.train_idx]
+        m, rows = len(d.train_idx), torch.arange(len(self.targets))
+        n_extra = len(self.targets) - m
         augment = stage.augment and len(d.train_tf.transforms) > 0
         if backbone_frozen(self.model) and not augment and not self.dist.enabled:
             feats = [extract_features(self.model, self._loader(d.train_images, i, None, d.eval_tf, False), self.prec)
                      for i in (d.train_idx, d.val_idx)]
-            y_tr_t = torch.as_tensor(y_tr, device=self.prec.device)
+            if n_extra:
+                feats[0] = torch.cat([feats[0], extract_features(
+                    self.model, self._loader(d.extra_images, np.arange(n_extra), None, d.eval_tf, False), self.prec)])
+            rows_t = rows.to(self.prec.device)
             val = FeatureLoader(feats[1], torch.zeros(len(d.val_idx), device=self.prec.device), 4096, False)
             self.log(f"fold {self.k}: backbone frozen, no augmentation: head trains on cached features "
                      f"{tuple(feats[0].shape)}")
-            head = self.model.forward_head
-            return ((lambda seed: FeatureLoader(feats[0], y_tr_t, self.plan.batch_size, True, seed)),
-                    (lambda net: predict(self.model, val, self.prec, activation=self.activation, forward=head)),
-                    head)
+            return ((lambda seed: FeatureLoader(feats[0], rows_t, self.plan.batch_size, True, seed)),
+                    (lambda net: predict(net, val, self.prec, activation=self.activation, forward=net.forward_head)),
+                    self.model.forward_head)
         tf = d.train_tf if stage.augment else d.eval_tf
-        return ((lambda seed: self._loader(d.train_images, d.train_idx, y_tr, tf, True, seed)),
+        extra = CachedDataset(d.extra_images, np.arange(n_extra), m + np.arange(n_extra), tf) if n_extra else None
+        return ((lambda seed: self._loader(d.train_images, d.train_idx, rows[:m].numpy(), tf, True, seed, extra)),
                 (lambda net: self._predict(net, d.train_images, d.val_idx, d.eval_tf)), None)
 
     # ------------------------------------------------------------ main loop
@@ -180,6 +179,8 @@ class FoldTrainer:
         if ckpt is None:
             return _Progress()
         self.model.load_state_dict(ckpt["model"])
+        if self.ema is not None:
+            self.ema.load_state_dict(ckpt["ema"])
         self.history = list(ckpt["history"])
         torch.set_rng_state(ckpt["rng"].cpu())
         if self.scaler and ckpt.get("scaler"):
@@ -198,6 +199,9 @@ class FoldTrainer:
         seed = p.seed * 1000 + k
         make_train, validate, forward = self._stage_loaders(stage)
         net = self.model if forward is not None else wrap_model(self.model, self.dist, self.prec.device)
+        mixer = BatchMixer(p.mix, self.data.n_classes) if p.mix and stage.mix and forward is None else None
+        if p.mix and stage.mix and forward is not None:
+            self.log(f"fold {k} stage {s + 1}: no MixUp/CutMix on cached features")
         optimizer = p.make_optimizer(self.model, stage.lrs)
         schedule = p.make_schedule(optimizer, stage.epochs, math.ceil(len(make_train(seed)) / p.accum_steps),
                                    M.get_metric(self.metric).greater_is_better)
@@ -212,12 +216,16 @@ class FoldTrainer:
             if self._out_of_time(s, stage):
                 return True
             t0 = time.perf_counter()
+            epoch_seed = seed * 1000 + progress.global_epoch
+            if mixer is not None:
+                mixer.reseed(epoch_seed)
             try:  # nothing of a diverged epoch is saved: last.pt stays at the epoch before
-                tr = train_one_epoch(net, make_train(seed * 1000 + progress.global_epoch), self.loss_fn, optimizer,
+                tr = train_one_epoch(net, make_train(epoch_seed), self.loss_fn, optimizer,
                                      self.prec, schedule=schedule, scaler=self.scaler, accum_steps=p.accum_steps,
-                                     clip_grad=p.clip_grad, forward=forward, progress=p.progress and self.dist.is_main,
+                                     clip_grad=p.clip_grad, forward=forward, targets=self.targets, mix=mixer,
+                                     ema=self.ema, progress=p.progress and self.dist.is_main,
                                      desc=f"fold {k} s{s + 1} e{e + 1}/{stage.epochs}")
-                out = validate(net)
+                out = validate(self.ema.module if self.ema is not None else net)  # EMA weights when set
                 check_diverged(self.model, out)  # the weights first, then the outputs
             except NonFiniteLossError as err:
                 raise NonFiniteLossError(f"fold {k}, stage {s + 1}, epoch {e + 1}: {err}; "
@@ -260,10 +268,12 @@ class FoldTrainer:
         optimizer, schedule, position, RNG: enough to resume bit for bit), history.csv."""
         if not self.dist.is_main:
             return
-        if improved:
-            save_torch({"model": self.model.state_dict(), "score": score, "epoch": progress.global_epoch},
+        if improved:  # the weights that were validated: the EMA's when set
+            best = self.ema.module if self.ema is not None else self.model
+            save_torch({"model": best.state_dict(), "score": score, "epoch": progress.global_epoch},
                        self.paths.best)
-        save_torch({"model": self.model.state_dict(), "optimizer": optimizer.state_dict(),
+        save_torch({"model": self.model.state_dict(), "ema": self.ema.state_dict() if self.ema else None,
+                    "optimizer": optimizer.state_dict(),
                     "schedule": schedule.state_dict(), "stage": s, "epoch": e, "best": progress.best,
                     "bad_epochs": progress.bad, "history": self.history, "rng": torch.get_rng_state(),
                     "scaler": self.scaler.state_dict() if self.scaler else None},

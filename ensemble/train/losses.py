@@ -1,11 +1,19 @@
-"""Loss registry: cross-entropy, focal and ordinal-regression losses.
+"""Loss registry: cross-entropy, focal and ordinal-regression losses, for hard or soft targets.
 
-Classification losses take logits (N, C) float and targets (N,) long class indices.
-Regression losses ("smooth_l1", "mse") take a single output column (N, 1) and class-index
-targets (N,) that are compared as floats (ordinal grades).
+Every loss takes outputs and either hard targets (N,) long class indices or soft targets (N, C)
+float >= 0 (MixUp/CutMix, distillation, pseudo-labels). A soft row's sum is its weight: 1 for a
+labelled row, an extra row's weight otherwise. Classification losses take logits (N, C);
+regression losses ("smooth_l1", "mse") a single output column (N, 1) compared with the grade
+(the class index; for a soft row its expected grade).
 
-Class weights and weighted reduction follow torch's ``cross_entropy`` semantics:
-``sum_i w[y_i] * l_i / sum_i w[y_i]``, label smoothing included.
+With class weights w (C,), label smoothing s and soft targets t (N, C), m_i = sum_c t_ic and
+t~_ic = (1 - s) t_ic + s m_i / C, every classification loss is
+
+    L = sum_i sum_c w_c a_c t~_ic (1 - p_ic)^gamma (-log p_ic)  /  sum_i sum_c w_c t_ic
+
+(CE: a = 1, gamma = 0; focal: per-class alpha a and focusing gamma). A hard target is its one-hot
+row, so the formula is torch's ``cross_entropy`` with weights and smoothing
+(``sum_i w[y_i] l_i / sum_i w[y_i]``) and a one-hot soft target gives exactly the hard-label loss.
 """
 from __future__ import annotations
 
@@ -79,12 +87,45 @@ def _resolve_alpha(alpha, n_classes: int) -> torch.Tensor | None:
 def _check_cls_input(logits: torch.Tensor, targets: torch.Tensor, n_classes: int) -> None:
     if logits.ndim != 2 or logits.shape[1] != n_classes:
         raise ValueError(f"logits must have shape (N, {n_classes}), got {tuple(logits.shape)}")
-    if targets.shape != logits.shape[:1]:
-        raise ValueError(f"targets must have shape ({logits.shape[0]},), got {tuple(targets.shape)}")
+    if targets.shape != logits.shape[:1] and targets.shape != logits.shape:
+        raise ValueError(f"targets must have shape ({logits.shape[0]},) (class indices) or "
+                         f"({logits.shape[0]}, {n_classes}) (soft targets), got {tuple(targets.shape)}")
+
+
+def is_soft(targets: torch.Tensor) -> bool:
+    """True for soft targets (N, C) float, False for class indices (N,)."""
+    return targets.ndim == 2
+
+
+def soft_targets(targets: torch.Tensor, n_classes: int) -> torch.Tensor:
+    """Class indices (N,) -> one-hot float rows (N, C); soft targets (N, C) pass through as float."""
+    return targets.float() if is_soft(targets) else F.one_hot(targets.long(), n_classes).float()
+
+
+def soft_focal_loss(logits: torch.Tensor, targets: torch.Tensor, weight: torch.Tensor | None = None,
+                    label_smoothing: float = 0.0, gamma: float = 0.0, alpha: torch.Tensor | None = None
+                    ) -> torch.Tensor:
+    """The module docstring's L for logits (N, C) and soft targets (N, C) (row sums = row weights).
+    gamma = 0 and alpha None is soft-target cross-entropy. -> scalar."""
+    logits, t = logits.float(), targets.float()
+    logp = torch.log_softmax(logits, dim=1)
+    mass = t.sum(1, keepdim=True)
+    smoothed = t * (1.0 - label_smoothing) + mass * (label_smoothing / logits.shape[1])
+    per = -smoothed * logp  # (N, C)
+    if gamma != 0.0:
+        # clamp keeps d/dp of (1 - p)^gamma finite when p rounds to 1 (gamma < 1)
+        per = per * (1.0 - logp.exp()).clamp(min=1e-6) ** gamma
+    if alpha is not None:
+        per = per * alpha
+    if weight is not None:
+        return (per * weight).sum() / (t * weight).sum()
+    return per.sum() / t.sum()
 
 
 class CrossEntropyLoss(nn.CrossEntropyLoss):
-    """torch CE (weighted mean, label smoothing) with shape checks; logits (N, C), targets (N,)."""
+    """torch CE (weighted mean, label smoothing) with shape checks; logits (N, C), targets (N,) or
+    soft (N, C) (then soft_focal_loss with gamma 0: torch's probability-target CE averages over N,
+    not over the class weights of the rows, so a one-hot row would not match its hard label)."""
 
     def __init__(self, n_classes: int, weight: torch.Tensor | None = None, label_smoothing: float = 0.0):
         super().__init__(weight=weight, label_smoothing=label_smoothing)
@@ -92,15 +133,15 @@ class CrossEntropyLoss(nn.CrossEntropyLoss):
 
     def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         _check_cls_input(logits, targets, self.n_classes)
+        if is_soft(targets):
+            return soft_focal_loss(logits, targets, self.weight, self.label_smoothing)
         return super().forward(logits.float(), targets)
 
 
 class FocalLoss(nn.Module):
-    """Focal loss ``alpha[y] * (1 - p_y)^gamma * ce_i``, reduced as ``sum / sum_i w[y_i]``.
-
-    ``ce_i`` is torch's per-sample (weighted, label-smoothed) CE, so gamma=0 with no alpha
-    equals :class:`CrossEntropyLoss` with the same weights and smoothing.
-    """
+    """Focal loss: the module docstring's L, with the focusing factor (1 - p_ic)^gamma and alpha
+    applied per class; a hard target is its one-hot row. gamma=0 with no alpha equals
+    :class:`CrossEntropyLoss` with the same weights and smoothing."""
 
     def __init__(self, n_classes: int, weight: torch.Tensor | None = None, label_smoothing: float = 0.0,
                  gamma: float = 2.0, alpha: torch.Tensor | None = None):
@@ -111,21 +152,14 @@ class FocalLoss(nn.Module):
 
     def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         _check_cls_input(logits, targets, self.n_classes)
-        logits = logits.float()
-        per = F.cross_entropy(logits, targets, weight=self.weight,
-                              label_smoothing=self.label_smoothing, reduction="none")  # (N,)
-        if self.gamma != 0.0:
-            p_t = torch.softmax(logits, dim=1).gather(1, targets[:, None]).squeeze(1)
-            # clamp keeps d/dp of (1 - p)^gamma finite when p_t rounds to 1 (gamma < 1)
-            per = per * (1.0 - p_t).clamp(min=1e-6) ** self.gamma
-        if self.alpha is not None:
-            per = per * self.alpha[targets]
-        denom = self.weight[targets].sum() if self.weight is not None else per.new_tensor(float(len(per)))
-        return per.sum() / denom
+        return soft_focal_loss(logits, soft_targets(targets, self.n_classes), self.weight, self.label_smoothing,
+                               self.gamma, self.alpha)
 
 
 class OrdinalRegressionLoss(nn.Module):
-    """Regression on class indices: outputs (N, 1) or (N,), targets (N,) long; optional class weights."""
+    """Regression on grades: outputs (N, 1) or (N,); targets (N,) class indices or soft (N, C), whose
+    grade is the expected class index sum_c c t_ic / m_i and whose row weight is sum_c w_c t_ic
+    (m_i without class weights), so a one-hot row equals its hard label. -> weighted mean."""
 
     def __init__(self, kind: str, weight: torch.Tensor | None = None):
         super().__init__()
@@ -135,14 +169,20 @@ class OrdinalRegressionLoss(nn.Module):
     def forward(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         if outputs.ndim == 2 and outputs.shape[1] == 1:
             outputs = outputs[:, 0]
-        if outputs.ndim != 1 or outputs.shape != targets.shape:
-            raise ValueError(f"{self.kind} loss needs outputs of shape (N, 1) matching targets (N,), "
+        if outputs.ndim != 1 or outputs.shape != targets.shape[:1] or targets.ndim > 2:
+            raise ValueError(f"{self.kind} loss needs outputs of shape (N, 1) matching targets (N,) or (N, C), "
                              f"got {tuple(outputs.shape)} and {tuple(targets.shape)}")
         fn = F.smooth_l1_loss if self.kind == "smooth_l1" else F.mse_loss
-        per = fn(outputs.float(), targets.float(), reduction="none")
-        if self.weight is None:
+        if is_soft(targets):
+            t = targets.float()
+            mass = t.sum(1)
+            grade = (t @ torch.arange(t.shape[1], device=t.device, dtype=t.dtype)) / mass
+            w = mass if self.weight is None else t @ self.weight
+        else:
+            grade, w = targets.float(), (None if self.weight is None else self.weight[targets])
+        per = fn(outputs.float(), grade, reduction="none")
+        if w is None:
             return per.mean()
-        w = self.weight[targets]
         return (per * w).sum() / w.sum()
 
 

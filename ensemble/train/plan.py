@@ -17,18 +17,22 @@ from torch import nn
 
 from ensemble import metrics as M
 from ensemble.config import Config
+from ensemble.train.ema import WeightEma
 from ensemble.train.losses import build_loss
+from ensemble.train.mix import MixSpec, mix_spec
 from ensemble.train.optim import build_optimizer, build_scheduler, param_groups
 
 
 @dataclass(frozen=True)
 class Stage:
     """One stage of a fold: `epochs` epochs training `train` ("all", "head" or the last k backbone
-    stage groups) at `lrs` ({"backbone": lr, "head": lr}), with or without train augmentation."""
+    stage groups) at `lrs` ({"backbone": lr, "head": lr}), with or without train augmentation, and
+    with the plan's MixUp/CutMix when `mix` (never on cached features)."""
     epochs: int
     train: int | str = "all"
     lrs: dict[str, float] = field(default_factory=lambda: {"backbone": 1e-4, "head": 1e-3})
     augment: bool = True
+    mix: bool = True
 
 
 def _default_loss(class_counts: np.ndarray) -> nn.Module:
@@ -48,7 +52,9 @@ class FoldPlan:
     """How one fold trains. Factories:
     make_loss(class_counts (C,)) -> loss module; make_optimizer(model, lrs) -> optimizer over the
     model's trainable params (named groups); make_schedule(optimizer, epochs, steps_per_epoch,
-    greater_is_better) -> Schedule. Each stage gets a fresh optimizer and schedule."""
+    greater_is_better) -> Schedule. Each stage gets a fresh optimizer and schedule.
+    mix: MixUp/CutMix of stages with `mix` (None: off); make_ema(model) -> WeightEma (None: no EMA),
+    one per fold across its stages."""
     stages: Sequence[Stage]
     metric: M.MetricLike = "accuracy"  # a name, spec text or MetricSpec (bound to the classes)
     task: str = "classification"  # or "ordinal": (N, 1) regressed grade
@@ -66,6 +72,8 @@ class FoldPlan:
     tta: Sequence[str] = ("none",)
     tensorboard: bool = False
     progress: bool = False
+    mix: MixSpec | None = None
+    make_ema: Callable[[nn.Module], WeightEma] | None = None
 
     @property
     def activation(self) -> str:
@@ -83,7 +91,8 @@ def build_fold_plan(cfg: Config, metric: M.MetricLike | None = None, world_size:
     t, lc, o, sc = cfg.train, cfg.loss, cfg.optim, cfg.schedule
     scale = {"none": 1.0, "linear": world_size, "sqrt": world_size ** 0.5}[t.lr_scaling]
     stages = [Stage(s.epochs, s.train, {k: v * scale for k, v in dataclasses.asdict(s.lr or o.lr).items()},
-                    s.augment) for s in cfg.stages]
+                    s.augment, s.mix) for s in cfg.stages]
+    ema = (lambda model: WeightEma(model, t.ema.decay, t.ema.warmup)) if t.ema else None
 
     def make_loss(class_counts: np.ndarray) -> nn.Module:
         return build_loss(lc.name, class_counts=class_counts, class_weights=lc.class_weights,
@@ -104,4 +113,4 @@ def build_fold_plan(cfg: Config, metric: M.MetricLike | None = None, world_size:
                     make_schedule=make_schedule, batch_size=t.batch_size, eval_batch_size=t.eval_batch_size,
                     accum_steps=t.accum_steps, clip_grad=t.clip_grad, early_stopping=t.early_stopping,
                     time_limit=t.time_limit, num_workers=t.num_workers, seed=t.seed, tta=tuple(cfg.predict.tta),
-                    tensorboard=cfg.output.tensorboard, progress=cfg.output.progress)
+                    tensorboard=cfg.output.tensorboard, progress=cfg.output.progress, mix=mix_spec(cfg.augment.mix), make_ema=ema)

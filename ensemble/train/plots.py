@@ -76,3 +76,26 @@ def curves_figure(history: pd.DataFrame, metric: str):
     fig.tight_layout(rect=(0, 0.05 + 0.06 * math.ceil(len(handles) / ncol), 1, 1))
     fig.legend(handles=handles, loc="lower center", ncol=ncol, fontsize=10, frameon=False)
     return fig
+
+
+def plot_lr_find(sweeps: dict, path: Path, title: str = "") -> None:
+    """LR range test curves: loss (faint) and smoothed loss against the LR (log scale), one panel
+    per sweep (ensemble.train.lr_find.Sweep), with the suggested LRs marked."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, len(sweeps), figsize=(5.2 * len(sweeps), 3.6), squeeze=False)
+    for ax, (group, s) in zip(axes[0], sweeps.items()):
+        finite = np.isfinite(s.smoothed)
+        ax.plot(s.lrs, s.losses, color="0.75", lw=0.8, label="loss")
+        ax.plot(s.lrs[finite], s.smoothed[finite], color="C0", lw=1.6, label="smoothed")
+        for (name, lr), colour in zip(s.suggestions().items(), ("C3", "C2")):
+            ax.axvline(lr, color=colour, ls="--", lw=1, label=f"{name.replace('_div', ' / ')} {lr:.1e}")
+        top = np.nanmax(s.smoothed[finite]) if finite.any() else 1.0
+        ax.set_ylim(max(0.0, np.nanmin(s.smoothed[finite]) * 0.8) if finite.any() else 0.0, top * 1.1)
+        ax.set_xscale("log")
+        ax.set_xlabel(f"optim.lr.{group}")
+        ax.set_ylabel("training loss")
+        ax.set_title(f"{group}{' (diverged)' if s.diverged else ''}")
+        ax.legend(fontsize=7)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    _save(fig, path)

@@ -31,8 +31,10 @@ from ensemble.train.engine import resolve_precision
 from ensemble.train.fold import FoldInputs, FoldTrainer
 from ensemble.train.plan import build_fold_plan
 from ensemble.train.ranks import start_ranks
-from ensemble.train.setup import (check_device, check_disk, check_resumable, check_run_dir, check_weights, load_images,
-                                  open_run_dir, plan_competition_folds, run_folder, write_labels)
+from ensemble.train.setup import (check_device, check_disk, check_resumable, check_run_dir, check_weights,
+                                  image_cache_dir, load_images, model_kwargs, open_run_dir, plan_competition_folds,
+                                  run_folder, write_labels)
+from ensemble.train.targets import SoftInputs
 
 
 logger = logging.getLogger(__name__)
@@ -86,6 +88,15 @@ def _check_loss(cfg: Config, comp) -> None:
                           f"{', '.join(comp.classes[:20])}") from None
 
 
+def _soft_inputs(cfg: Config, comp) -> SoftInputs:
+    """train.extra_rows and train.soft_targets, read and checked against the competition's classes
+    and rows (ConfigError naming the key and file)."""
+    try:
+        return SoftInputs.read(cfg.train.extra_rows, cfg.train.soft_targets, comp)
+    except (ValueError, FileNotFoundError) as e:
+        raise ConfigError(str(e)) from None
+
+
 def train_run(cfg: Config, *, folds: Sequence[int] | None = None, resume: bool = False, fresh: bool = False,
               assemble_only: bool = False, on_epoch=None, dist: DistEnv = SINGLE) -> RunResult:
     """Train the given folds (default all) of `cfg` and assemble the run when every fold is done.
@@ -109,6 +120,7 @@ def train_run(cfg: Config, *, folds: Sequence[int] | None = None, resume: bool =
     _check_loss(cfg, comp)
     device = check_device(rank_device(dist, cfg.train.device))
     params = check_weights(cfg.model.backbone, cfg.model.pretrained, cfg.model.weights_map)
+    soft = _soft_inputs(cfg, comp)  # read and checked before anything is written
     todo = [] if assemble_only else list(folds if folds is not None else range(cfg.folds.n))
     if resume:
         check_resumable(cfg.run_dir, todo)
@@ -138,6 +150,10 @@ def train_run(cfg: Config, *, folds: Sequence[int] | None = None, resume: bool =
 
     setup = start_ranks(dist, comp, make_folds, build_images, write_run, cfg.run_dir)  # others learn from rank 0
     fold_of, folds_hash, run_dir, tr, te = setup.fold_of, setup.folds_hash, setup.run_dir, setup.train, setup.test
+    targets, extra_x, extra_t = soft.fold_inputs(  # extra rows' images: the test cache or the same cache
+        comp.train["y"].to_numpy(), n_classes, comp.test["path"].tolist(), te, cfg.input.size,
+        image_cache_dir(comp_dir, cfg.input.cache), policy=cfg.input.bad_images,
+        workers=max(2, cfg.train.num_workers), progress=cfg.output.progress) if todo else (None, None, None)
     # the metric bound to the competition's classes (after config.yaml is written with its text form)
     cfg = dataclasses.replace(cfg, competition=dataclasses.replace(cfg.competition, metric=comp.metric))
     log_(f"run {run_dir}: {len(comp.train)} train / {len(comp.test)} test images, {n_classes} classes, "
@@ -151,10 +167,7 @@ def train_run(cfg: Config, *, folds: Sequence[int] | None = None, resume: bool =
              f"({dist.world_size} ranks x {t.batch_size} x {t.accum_steps} accum steps); LRs {scale} "
              f"(train.lr_scaling); SyncBN {'on' if t.sync_bn else 'off'}")
     out_dim = 1 if cfg.competition.task == "ordinal" else n_classes
-    model_kw = dict(pretrained=cfg.model.pretrained, weights_map=cfg.model.weights_map, head_hidden=cfg.model.head.hidden,
-                    head_batchnorm=cfg.model.head.batchnorm, head_dropout=cfg.model.head.dropout,
-                    head_activation=cfg.model.head.activation, drop_rate=cfg.model.drop_rate,
-                    drop_path_rate=cfg.model.drop_path_rate)
+    model_kw = model_kwargs(cfg)
     train_tf, eval_tf = build_transforms(cfg.augment.train), build_transforms(cfg.augment.eval)
     y = comp.train["y"].to_numpy()
     plan = build_fold_plan(cfg, cfg.competition.metric, dist.world_size)
@@ -172,7 +185,8 @@ def train_run(cfg: Config, *, folds: Sequence[int] | None = None, resume: bool =
         data = FoldInputs(train_images=tr.array, test_images=te.array,
                           train_idx=np.flatnonzero((fold_of != k) & tr.ok),
                           val_idx=np.flatnonzero((fold_of == k) & tr.ok), test_idx=np.arange(len(comp.test)),
-                          y=y, n_classes=n_classes, train_tf=train_tf, eval_tf=eval_tf)
+                          y=y, n_classes=n_classes, train_tf=train_tf, eval_tf=eval_tf, targets=targets,
+                          extra_images=extra_x, extra_targets=extra_t)
         log_(f"fold {k}: {len(data.train_idx)} train / {len(data.val_idx)} val rows on {device} "
             f"(amp {prec.dtype or 'off'}, channels_last {prec.channels_last})")
         info = FoldTrainer(plan, k, model, data, prec, RunPaths(run_dir).fold_dir(k), on_epoch, dist).run(resume=resume)
@@ -193,7 +207,7 @@ def train_run(cfg: Config, *, folds: Sequence[int] | None = None, resume: bool =
     extra = {"run": cfg.run_name, "competition": cfg.competition.name, "backbone": cfg.model.backbone,
              "input_size": cfg.input.size, "weights": weights,
              "params_m": sum(p.numel() for p in flops_model.parameters()) / 1e6,
-             "gflops": model_flops(flops_model, cfg.input.size)}
+             "gflops": model_flops(flops_model, cfg.input.size), **soft.provenance()}
     bad_test = [comp.test["id"].iat[i] for i in np.flatnonzero(~te.ok)]
     if bad_test:
         logger.warning(f"warning: {len(bad_test)} test images could not be read; their rows average the folds' predictions "

@@ -240,16 +240,29 @@ def open_run_dir(run_dir: Path, runs_dir: Path, config_text: str, folds_hash: st
     return run_dir
 
 
+def model_kwargs(cfg) -> dict:
+    """build_model's keyword arguments from a Config's `model:` section (backbone and out_dim aside)."""
+    m = cfg.model
+    return dict(pretrained=m.pretrained, weights_map=m.weights_map, head_hidden=m.head.hidden,
+                head_batchnorm=m.head.batchnorm, head_dropout=m.head.dropout, head_activation=m.head.activation,
+                drop_rate=m.drop_rate, drop_path_rate=m.drop_path_rate)
+
+
+def image_cache_dir(comp_dir: Path, keep: bool = True) -> Path:
+    """runs/<competition>/cache/ (input.cache), or a temporary folder removed when the process exits."""
+    if keep:
+        return CompetitionPaths(comp_dir).cache
+    cache_dir = Path(tempfile.mkdtemp(prefix="ensemble-cache-"))
+    atexit.register(shutil.rmtree, cache_dir, True)
+    return cache_dir
+
+
 def load_images(comp: Competition, comp_dir: Path, size: int, *, keep: bool = True, policy: str = "fail",
                 workers: int = 2, progress: bool = True, max_pixels: int | None = None) -> tuple:
     """Decoded, resized uint8 caches of train and test images. keep (input.cache): in
     runs/<competition>/cache/, shared by all models and folds; else in a temporary folder removed
     when the process exits (every run decodes again). Unreadable images leave no new folder behind."""
-    if keep:
-        cache_dir = CompetitionPaths(comp_dir).cache
-    else:
-        cache_dir = Path(tempfile.mkdtemp(prefix="ensemble-cache-"))
-        atexit.register(shutil.rmtree, cache_dir, True)
+    cache_dir = image_cache_dir(comp_dir, keep)
     kw = dict(policy=policy, workers=workers, progress=progress, max_pixels=max_pixels)
     # a missing test image is found before the train cache is built (train's own bad images are listed
     # together, missing or undecodable, by build_cache, which writes nothing when it refuses)

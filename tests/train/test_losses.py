@@ -87,7 +87,7 @@ def test_regression_losses_hand_computed():
     assert build_loss("smooth_l1", class_counts=counts)(out, tgt).item() == pytest.approx(0.3125)  # (0.125 + 0.5) / 2
     weighted = build_loss("mse", class_counts=counts, class_weights=[1, 1, 1, 3])
     assert weighted(out, tgt).item() == pytest.approx(0.8125)  # (1 * 0.25 + 3 * 1) / 4
-    with pytest.raises(ValueError, match=r"mse loss needs outputs of shape \(N, 1\) matching targets \(N,\), got \(2, 4\) and \(2,\)"):
+    with pytest.raises(ValueError, match=r"mse loss needs outputs of shape \(N, 1\) matching targets \(N,\) or \(N, C\), got \(2, 4\) and \(2,\)"):
         build_loss("mse", class_counts=counts)(torch.zeros(2, 4), tgt)
 
 
@@ -131,3 +131,59 @@ def test_bad_class_counts_and_logit_shape():
     loss = build_loss("ce", class_counts=[4, 3, 2])
     with pytest.raises(ValueError, match=r"logits must have shape \(N, 3\), got \(2, 2\)"):
         loss(LOGITS2, TARGETS2)
+
+
+# ---------------------------------------------------------------- soft targets (N, C)
+@pytest.mark.parametrize("name, extra", [("ce", {}), ("focal", {"gamma": 2.0}), ("focal", {"gamma": 0.5, "alpha": [1, 2, 0.5, 3]})])
+@pytest.mark.parametrize("class_weights", [None, "auto", [0.5, 2.0, 1.0, 3.0]])
+@pytest.mark.parametrize("label_smoothing", [0.0, 0.1])
+def test_one_hot_soft_targets_equal_the_hard_label_loss(name, extra, class_weights, label_smoothing):
+    logits, targets = _random_case()
+    loss = build_loss(name, class_counts=[3, 5, 2, 6], class_weights=class_weights,
+                      label_smoothing=label_smoothing, **extra)
+    one_hot = torch.nn.functional.one_hot(targets, 4).float()
+    torch.testing.assert_close(loss(logits, one_hot), loss(logits, targets), rtol=1e-6, atol=1e-7)
+    if name == "ce":  # and both equal torch's own hard-label cross-entropy
+        w = resolve_class_weights(class_weights, [3, 5, 2, 6])
+        ref = torch.nn.functional.cross_entropy(logits, targets, weight=w, label_smoothing=label_smoothing)
+        torch.testing.assert_close(loss(logits, one_hot), ref, rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("name", ["mse", "smooth_l1"])
+def test_one_hot_soft_targets_equal_the_hard_grade_loss(name):
+    out, tgt = torch.tensor([[0.5], [2.0], [1.2]]), torch.tensor([0, 3, 1])
+    loss = build_loss(name, class_counts=[1, 1, 1, 1], class_weights=[1, 2, 1, 3])
+    one_hot = torch.nn.functional.one_hot(tgt, 4).float()
+    torch.testing.assert_close(loss(out, one_hot), loss(out, tgt))
+    # a soft row's grade is its expected class index: (0.5, 0, 0, 0.5) -> grade 1.5 like a hard 1.5
+    mse = build_loss("mse", class_counts=[1, 1, 1, 1])
+    assert mse(torch.tensor([[1.0]]), torch.tensor([[0.5, 0, 0, 0.5]])).item() == pytest.approx(0.25)
+
+
+def test_soft_ce_and_focal_hand_computed():
+    # p = (1/4, 3/4); t = (1/2, 1/2): 0.5 ln 4 + 0.5 ln(4/3) = 0.8369882
+    soft = torch.tensor([[0.5, 0.5]])
+    assert build_loss("ce", class_counts=[5, 5])(LOGITS2[1:], soft).item() == pytest.approx(0.8369882, abs=1e-6)
+    # class weights per class: (0.5 * 1 * ln 4 + 0.5 * 3 * ln(4/3)) / (0.5 * 1 + 0.5 * 3) = 0.5623351
+    weighted = build_loss("ce", class_counts=[5, 5], class_weights=[1.0, 3.0])
+    assert weighted(LOGITS2[1:], soft).item() == pytest.approx(0.5623351, abs=1e-6)
+    # focal per class, t = (1/4, 3/4), gamma 2: 0.25 (3/4)^2 ln 4 + 0.75 (1/4)^2 ln(4/3) = 0.2084330
+    focal = build_loss("focal", class_counts=[5, 5], gamma=2.0)
+    assert focal(LOGITS2[1:], torch.tensor([[0.25, 0.75]])).item() == pytest.approx(0.2084330, abs=1e-6)
+
+
+def test_a_soft_rows_sum_is_its_weight():
+    logits, targets = _random_case(n=3, c=4)
+    one_hot = torch.nn.functional.one_hot(targets, 4).float()
+    for name in ("ce", "focal"):
+        loss = build_loss(name, class_counts=[1, 1, 1, 1], label_smoothing=0.1)
+        per = [loss(logits[i:i + 1], one_hot[i:i + 1]) for i in range(3)]
+        doubled = one_hot.clone()
+        doubled[0] *= 2.0  # row 0 counts twice
+        torch.testing.assert_close(loss(logits, doubled), (2 * per[0] + per[1] + per[2]) / 4)
+
+
+def test_soft_target_shape_is_checked():
+    loss = build_loss("ce", class_counts=[4, 3, 2])
+    with pytest.raises(ValueError, match=r"targets must have shape \(2,\) \(class indices\) or \(2, 3\) \(soft targets\), got \(2, 2\)"):
+        loss(torch.zeros(2, 3), torch.zeros(2, 2))
