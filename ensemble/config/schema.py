@@ -166,6 +166,12 @@ class TrainCfg:
     device: str = "auto"
     sync_bn: bool = False
     lr_scaling: Literal["none", "linear", "sqrt"] = "none"
+    keep_last: bool = False  # keep fold<k>/last.pt (optimizer state) once the fold is finished
+
+    @property
+    def eval_batch(self) -> int:
+        """The batch size of validation and test predictions (and of test-time adaptation)."""
+        return self.eval_batch_size or 2 * self.batch_size
 
 
 @dataclass(frozen=True)
@@ -178,6 +184,8 @@ class AugmentCfg:
 class PredictCfg:
     # views (none, hflip, vflip, rot90, rot180, rot270, transpose, antitranspose, scaleF, a+b) or groups (d4, flips)
     tta: list[str] = field(default_factory=lambda: ["none"], metadata={"parse": _tta_field})
+    # test-time adaptation of each fold model to the test images: none, bn (AdaBN), tent (ensemble.train.adapt)
+    adapt: str = field(default="none", metadata={"parse": _names("adaptation")})
 
 
 @dataclass(frozen=True)

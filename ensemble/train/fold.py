@@ -1,6 +1,6 @@
 """Train one fold through the stages of a FoldPlan, with checkpoints, resume, early stopping, predictions.
 
-fold<k>/last.pt   model + optimizer + schedule + position, written after every epoch (resume)
+fold<k>/last.pt   model + optimizer + schedule + position after every epoch (resume; removed when done)
 fold<k>/best.pt   weights of the best epoch by the competition metric
 fold<k>/history.csv, TensorBoard events, preds.npz (val rows, val + test predictions)
 """
@@ -20,6 +20,7 @@ import torch
 from ensemble import metrics as M
 from ensemble.artifacts import FoldPaths, atomic_path, atomic_write_csv, atomic_write_json
 from ensemble.data.datasets import CachedDataset, make_loader
+from ensemble.train.adapt import adapt_model
 from ensemble.train.distributed import SINGLE, DistEnv, barrier, gather_rows, shard, wrap_model
 from ensemble.train.engine import (FeatureLoader, NonFiniteLossError, Precision, check_diverged, divergence_hint,
                                    extract_features, predict, train_one_epoch)
@@ -297,16 +298,24 @@ class FoldTrainer:
                     self.writer.add_scalar(f"lr/{k[3:]}", v, row["global_epoch"])
 
     # ------------------------------------------------------------ finish
+    def _test_model(self) -> torch.nn.Module:
+        """The best weights adapted to all test images by plan.adapt (every rank; batches as in predict)."""
+        d, adapt = self.data, self.plan.adapt
+        batches = lambda: make_loader(CachedDataset(d.test_images, d.test_idx, None, d.eval_tf), adapt.batch_size,
+                                      shuffle=False, num_workers=0, pin_memory=False)
+        return adapt_model(self.model, batches, adapt, self.prec, self.activation)
+
     def _finish(self, best: dict | None) -> dict:
         """Reload the best weights, predict the val rows (V, C) and test rows (T, C) with the plan's
-        TTA views, save preds.npz (val_idx, val, test) and result.json (rank 0). -> the result dict."""
+        TTA views (the test rows after test-time adaptation, if any), save preds.npz (val_idx, val,
+        test) and result.json, remove last.pt unless plan.keep_last (rank 0). -> the result dict."""
         if best is None:
             raise RuntimeError(f"fold {self.k}: no epoch was trained (all stages have 0 epochs?)")
         state = load_torch(self.paths.best, map_location=self.prec.device)
         self.model.load_state_dict(state["model"])
         t0, d, tta = time.perf_counter(), self.data, list(self.plan.tta)
         val_out = self._predict(self.model, d.train_images, d.val_idx, d.eval_tf, tta=tta)
-        test_out = self._predict(self.model, d.test_images, d.test_idx, d.eval_tf, tta=tta)
+        test_out = self._predict(self._test_model(), d.test_images, d.test_idx, d.eval_tf, tta=tta)
         full = [r["img_s"] for r in self.history if not r["cached_features"]]
         info = {"best_score": float(best["score"]), "best_epoch": int(best["epoch"]),
                 "tta_score": M.score_outputs(self.metric, self.task, d.y[d.val_idx], val_out, d.n_classes),
@@ -316,4 +325,6 @@ class FoldTrainer:
         if self.dist.is_main:
             save_npz(self.paths.preds, val_idx=d.val_idx, val=val_out, test=test_out)
             atomic_write_json(self.paths.result, info)
+            if not self.plan.keep_last:  # a finished fold resumes from preds.npz; predict needs best.pt only
+                self.paths.last.unlink(missing_ok=True)
         return info
