@@ -42,6 +42,11 @@ class Adaptation:
     steps: int = 10
     lr: float = 1e-3
 
+    def __post_init__(self):
+        ADAPTERS.get(self.method)  # unknown adaptation 'x'; available: none, bn, tent
+        if self.batch_size < 2 or self.steps < 1 or not self.lr > 0:
+            raise ValueError(f"adaptation needs batch_size >= 2, steps >= 1 and lr > 0, got {self.to_dict()}")
+
     def to_dict(self) -> dict:
         return {"method": self.method, "batch_size": self.batch_size, "steps": self.steps, "lr": self.lr}
 
@@ -84,7 +89,7 @@ def _bn_mode(model: nn.Module, bns) -> None:
 
 @ADAPTERS.register("bn")
 @torch.no_grad()
-def reestimate_bn(model: nn.Module, batches: Batches, prec, adaptation: Adaptation = Adaptation("bn"),
+def reestimate_bn(model: nn.Module, batches: Batches, prec, adaptation: Adaptation | None = None,
                   activation: str = "softmax") -> int:
     """AdaBN in place: every BatchNorm's running statistics re-estimated on `batches`. -> images used."""
     bns = _batchnorms(model)
@@ -136,10 +141,12 @@ def mean_entropy(model: nn.Module, data: list[torch.Tensor], prec) -> float:
 
 
 @ADAPTERS.register("tent")
-def tent(model: nn.Module, batches: Batches, prec, adaptation: Adaptation = Adaptation("tent"),
+def tent(model: nn.Module, batches: Batches, prec, adaptation: Adaptation | None = None,
          activation: str = "softmax") -> bool:
-    """bn, then Tent's entropy minimisation on the BatchNorm affine parameters, kept only when the mean
-    entropy of the adaptation batches went down. -> True when the Tent steps were kept."""
+    """bn, then Tent's entropy minimisation on the BatchNorm affine parameters (adaptation.steps Adam
+    steps at adaptation.lr), kept only when the mean entropy of the adaptation batches went down.
+    -> True when the Tent steps were kept."""
+    adaptation = adaptation or Adaptation("tent")
     if activation != "softmax":
         raise ValueError("predict.adapt=tent minimises the entropy of class probabilities; a model that "
                          "regresses a score has none (use bn)")
@@ -158,7 +165,7 @@ def tent(model: nn.Module, batches: Batches, prec, adaptation: Adaptation = Adap
     for p in params:
         p.requires_grad_(True)
     optimizer = torch.optim.Adam(params, lr=adaptation.lr)
-    momentum = [m.momentum for m in bns]
+    momentum, counts = [m.momentum for m in bns], [m.num_batches_tracked.clone() for m in bns]
     _bn_mode(model, bns)
     try:
         for m in bns:
@@ -170,8 +177,9 @@ def tent(model: nn.Module, batches: Batches, prec, adaptation: Adaptation = Adap
             loss.backward()
             optimizer.step()
     finally:
-        for m, mom in zip(bns, momentum):
+        for m, mom, count in zip(bns, momentum, counts):
             m.momentum = mom
+            m.num_batches_tracked.copy_(count)
         for p, g in grads.items():
             p.requires_grad_(g)
         model.eval()
