@@ -10,6 +10,7 @@ temporary folder beside its destination and renamed when complete.
 """
 from __future__ import annotations
 
+import csv
 import json
 import logging
 import os
@@ -93,8 +94,7 @@ def _submission_format(manifest: dict, where: Path) -> dict:
     sub = Path(manifest["submission"]["path"])
     if not sub.is_file():
         raise BundleError(f"{where}: the submission {sub} is missing (its header gives the submission format)")
-    with open(sub, encoding="utf-8") as f:
-        import csv
+    with open(sub, encoding="utf-8", newline="") as f:
         header = next(csv.reader(f))
     return {"kind": manifest["submission"]["format"], "id_col": header[0], "columns": header[1:]}
 

@@ -36,10 +36,6 @@ class Chunk:
         return len(self.ok)
 
 
-def _name(item, i: int) -> str:
-    return f"image {i}" if isinstance(item, np.ndarray) else str(item)
-
-
 def _load(item, i: int, sizes: Sequence[int]) -> tuple[dict[int, np.ndarray] | None, str | None]:
     """One input at every size, or (None, reason). Bad arrays raise: they are the caller's bug."""
     if isinstance(item, np.ndarray):

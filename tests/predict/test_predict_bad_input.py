@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from predict_fixtures import CLASSES, submission, trained
+from predict_fixtures import CLASSES, trained
 from ensemble.data.images import decode
 from ensemble.export import main as export_main
 from ensemble.predict import Predictor
