@@ -14,6 +14,7 @@ import sys
 from typing import Sequence
 
 from ensemble.cli import add_verbosity, setup_logging
+from ensemble.plugins import add_plugin_argument, load_plugins
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -25,6 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--half", action="store_true", help="store the weights in fp16 (half the size)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing bundle folder")
     p.add_argument("--submissions-dir", default="submissions", help="where vote wrote submissions (default submissions)")
+    add_plugin_argument(p)
     add_verbosity(p)
     return p
 
@@ -34,6 +36,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     setup_logging(args.verbose - args.quiet)
     from ensemble.predict.export import export_bundle
     try:
+        load_plugins(args.plugin)  # the registries the runs' configs name (backbones, TTA views, ...)
         res = export_bundle(args.competition, args.submission, args.out, make_zip=args.zip, half=args.half,
                             submissions_dir=args.submissions_dir, overwrite=args.overwrite)
     except (ValueError, OSError) as e:

@@ -16,6 +16,7 @@ import time
 from typing import Sequence
 
 from ensemble.cli import add_verbosity, setup_logging
+from ensemble.plugins import add_plugin_argument, load_plugins
 from ensemble.predict.reader import BAD_IMAGE
 
 
@@ -33,6 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--on-bad-image", choices=BAD_IMAGE, default="error",
                    help="an image that does not decode: stop (error, default) or give its row the class priors")
     p.add_argument("--adapt", help="override the bundle's test-time adaptation: none, bn, tent")
+    add_plugin_argument(p)
     add_verbosity(p)
     return p
 
@@ -46,6 +48,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from ensemble.predict.writer import output_format, write_predictions
     t0 = time.perf_counter()
     try:
+        load_plugins(args.plugin)  # what the bundle's models were trained with (custom TTA views, vote methods)
         bundle = read_bundle(args.bundle)
         ids, paths, sample = list_images(args.images, args.sample, bundle.meta.get("image_ext", ""),
                                          bundle.meta["id_col"])

@@ -184,6 +184,6 @@ def readme_text(meta: dict) -> str:
              "--out submission.csv", "```", "", "| model | backbone | size | TTA | folds | CV |", "|---|---|---|---|---|---|"]
     for m in meta["models"]:
         score = "-" if m.get("cv") is None else f"{m['cv']:.4f} (std {m.get('cv_std') or 0:.4f})"
-        lines.append(f"| {m['name']} | {m['build']['backbone']} | {m['input_size']} | {', '.join(m['tta'])} | "
+        lines.append(f"| {m['name']} | {m.get('backbone') or m['build']['backbone']} | {m['input_size']} | {', '.join(m['tta'])} | "
                      f"{len(m['folds'])} | {score} |")
     return "\n".join(lines) + "\n"
