@@ -73,6 +73,7 @@ class Predictor:
                 raise ValueError(f"threads must be >= 1, got {threads}")
             torch.set_num_threads(threads)
         b = bundle if isinstance(bundle, Bundle) else read_bundle(bundle, verify=verify)
+        unused = R.unused_models(b.recipe)
         dev = resolve_device(device)
         prec = resolve_precision(dev, "auto", channels_last=dev.type == "cuda")
         models = []
@@ -81,8 +82,8 @@ class Predictor:
             if adapt is not None:
                 how = replace(how, method=adapt)
             tf = build_transforms(spec.eval_augment, where=f"bundle model '{spec.name}' eval augmentation")
-            nets = []
-            for f in spec.folds:
+            nets = []  # none for a model the vote gives no weight: it is not run
+            for f in ([] if len(models) in unused else spec.folds):
                 net = build_model(**spec.build, pretrained=False)
                 net.load_state_dict(load_weights(f.file), strict=True)
                 net = net.to(dev).eval()
@@ -103,6 +104,8 @@ class Predictor:
         if not len(rows):
             return out
         for i, (m, folds) in enumerate(zip(self.models, nets)):
+            if not folds:
+                continue  # weight 0 in the vote
             x = self._inputs(m, chunk, rows)
             acc = np.zeros((len(rows), width), np.float64)
             for weight, net in folds:
@@ -204,7 +207,8 @@ class Predictor:
     def predict_models(self, items: Sequence, *, batch_size: int = 32, on_bad_image: str = "error",
                        workers: int = 2) -> np.ndarray:
         """(M, N, W) each model's prediction (its folds' weighted mean) before the vote, in bundle.models
-        order: W = the classes' probabilities (or 1 score); NaN rows for unreadable images."""
+        order: W = the classes' probabilities (or 1 score); NaN rows for unreadable images, zeros for a
+        model the vote gives weight 0 (hillclimb, weighted: it is not run)."""
         width = 1 if self.recipe["ordinal"] else len(self.classes)
         out = np.full((len(self.models), len(items), width), np.nan, np.float32)
         for chunk, stack in self._stacks(list(items), batch_size, on_bad_image, workers, False):

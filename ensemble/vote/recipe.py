@@ -104,6 +104,14 @@ def replay(recipe: dict, stack: np.ndarray) -> np.ndarray:
     return finish(recipe, combined(recipe, stack))
 
 
+def unused_models(recipe: dict) -> set[int]:
+    """Models a weighted-mean vote gives weight 0 (hill-climbing often drops some): their predictions
+    are multiplied by 0, so they need not be made (zeros in their place give the same result)."""
+    if recipe["method"] not in ("weighted", "hillclimb"):
+        return set()
+    return {i for i, w in enumerate((recipe.get("state") or {}).get("weights", [])) if w == 0}
+
+
 def outputs_labels(recipe: dict) -> bool:
     """True when the vote ends in class indices (ordinal scores or expected grades cut by thresholds)."""
     return bool(recipe["ordinal"] or recipe.get("grade"))

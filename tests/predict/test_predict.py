@@ -42,7 +42,7 @@ def test_export_then_predict_reproduces_the_voted_submission(t, tmp_path, method
 
 def test_every_method_replays_on_the_bundles_per_model_predictions(t):
     """The per-model predictions predict makes, voted by each manifest's recipe: each submission."""
-    p = Predictor.load(t.bundle("hillclimb"))
+    p = Predictor.load(t.bundle("mean"))
     test = pd.read_csv(t.comp / "sample_submission.csv", dtype=str)
     paths = [str(t.comp / "test" / f"{i}.jpg") for i in test["id"]]
     stack = p.predict_models(paths)
@@ -179,3 +179,18 @@ def test_finished_folds_keep_last_only_when_asked(t):
     r10t, mnv3 = t.runs  # r10t: train.keep_last=true
     assert sorted(p.parent.name for p in r10t.glob("fold*/last.pt")) == ["fold0", "fold1"]
     assert not list(mnv3.glob("fold*/last.pt")) and len(list(mnv3.glob("fold*/best.pt"))) == 2
+
+
+def test_a_model_without_vote_weight_is_not_run(t):
+    b = read_bundle(t.bundle("weighted"))
+    recipe = json.loads(json.dumps(b.meta["recipe"]))
+    recipe["state"]["weights"] = recipe["options"]["weights"] = [1.0, 0.0]  # as hill-climbing may choose
+    b.meta["recipe"] = recipe
+    p = Predictor.load(b)
+    assert [len(m.nets) for m in p.models] == [2, 0]
+    paths = sorted(str(x) for x in (t.comp / "test").iterdir())
+    stack = p.predict_models(paths)
+    assert not stack[1].any()
+    r10t = Predictor.load(t.bundle("mean")).predict_models(paths)[0]
+    np.testing.assert_allclose(stack[0], r10t, atol=1e-6)
+    np.testing.assert_allclose(p.predict(paths).to_numpy(), r10t, atol=1e-6)
