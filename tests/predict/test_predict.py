@@ -194,3 +194,15 @@ def test_a_model_without_vote_weight_is_not_run(t):
     r10t = Predictor.load(t.bundle("mean")).predict_models(paths)[0]
     np.testing.assert_allclose(stack[0], r10t, atol=1e-6)
     np.testing.assert_allclose(p.predict(paths).to_numpy(), r10t, atol=1e-6)
+
+
+def test_a_zipped_bundle_predicts_the_same(t, tmp_path):
+    from ensemble.predict import export_bundle
+    res = export_bundle("tiny", t.manifest("majority"), tmp_path / "majority", make_zip=True,
+                        submissions_dir=t.root / "submissions")
+    assert res.zip_path == tmp_path / "majority.zip" and res.zip_path.stat().st_size > res.nbytes * 0.5
+    shutil.rmtree(res.path)  # the zip alone
+    out = tmp_path / "sub.csv"
+    assert predict_main(["--bundle", str(res.zip_path), "--images", str(t.comp / "test"), "--sample",
+                         str(t.comp / "sample_submission.csv"), "--out", str(out), "-q"]) == 0
+    _same_submission(pd.read_csv(out, dtype={"id": str}), submission(t.manifest("majority")))
