@@ -15,7 +15,9 @@ is built: a bundle that reads is complete.
 """
 from __future__ import annotations
 
+import atexit
 import json
+import shutil
 import tempfile
 import zipfile
 from dataclasses import dataclass
@@ -98,12 +100,13 @@ def _where(root: Path) -> str:
 
 
 def _unzip(path: Path) -> Path:
-    """A zipped bundle extracted into a temporary folder (removed with the process's temp files)."""
+    """A zipped bundle extracted into a temporary folder, removed when the process exits."""
     try:
         archive = zipfile.ZipFile(path)
     except zipfile.BadZipFile:
         raise BundleError(f"{path}: not a zip file (a bundle is a folder or its .zip)") from None
     dest = Path(tempfile.mkdtemp(prefix="ensemble-bundle-"))
+    atexit.register(shutil.rmtree, dest, True)
     with archive:
         archive.extractall(dest)
     hits = sorted(dest.rglob(BUNDLE_JSON))
