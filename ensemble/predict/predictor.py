@@ -13,7 +13,6 @@ with pretrained=False and loaded from the bundle: nothing is downloaded.
 """
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -27,13 +26,10 @@ from ensemble.data.datasets import to_input
 from ensemble.models import build_model
 from ensemble.predict.bundle import Bundle, ModelSpec, load_weights, read_bundle
 from ensemble.predict.reader import Chunk, read_chunks, spool
-from ensemble.predict.sources import list_images
+from ensemble.predict.sources import image_id, list_images
 from ensemble.train.adapt import Adaptation, adapt_model
 from ensemble.train.engine import predict as predict_batches, resolve_device, resolve_precision
 from ensemble.vote import recipe as R
-
-logger = logging.getLogger(__name__)
-
 
 @dataclass
 class Predictions:
@@ -150,8 +146,9 @@ class Predictor:
         return any(m.adapt.method != "none" for m in self.models)
 
     def adapt_to(self, images: Sequence, *, batch_size: int = 32, workers: int = 2) -> "Predictor":
-        """Adapt every fold model once to `images` (paths or arrays; e.g. this month's scans) and keep
-        them so: later predict / predict_one calls use these models and adapt no more. -> self."""
+        """Adapt every fold model once to `images` (paths or arrays; e.g. this month's scans; unreadable
+        files are left out) and keep them so: later predict / predict_one calls use these models and
+        adapt no more. -> self."""
         items = list(images)
         spooled = spool(items, sorted({m.spec.input_size for m in self.models}), batch_size, workers, "prior")
         try:
@@ -225,7 +222,6 @@ class Predictor:
             images, ids = paths, (found.tolist() if ids is None else ids)
         items = list(images)
         if ids is None:
-            from ensemble.predict.sources import image_id
             ext = self.bundle.meta.get("image_ext", "")
             ids = [i if isinstance(x, np.ndarray) else image_id(Path(x).name, ext) for i, x in enumerate(items)]
         if len(ids) != len(items):

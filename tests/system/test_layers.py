@@ -35,7 +35,7 @@ ALLOWED = {
     # predict: models, data, train's prediction/TTA/adaptation and vote's recipe and submission format; export
     # also reads the runs and their configs (artifacts, config); never tune, report or compete
     "ensemble.predict": BASE | {"ensemble.config", "ensemble.artifacts", "ensemble.data", "ensemble.models",
-                                "ensemble.train", "ensemble.vote", "ensemble.cli"},
+                                "ensemble.train", "ensemble.vote", "ensemble.cli", "ensemble.plugins"},
 }
 
 
