@@ -33,6 +33,8 @@ _API = {
     "tune_model": "ensemble.tune.tuner", "TuneResult": "ensemble.tune.tuner",
     # vote
     "vote_runs": "ensemble.vote.voter", "VoteResult": "ensemble.vote.voter", "find_runs": "ensemble.artifacts",
+    # predict: bundles
+    "Predictor": "ensemble.predict", "export_bundle": "ensemble.predict", "read_bundle": "ensemble.predict",
     # artifacts, registries
     "RunPaths": "ensemble.artifacts", "CompetitionPaths": "ensemble.artifacts", "Registry": "ensemble.registry",
 }

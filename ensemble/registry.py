@@ -118,6 +118,7 @@ _OWNERS = {
     "metric": ("ensemble.metrics", "METRICS"),
     "TTA view": ("ensemble.train.tta", "TTA_VIEWS"),
     "vote method": ("ensemble.vote.methods", "METHODS"),
+    "adaptation": ("ensemble.train.adapt", "ADAPTERS"),
 }
 
 

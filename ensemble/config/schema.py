@@ -185,6 +185,12 @@ class TrainCfg:
     ema: EmaCfg | None = None  # validation, best.pt and predictions use the EMA weights
     extra_rows: str | None = None  # CSV: id, path, one probability column per class, weight; joins every fold's training part
     soft_targets: SoftTargetsCfg | None = None
+    keep_last: bool = False  # keep fold<k>/last.pt (optimizer state) once the fold is finished
+
+    @property
+    def eval_batch(self) -> int:
+        """The batch size of validation and test predictions (and of test-time adaptation)."""
+        return self.eval_batch_size or 2 * self.batch_size
 
 
 @dataclass(frozen=True)
@@ -207,6 +213,8 @@ class AugmentCfg:
 class PredictCfg:
     # views (none, hflip, vflip, rot90, rot180, rot270, transpose, antitranspose, scaleF, a+b) or groups (d4, flips)
     tta: list[str] = field(default_factory=lambda: ["none"], metadata={"parse": _tta_field})
+    # test-time adaptation of each fold model to the test images: none, bn (AdaBN), tent (ensemble.train.adapt)
+    adapt: str = field(default="none", metadata={"parse": _names("adaptation")})
 
 
 @dataclass(frozen=True)

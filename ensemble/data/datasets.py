@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import albumentations as A
+import cv2
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, RandomSampler, Sampler, SequentialSampler
@@ -22,11 +23,36 @@ from ensemble.data.augment import AUGMENTATIONS, PRESETS, build_transforms  # no
 from ensemble.data.images import decode, resize
 
 __all__ = ["AUGMENTATIONS", "PRESETS", "build_transforms",  # re-exported from ensemble.data.augment
-           "CachedDataset", "DecodeDataset", "NoSingleBatchSampler", "batch_bounds", "make_loader", "seed_worker"]
+           "CachedDataset", "DecodeDataset", "NoSingleBatchSampler", "batch_bounds", "make_loader", "seed_worker",
+           "to_input", "to_rgb"]
 
 
 def _to_chw(img: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1)))
+
+
+def to_rgb(img: np.ndarray, name: str = "image") -> np.ndarray:
+    """An image array as images.decode gives a file: (H, W, 3) uint8 RGB. Grayscale (H, W) or
+    (H, W, 1) is repeated into 3 channels and RGBA (H, W, 4) loses its alpha, as OpenCV's
+    IMREAD_COLOR does for files; RGB passes unchanged. Anything else: ValueError naming `name`."""
+    img = np.asarray(img)
+    if img.dtype != np.uint8:
+        raise ValueError(f"{name}: expected uint8 pixel values (0..255), got {img.dtype}")
+    if img.ndim == 3 and img.shape[2] == 1:
+        img = img[:, :, 0]
+    if img.ndim == 2 and img.size:
+        return cv2.cvtColor(np.ascontiguousarray(img), cv2.COLOR_GRAY2RGB)
+    if img.ndim == 3 and img.shape[2] in (3, 4) and img.size:
+        return np.ascontiguousarray(img[:, :, :3])
+    raise ValueError(f"{name}: expected an image of shape (H, W), (H, W, 3) or (H, W, 4), got {img.shape}")
+
+
+def to_input(img: np.ndarray, transform: A.Compose | None = None) -> torch.Tensor:
+    """A resized (S, S, 3) uint8 image -> the model's input (3, S, S) uint8, through `transform`
+    (augmentation in training, augment.eval at test time). Every dataset and predict use this."""
+    if transform is not None:
+        img = transform(image=img)["image"]
+    return _to_chw(img)
 
 
 def _check_rows(indices: np.ndarray, labels: np.ndarray | None, n: int, what: str) -> tuple:
@@ -60,9 +86,7 @@ class CachedDataset(Dataset):
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
         img = np.array(self.images[self.indices[i]])  # copy out of the (read-only) memmap
-        if self.transform is not None:
-            img = self.transform(image=img)["image"]
-        return _to_chw(img), int(self.labels[i]) if self.labels is not None else -1
+        return to_input(img, self.transform), int(self.labels[i]) if self.labels is not None else -1
 
     def __getstate__(self) -> dict:
         # A top-level memmap travels to spawned workers as its file, not as a pickled copy.
@@ -97,9 +121,7 @@ class DecodeDataset(Dataset):
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
         img = resize(decode(self.paths[self.indices[i]])[0], self.size)
-        if self.transform is not None:
-            img = self.transform(image=img)["image"]
-        return _to_chw(img), int(self.labels[i]) if self.labels is not None else -1
+        return to_input(img, self.transform), int(self.labels[i]) if self.labels is not None else -1
 
 
 def _reseed(dataset: Any, seed: int) -> None:

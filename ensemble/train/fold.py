@@ -1,12 +1,12 @@
 """Train one fold through the stages of a FoldPlan, with checkpoints, resume, early stopping, predictions.
 
-fold<k>/last.pt   model (+ its EMA) + optimizer + schedule + position, written after every epoch (resume)
+fold<k>/last.pt   model (+ its EMA) + optimizer + schedule + position after every epoch (resume; removed when done
+                  unless train.keep_last)
 fold<k>/best.pt   weights of the best epoch by the competition metric (the EMA weights with train.ema)
 fold<k>/history.csv, TensorBoard events, preds.npz (val rows, val + test predictions)
 """
 from __future__ import annotations
 
-import io
 import logging
 import math
 import time
@@ -19,8 +19,10 @@ import torch
 from torch.utils.data import ConcatDataset
 
 from ensemble import metrics as M
-from ensemble.artifacts import FoldPaths, atomic_path, atomic_write_csv, atomic_write_json
+from ensemble.artifacts import FoldPaths, atomic_write_csv, atomic_write_json
 from ensemble.data.datasets import CachedDataset, make_loader
+from ensemble.train.adapt import adapt_model
+from ensemble.train.files import save_npz, save_torch, val_loss
 from ensemble.train.distributed import (SINGLE, DistEnv, broadcast_module, broadcast_object, gather_rows, shard,
                                         wrap_model)
 from ensemble.train.engine import (FeatureLoader, NonFiniteLossError, Precision, check_diverged, divergence_hint,
@@ -31,25 +33,6 @@ from ensemble.models.weights import load_torch
 from ensemble.train.mix import BatchMixer
 from ensemble.train.optim import current_lrs
 from ensemble.train.plan import FoldPlan, Stage
-
-
-def save_torch(obj, path: Path) -> None:
-    buf = io.BytesIO()
-    torch.save(obj, buf)
-    data = buf.getbuffer()
-    with atomic_path(path, size=data.nbytes) as tmp:  # a full disk: NoSpaceError before writing
-        tmp.write_bytes(data)
-
-
-def save_npz(path: Path, **arrays) -> None:
-    with atomic_path(path) as tmp, open(tmp, "wb") as f:
-        np.savez(f, **arrays)
-
-
-def _val_loss(task: str, y: np.ndarray, out: np.ndarray) -> float:
-    if task == "ordinal":
-        return float(np.mean((out[:, 0] - y) ** 2))
-    return float(-np.mean(np.log(np.clip(out[np.arange(len(y)), y], 1e-7, 1.0))))
 
 
 logger = logging.getLogger(__name__)
@@ -234,7 +217,7 @@ class FoldTrainer:
             score = M.score_outputs(self.metric, self.task, y_val, out, self.data.n_classes)
             improved = progress.best is None or M.is_better(self.metric, score, progress.best["score"])
             row = {"fold": k, "stage": s, "epoch": e, "global_epoch": progress.global_epoch,
-                   "train_loss": tr["loss"], "val_loss": _val_loss(self.task, y_val, out), "score": score,
+                   "train_loss": tr["loss"], "val_loss": val_loss(self.task, y_val, out), "score": score,
                    "img_s": tr["img_s"] * self.dist.world_size, "cached_features": forward is not None,
                    "seconds": time.perf_counter() - t0,
                    **{f"lr_{g}": v for g, v in current_lrs(optimizer).items()}}
@@ -310,10 +293,18 @@ class FoldTrainer:
                     self.writer.add_scalar(f"lr/{k[3:]}", v, row["global_epoch"])
 
     # ------------------------------------------------------------ finish
+    def _test_model(self) -> torch.nn.Module:
+        """The best weights adapted to all test images by plan.adapt (every rank; batches as in predict)."""
+        d, adapt = self.data, self.plan.adapt
+        batches = lambda: make_loader(CachedDataset(d.test_images, d.test_idx, None, d.eval_tf), adapt.batch_size,
+                                      shuffle=False, num_workers=0, pin_memory=False)
+        return adapt_model(self.model, batches, adapt, self.prec, self.activation)
+
     def _finish(self, best: dict | None) -> dict:
         """Reload the best weights (rank 0 from best.pt, broadcast to the others), predict the val rows
-        (V, C) and test rows (T, C) with the plan's TTA views, save preds.npz (val_idx, val, test) and
-        result.json (rank 0). -> the result dict."""
+        (V, C) and test rows (T, C) with the plan's TTA views (the test rows after test-time adaptation,
+        if any), save preds.npz (val_idx, val, test) and result.json, remove last.pt unless plan.keep_last
+        (rank 0). -> the result dict."""
         if best is None:
             raise RuntimeError(f"fold {self.k}: no epoch was trained (all stages have 0 epochs?)")
         if self.dist.is_main:
@@ -321,7 +312,7 @@ class FoldTrainer:
         broadcast_module(self.model, self.dist)  # rank 0's best weights on every rank, without reading its files
         t0, d, tta = time.perf_counter(), self.data, list(self.plan.tta)
         val_out = self._predict(self.model, d.train_images, d.val_idx, d.eval_tf, tta=tta)
-        test_out = self._predict(self.model, d.test_images, d.test_idx, d.eval_tf, tta=tta)
+        test_out = self._predict(self._test_model(), d.test_images, d.test_idx, d.eval_tf, tta=tta)
         full = [r["img_s"] for r in self.history if not r["cached_features"]]
         info = {"best_score": float(best["score"]), "best_epoch": int(best["epoch"]),
                 "tta_score": M.score_outputs(self.metric, self.task, d.y[d.val_idx], val_out, d.n_classes),
@@ -331,4 +322,6 @@ class FoldTrainer:
         if self.dist.is_main:
             save_npz(self.paths.preds, val_idx=d.val_idx, val=val_out, test=test_out)
             atomic_write_json(self.paths.result, info)
+            if not self.plan.keep_last:  # a finished fold resumes from preds.npz; predict needs best.pt only
+                self.paths.last.unlink(missing_ok=True)
         return info

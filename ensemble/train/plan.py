@@ -17,6 +17,7 @@ from torch import nn
 
 from ensemble import metrics as M
 from ensemble.config import Config
+from ensemble.train.adapt import Adaptation
 from ensemble.train.ema import WeightEma
 from ensemble.train.losses import build_loss
 from ensemble.train.mix import MixSpec, mix_spec
@@ -70,6 +71,8 @@ class FoldPlan:
     num_workers: int = 2
     seed: int = 0
     tta: Sequence[str] = ("none",)
+    adapt: Adaptation = Adaptation()  # test-time adaptation before the test predictions (not the OOF ones)
+    keep_last: bool = False  # keep last.pt once the fold is finished (else removed: best.pt and preds remain)
     tensorboard: bool = False
     progress: bool = False
     mix: MixSpec | None = None
@@ -110,7 +113,9 @@ def build_fold_plan(cfg: Config, metric: M.MetricLike | None = None, world_size:
 
     return FoldPlan(stages=stages, metric=metric if metric is not None else cfg.competition.metric,
                     task=cfg.competition.task, make_loss=make_loss, make_optimizer=make_optimizer,
-                    make_schedule=make_schedule, batch_size=t.batch_size, eval_batch_size=t.eval_batch_size,
+                    make_schedule=make_schedule, batch_size=t.batch_size, eval_batch_size=t.eval_batch,
                     accum_steps=t.accum_steps, clip_grad=t.clip_grad, early_stopping=t.early_stopping,
                     time_limit=t.time_limit, num_workers=t.num_workers, seed=t.seed, tta=tuple(cfg.predict.tta),
-                    tensorboard=cfg.output.tensorboard, progress=cfg.output.progress, mix=mix_spec(cfg.augment.mix), make_ema=ema)
+                    adapt=Adaptation(cfg.predict.adapt, batch_size=t.eval_batch), keep_last=t.keep_last,
+                    tensorboard=cfg.output.tensorboard, progress=cfg.output.progress, mix=mix_spec(cfg.augment.mix),
+                    make_ema=ema)

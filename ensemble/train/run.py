@@ -10,7 +10,6 @@ competition's folds.csv and labels.csv.
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path

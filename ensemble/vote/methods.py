@@ -203,20 +203,38 @@ def _stack_features(stack: np.ndarray) -> np.ndarray:
 
 def fit_stacking(oof: np.ndarray, y: np.ndarray, objective: Objective, C: float = 1.0) -> dict:
     """Multinomial logistic regression on the models' OOF log-probabilities; classes are
-    weighted by inverse frequency when the metric weighs every class equally."""
+    weighted by inverse frequency when the metric weighs every class equally.
+
+    -> plain numbers (what a manifest stores and `stacking` replays): coef (K, M*C) and intercept (K,)
+    over the K classes seen in y (`classes`; K = 2 is one binary row), n_classes, weights (M,).
+    """
     model = LogisticRegression(C=C, max_iter=1000, class_weight="balanced" if objective.class_balanced else None)
     model.fit(_stack_features(oof), y)
     share = np.abs(model.coef_).reshape(len(model.coef_), len(oof), -1).sum(axis=(0, 2))
-    return {"model": model, "n_classes": oof.shape[2], "weights": share / share.sum()}
+    return {"coef": model.coef_.astype(np.float64), "intercept": model.intercept_.astype(np.float64),
+            "classes": model.classes_.astype(np.int64), "n_classes": oof.shape[2], "weights": share / share.sum()}
+
+
+def _stacker_probs(feats: np.ndarray, coef: np.ndarray, intercept: np.ndarray) -> np.ndarray:
+    """scikit-learn's LogisticRegression.predict_proba from its coefficients: softmax of the decision
+    values, or (1 - p, p) with p = sigmoid for a binary model (one coefficient row)."""
+    z = feats @ coef.T + intercept
+    if coef.shape[0] == 1:
+        p = 1.0 / (1.0 + np.exp(-z[:, 0]))
+        return np.stack([1.0 - p, p], axis=1)
+    z -= z.max(axis=1, keepdims=True)
+    np.exp(z, out=z)
+    return z / z.sum(axis=1, keepdims=True)
 
 
 @register("stacking", fit=fit_stacking)
 def stacking(stack: np.ndarray, state: dict) -> np.ndarray:
     """Stacking: a scikit-learn logistic regression fitted on the OOF probabilities."""
-    model, n = state["model"], stack.shape[1]
+    coef, intercept = np.asarray(state["coef"], np.float64), np.asarray(state["intercept"], np.float64)
+    classes, n = np.asarray(state["classes"], np.int64), stack.shape[1]
     out = np.zeros((n, state["n_classes"]), np.float32)
     for a in range(0, n, 50_000):  # chunks keep the (rows, M*C) float64 features small
-        out[a:a + 50_000, model.classes_] = model.predict_proba(_stack_features(stack[:, a:a + 50_000]))
+        out[a:a + 50_000, classes] = _stacker_probs(_stack_features(stack[:, a:a + 50_000]), coef, intercept)
     return out
 
 

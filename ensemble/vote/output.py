@@ -10,6 +10,7 @@ import numpy as np
 from ensemble.artifacts import atomic_write_json, file_hash, inside
 from ensemble.vote.cv import CVScore, Fitted, Spec, error_correlation
 from ensemble.vote.methods import Objective
+from ensemble.vote.recipe import make_recipe, replay
 from ensemble.vote.runs import Runs
 from ensemble.vote.submission import SubmissionError, build_frame, detect_format, problems, write_frame
 from ensemble.vote.submit import kaggle_command
@@ -70,16 +71,25 @@ def _versions() -> dict:
     return out
 
 
+def fold_weights(run) -> dict[str, float] | None:
+    """{fold: weight} of the fold predictions a run averaged into its test predictions (training's
+    rule: the plain mean over its folds); None when metrics.json does not list the folds."""
+    folds = sorted((run.metrics.get("cv_folds") or {}), key=int)
+    return {k: 1.0 / len(folds) for k in folds} or None
+
+
 def write_submission(data: Runs, spec: Spec, cv: CVScore, fitted: Fitted, out_dir: Path,
-                     stamp: str, slug: str, command: str, message: str | None = None, adjust=None,
-                     extra: dict | None = None, tag: str = "") -> tuple[Path, str]:
+                     stamp: str, slug: str, command: str, message: str | None = None, prior=None,
+                     target: np.ndarray | None = None, extra: dict | None = None, tag: str = "") -> tuple[Path, str]:
     """Predict test, validate against the sample, write CSV + manifest atomically. -> (path, kaggle cmd).
-    message: the Kaggle message (default: method, CV and runs); adjust: applied to the combined test
-    predictions before bias (class priors, issue 12); extra: more manifest fields (every method's score,
-    provenance, shift); tag: appended to the method in the file name."""
+    message: the Kaggle message (default: method, CV and runs); prior, target: the PriorEstimate and the
+    (C,) priors the combined test predictions are adjusted to before bias (class priors); extra: more
+    manifest fields (every method's score, provenance, shift); tag: appended to the method in the file name.
+    The values are the replay of the manifest's "recipe" (vote.recipe), so a bundle replays them exactly."""
     fmt = detect_format(data.sample, data.classes, data.id_col, data.sample_path.name)
-    pred = fitted.predict(data.test)
-    values = fitted.finish(pred if adjust is None else adjust(pred), len(data.classes))
+    recipe = make_recipe(fitted, data.names, data.classes, data.ordinal, {r.name: fold_weights(r) for r in data.runs},
+                         prior, target)
+    values = replay(recipe, data.test)
     frame = build_frame(fmt, data.sample[fmt.id_col], values)
     issues = problems(frame, data.sample, fmt, data.sample_path.name)
     if issues:
@@ -102,7 +112,7 @@ def write_submission(data: Runs, spec: Spec, cv: CVScore, fitted: Fitted, out_di
         "folds_hash": data.folds_hash,
         "sample_submission": {"path": str(data.sample_path), "sha256": file_hash(data.sample_path)},
         "submission": {"path": str(path), "sha256": file_hash(path), "rows": len(frame), "format": fmt.kind},
-        "created_utc": stamp, "command": command, "versions": _versions(),
+        "created_utc": stamp, "command": command, "versions": _versions(), "recipe": recipe,
     }
     # issue 13: provenance, every method's score, the kaggle command (artifacts/provenance.py, vote/scoreboard.py,
     # vote/submit.py)

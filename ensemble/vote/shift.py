@@ -137,11 +137,3 @@ def priors_hook(data, fitted: VC.Fitted, priors: str) -> tuple[PriorEstimate | N
         notes.append("submission probabilities adjusted to priors " + ", ".join(
             f"{c} {p:.3f}" for c, p in zip(data.classes, target)) + f" (--priors {priors})")
     return est, target, notes
-
-
-def prior_adjuster(est: PriorEstimate | None, target: np.ndarray | None):
-    """The function write_submission applies to the raw combined test predictions (None: unchanged):
-    calibrated as for the estimate, then re-weighted to the target priors."""
-    if est is None or target is None:
-        return None
-    return lambda pred: est.adjusted(pred, target).astype(np.float32)

@@ -144,24 +144,34 @@ def build_frame(fmt: SubmissionFormat, ids: pd.Series | np.ndarray, values: np.n
     return pd.DataFrame(out, copy=False)
 
 
-def write_frame(path: str | Path, df: pd.DataFrame) -> None:
-    """Atomically write a submission CSV (floats in shortest round-trip form, header unquoted).
+def write_csv_rows(f, df: pd.DataFrame, header: bool = True) -> None:
+    """Append `df` as CSV to the binary file `f` (floats in shortest round-trip form, header unquoted).
 
     Uses pyarrow's multi-threaded CSV writer when installed (~10x faster than pandas on 1M rows);
-    falls back to pandas when it is missing or a value needs quoting.
+    falls back to pandas when it is missing or a value needs quoting (rewriting from where it began).
     """
-    with atomic_path(path) as tmp:
-        try:
-            import pyarrow as pa
-            import pyarrow.csv as pcsv
-            header = io.StringIO()
-            csv.writer(header, lineterminator="\n").writerow([str(c) for c in df.columns])
-            table = pa.Table.from_pandas(df, preserve_index=False)
-            with open(tmp, "wb") as f:
-                f.write(header.getvalue().encode())
-                pcsv.write_csv(table, f, pcsv.WriteOptions(include_header=False, quoting_style="none"))
-        except (ImportError, ValueError, TypeError):  # ArrowInvalid (a value needs quoting), mixed types
-            df.to_csv(tmp, index=False)
+    start = f.tell()
+    try:
+        import pyarrow as pa
+        import pyarrow.csv as pcsv
+        table = pa.Table.from_pandas(df, preserve_index=False)
+        if header:
+            line = io.StringIO()
+            csv.writer(line, lineterminator="\n").writerow([str(c) for c in df.columns])
+            f.write(line.getvalue().encode())
+        pcsv.write_csv(table, f, pcsv.WriteOptions(include_header=False, quoting_style="none"))
+    except (ImportError, ValueError, TypeError):  # ArrowInvalid (a value needs quoting), mixed types
+        f.seek(start)
+        f.truncate()
+        text = io.TextIOWrapper(f, encoding="utf-8", newline="")
+        df.to_csv(text, index=False, header=header)
+        text.detach()
+
+
+def write_frame(path: str | Path, df: pd.DataFrame) -> None:
+    """Atomically write a submission CSV (see write_csv_rows)."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        write_csv_rows(f, df)
 
 
 def examples(values, k: int = 3) -> str:

@@ -188,7 +188,7 @@ def vote_runs(run_dirs: Sequence[str | Path], methods: str = "all", *, weights: 
                  "priors": {**(est.to_dict() if est else {}), "applied": priors}}
         result.written.append(write_submission(data, e.spec, e.cv, e.fitted, Path(out_dir), stamp,
                                                kaggle or data.competition, command,
-                                               message if i == best else None, adjust=S.prior_adjuster(est, target),
+                                               message if i == best else None, prior=est, target=target,
                                                extra=extra, tag="" if target is None else "+priors"))
         if i == best:
             result.chosen = result.written[-1]

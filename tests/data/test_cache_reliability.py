@@ -21,7 +21,7 @@ from ensemble.artifacts import io as aio
 from ensemble.artifacts.io import NoSpaceError, atomic_write_json, write_probs
 from ensemble.data import images
 from ensemble.data.images import ImageError, build_cache, cache_paths, decode, resize
-from ensemble.train.fold import save_npz, save_torch
+from ensemble.train.files import save_npz, save_torch
 from ensemble.vote.submission import write_frame
 
 MB = 1 << 20

@@ -32,6 +32,10 @@ ALLOWED = {
                              "ensemble.shift"},
     "ensemble.tune": BASE | {"ensemble.config", "ensemble.artifacts", "ensemble.metrics", "ensemble.data", "ensemble.train",
                              "ensemble.cli", "ensemble.plugins"},
+    # predict: models, data, train's prediction/TTA/adaptation and vote's recipe and submission format; export
+    # also reads the runs and their configs (artifacts, config); never tune, report or compete
+    "ensemble.predict": BASE | {"ensemble.config", "ensemble.artifacts", "ensemble.data", "ensemble.models",
+                                "ensemble.train", "ensemble.vote", "ensemble.cli", "ensemble.plugins"},
 }
 
 
