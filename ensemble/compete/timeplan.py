@@ -2,7 +2,7 @@
 models, image sizes and epochs (like AutoGluon's ``time_limit``). Pure functions, no training.
 
     plan = make_plan(candidates, speeds, Workload(...), budget_s=3600, setup={...}, tail={...})
-    print(format_plan(plan))
+    text = format_plan(plan)                   # the table the command logs
 
 The cost model of one model, per fold (seconds, rates at size s scaled from the measured size by
 pixel count, which slightly overestimates large sizes):

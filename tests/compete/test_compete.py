@@ -1,5 +1,6 @@
 """`python -m ensemble.compete --competition demo --budget smoke`, end to end (the CI smoke run)."""
 import json
+import re
 import shutil
 
 import pandas as pd
@@ -8,7 +9,8 @@ import pytest
 from conftest import REPO
 import ensemble.vote.__main__ as vote
 from ensemble.compete.__main__ import main
-from ensemble.compete.run import load_budget
+from ensemble.compete.spec import load_budget
+from ensemble.compete.timeplan import parse_duration
 from ensemble.config import ConfigError
 
 
@@ -82,3 +84,44 @@ def test_time_budget_errors(tmp_path, capsys):
     assert f"{tmp_path / 'c' / 'x' / 'compete.yaml'}: no 'time:' section" in capsys.readouterr().err
     assert main(["--competition", "demo", "--time", "soon", "--configs-dir", str(REPO / "configs")]) == 2
     assert "--time expected a positive duration like 60m, 1.5h or 900s, got 'soon'" in capsys.readouterr().err
+
+
+def test_a_budget_too_short_says_the_smallest_that_works_and_writes_nothing(tmp_path, monkeypatch, capsys):
+    shutil.copytree(REPO / "configs" / "demo", tmp_path / "configs" / "demo")
+    monkeypatch.chdir(tmp_path)
+    assert main(["--competition", "demo", "--time", "5s", "--plan-only"]) == 2
+    err = capsys.readouterr().err.strip()
+    m = re.fullmatch(r"error: a budget of 5s is too short: the smallest plan \((\S+) at 32px, 3 folds, 1 epoch, with "
+                     r"\d+s of setup, vote, report and reserve\) needs (\S+); use --time \2 or more", err)
+    assert m and m.group(1) in ("resnet18", "mobilenetv3"), err
+    assert not (tmp_path / "runs").exists()  # priced before anything ran: no dups, shift or cache
+    budget = 2 * parse_duration(m.group(2))  # measuring again gives other speeds: leave room
+    assert main(["--competition", "demo", "--time", f"{budget:.0f}s", "--plan-only"]) == 0
+    total = capsys.readouterr().out.split("\ntotal")[1].split()
+    assert float(total[0]) <= float(total[2]) == pytest.approx(budget / 60, abs=0.05)  # "x.x of y.y" minutes
+    assert not (tmp_path / "runs").exists()
+
+
+def test_the_setup_shrinks_before_the_models(tmp_path, monkeypatch, capsys):
+    """Embeddings for the shift check would take most of a 2-minute budget: the plan uses image statistics."""
+    from conftest import make_competition, write_configs
+    from ensemble.compete import timed
+    from ensemble.compete.measure import ImageRates
+    from ensemble.compete.timeplan import Speed
+    comp = make_competition(tmp_path / "comp", n_per_class=20, n_test=20)
+    cfg = write_configs(tmp_path / "configs" / "tiny", comp, tmp_path / "runs")
+    (cfg.parent / "compete.yaml").write_text("time:\n  candidates: [{cfg: model.yaml, sizes: [24]}]\n"
+                                             "  shift: embeddings\n  min_epochs: 2\n  target_epochs: 3\n")
+    monkeypatch.setattr(timed, "measure_candidates", lambda cands, cfgs, n, quick=False:
+                        ({c.label: Speed(24, 50.0, 200.0) for c in cands}, 0.1))
+    monkeypatch.setattr(timed, "measure_images", lambda paths, size: ImageRates(0.01, 0.01, 0.001))
+    monkeypatch.setattr(timed, "measure_eval", lambda backbone, size: 2.0)  # 2 img/s: 80 images take a minute
+    args = ["--competition", "tiny", "--configs-dir", str(tmp_path / "configs"), "--plan-only"]
+    assert main([*args, "--time", "2m"]) == 0
+    out = capsys.readouterr().out
+    assert "the setup shrinks to fit the budget: the shift check uses image statistics" in out
+    assert re.search(r"\ntrain/test shift +0\.0\n", out)  # statistics of 80 images: seconds
+    assert main([*args, "--time", "20m"]) == 0  # a budget that holds the embedding pass keeps it
+    out = capsys.readouterr().out
+    assert "the setup shrinks" not in out and re.search(r"\ntrain/test shift +1\.\d\n", out)
+    assert not (tmp_path / "runs").exists()
