@@ -31,7 +31,8 @@ _API = {
     # tune
     "tune_model": "ensemble.tune.tuner", "TuneResult": "ensemble.tune.tuner", "TuneError": "ensemble.tune.tuner",
     # vote
-    "vote_runs": "ensemble.vote.voter", "VoteResult": "ensemble.vote.voter", "VoteOptions": "ensemble.vote.options", "find_runs": "ensemble.artifacts",
+    "vote_runs": "ensemble.vote.voter", "VoteResult": "ensemble.vote.voter", "VoteOptions": "ensemble.vote.options",
+    "find_runs": "ensemble.artifacts",
     # artifacts, registries
     "RunPaths": "ensemble.artifacts", "CompetitionPaths": "ensemble.artifacts", "Registry": "ensemble.registry",
 }

@@ -48,12 +48,13 @@ def compete(competition: str, budget: str, *, configs_dir: str = "configs", extr
     if builder:
         BUILDERS[builder](Path(load_config(folder / entries[0].cfg, list(extra)).competition.root))
     cfgs = {e.label: load_config(folder / e.cfg, model_overrides(e, b, budget, extra)) for e in entries}
-    tune = None
-    if b.tune is not None:
-        by_name = {e.label: e for e in entries}
-        tune = lambda name, cfg: _tuned(folder / by_name[name].cfg, cfg, b, model_overrides(by_name[name], b, budget,
-                                                                                            extra))
-    job = Job(competition, cfgs, next(iter(cfgs.values())), b.dups, b.shift, vote, submit, tune)
+    by_name = {e.label: e for e in entries}
+
+    def tune(name: str, cfg):
+        return _tuned(folder / by_name[name].cfg, cfg, b, model_overrides(by_name[name], b, budget, extra))
+
+    job = Job(competition, cfgs, next(iter(cfgs.values())), b.dups, b.shift, vote, submit,
+              tune if b.tune is not None else None)
     run_steps(job_steps(job), bar=not quiet, started=t0)  # one line for the whole budget (compete/progress.py)
     logger.info(f"compete {competition} --budget {budget}: done in {time.perf_counter() - t0:.0f}s")
     return job.result

@@ -102,14 +102,20 @@ def plan_time(ts: TimeSpec, cfgs: dict, job: Job, comp, budget_s: float, started
     ladder = setup_ladder(ts, needed)
 
     def plan_with(s: Setup, measure_s: float, fallback: bool) -> Plan:
-        j = replace(job, dups=s.dups, shift=s.shift, costing=costing)
-        setup = {MEASURE: measure_s, **{st.name: st.estimate for st in setup_steps(j)}}
-        tail = {st.name: st.estimate for st in final_steps(j)}
+        """The plan after setup `s`; vote and report priced for m models, m from the most down to 1
+        (fewer models leave more time for the vote), the first plan with models wins."""
         in_cache = cached + ((first.input.size,) if s.shift != "off" else ())  # the shift check builds it
-        return make_plan(ts.candidates, speeds, replace(w, cached=in_cache), budget_s, folds=options,
-                         reserve=ts.reserve, reserve_s=0.0, setup=setup, tail=tail, min_epochs=ts.min_epochs,
-                         target_epochs=ts.target_epochs, max_epochs=ts.max_epochs, max_models=ts.max_models,
-                         fallback=fallback)
+        for m in range(costing.n_models, 0, -1):
+            j = replace(job, dups=s.dups, shift=s.shift, costing=replace(costing, n_models=m))
+            setup = {MEASURE: measure_s, **{st.name: st.estimate for st in setup_steps(j)}}
+            plan = make_plan(ts.candidates, speeds, replace(w, cached=in_cache), budget_s, folds=options,
+                             reserve=ts.reserve, reserve_s=0.0, setup=setup,
+                             tail={st.name: st.estimate for st in final_steps(j)}, min_epochs=ts.min_epochs,
+                             target_epochs=ts.target_epochs, max_epochs=ts.max_epochs, max_models=m,
+                             fallback=fallback and m == 1)
+            if plan.entries:
+                break
+        return plan
 
     spent = time.perf_counter() - started
     chosen = None

@@ -246,7 +246,8 @@ def _allocate(candidates, speeds, w: Workload, available: float, min_epochs: int
                 else:
                     size, twin_s = twin_time[c.twin]
                 e = max_epochs
-                while e > 0 and w.folds * fold_cost(speeds[c.label].at(size), w, c.head_epochs, e)[0] > min(share, twin_s):
+                sp = speeds[c.label].at(size)
+                while e > 0 and w.folds * fold_cost(sp, w, c.head_epochs, e)[0] > min(share, twin_s):
                     e -= 1
             else:
                 size, e = _fit(c, speeds[c.label], w, share, target_epochs, max_epochs, cached)

@@ -152,16 +152,16 @@ def vote_runs(run_dirs: Sequence[str | Path], options: VoteOptions | None = None
     Every spec's score is honest: fold mean, nested (fitted on K-1 folds, scored on the held-out
     one) for specs that fit anything on the OOF stack (M, N, C).
     """
-    o = (options or VoteOptions()).check()
-    command = command or o.command(run_dirs)
+    opts = (options or VoteOptions()).check()
+    command = command or opts.command(run_dirs)
     t0 = time.perf_counter()
     data = load_runs(run_dirs)
     t1 = time.perf_counter()
     logger.info(f"loaded {len(data.runs)} runs in {t1 - t0:.1f} s (OOF {data.oof.shape[1]} x {data.oof.shape[2]}, "
                 f"test {data.test.shape[1]} x {data.test.shape[2]})")
     objective = make_objective(data.metric, len(data.classes), data.classes)
-    w = parse_weights(o.weights, data.names)
-    specs, notes = build_specs(o.methods, w, o.bias, data.ordinal, o.max_iter, o.stack_c,
+    w = parse_weights(opts.weights, data.names)
+    specs, notes = build_specs(opts.methods, w, opts.bias, data.ordinal, opts.max_iter, opts.stack_c,
                                decodes_grades(data.metric, data.ordinal))
     if len(data.runs) == 1:
         notes.append(f"one run ('{data.names[0]}'): an ensemble of one; mean, weighted, geometric and hillclimb "
@@ -173,23 +173,24 @@ def vote_runs(run_dirs: Sequence[str | Path], options: VoteOptions | None = None
     best = int(np.argmax([np.nan_to_num(sign * e.cv.score, nan=-np.inf) for e in ensembles]))
     results = [(e.spec, e.cv, e.fitted) for e in ensembles]
     shift = S.vote_shift(data, objective, singles, results)  # issue 12: weighted / test-like CV, --select
-    best = S.choose(o.select, shift, best, objective.greater_is_better, data.competition)
-    result = VoteResult(data, objective, singles, ensembles, best, notes, shift=shift, select=o.select)
+    best = S.choose(opts.select, shift, best, objective.greater_is_better, data.competition)
+    result = VoteResult(data, objective, singles, ensembles, best, notes, shift=shift, select=opts.select)
     t2 = time.perf_counter()
-    todo = {"best": [best], "all": range(len(ensembles)), "none": []}[o.write]
+    todo = {"best": [best], "all": range(len(ensembles)), "none": []}[opts.write]
     stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
-    prior = {i: S.priors_hook(data, ensembles[i].fitted, o.priors) for i in sorted({best, *todo})}  # --priors
+    prior = {i: S.priors_hook(data, ensembles[i].fitted, opts.priors) for i in sorted({best, *todo})}  # --priors
     result.prior_lines = list(prior[best][2]) + [x for i in todo if i != best for x in prior[i][2]]
     base_extra = {**vote_scores(data.names, [r.metrics for r in data.runs], singles, results, best, data.ordinal),
                   **provenance([r.paths.root for r in data.runs])}
     for i in todo:
         e = ensembles[i]
         est, target, _ = prior[i]
-        extra = {**base_extra, "select": o.select, "shift": shift.method(i) if shift else None,
-                 "priors": {**(est.to_dict() if est else {}), "applied": o.priors}}
-        result.written.append(write_submission(data, e.spec, e.cv, e.fitted, Path(o.out_dir), stamp,
-                                               o.kaggle or data.competition, command,
-                                               o.message if i == best else None, adjust=S.prior_adjuster(est, target),
+        extra = {**base_extra, "select": opts.select, "shift": shift.method(i) if shift else None,
+                 "priors": {**(est.to_dict() if est else {}), "applied": opts.priors}}
+        result.written.append(write_submission(data, e.spec, e.cv, e.fitted, Path(opts.out_dir), stamp,
+                                               opts.kaggle or data.competition, command,
+                                               opts.message if i == best else None,
+                                               adjust=S.prior_adjuster(est, target),
                                                extra=extra, tag="" if target is None else "+priors"))
         if i == best:
             result.chosen = result.written[-1]

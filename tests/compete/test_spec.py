@@ -29,8 +29,9 @@ BUDGET = "budgets:\n  cpu:\n    models: [a.yaml]\n"
      "key 'budgets.cpu.vote.bias' expected one of 'auto', 'on', 'off', got str 'maybe'"),
     (BUDGET + "    vote: {methods: 'mean,avg'}\n",
      "key 'budgets.cpu.vote.methods': unknown vote method 'avg'; available: mean, weighted, geometric"),
-    (BUDGET + "    vote: {priors: lots}\n", "key 'budgets.cpu.vote.priors' expected 'train', 'estimated' or one "
-                                            "number per class ('0.3,0.7' or 'NORMAL=0.3,PNEUMONIA=0.7'), got str 'lots'"),
+    (BUDGET + "    vote: {priors: lots}\n",
+     "key 'budgets.cpu.vote.priors' expected 'train', 'estimated' or one number per class ('0.3,0.7' or "
+     "'NORMAL=0.3,PNEUMONIA=0.7'), got str 'lots'"),
     (BUDGET + "    vote: {weights: '2,x'}\n", "key 'budgets.cpu.vote.weights' expected numbers in run order"),
     (BUDGET + "    vote: [--bias, 'on']\n", "key 'budgets.cpu.vote': expected a mapping of vote options such as "
                                             "{bias: \"on\", methods: \"mean,hillclimb\"}, got the flag list"),
@@ -69,7 +70,8 @@ def test_vote_section_is_vote_options_and_yaml_on_off_mean_the_words(tmp_path):
 def test_a_vote_typo_fails_before_anything_is_written(tmp_path, monkeypatch, capsys):
     shutil.copytree(REPO / "configs" / "demo", tmp_path / "configs" / "demo")
     path = tmp_path / "configs" / "demo" / "compete.yaml"
-    path.write_text(path.read_text().replace("    shift: stats   #", "    vote: {bias: 'yes'}\n    shift: stats   #", 1))
+    text = path.read_text().replace("    shift: stats   #", "    vote: {bias: 'yes'}\n    shift: stats   #", 1)
+    path.write_text(text)
     monkeypatch.chdir(tmp_path)
     assert main(["--competition", "demo", "--budget", "smoke"]) == 2
     assert capsys.readouterr().err == (f"error: configs/demo/compete.yaml: key 'budgets.smoke.vote.bias' expected one "

@@ -91,3 +91,23 @@ def test_steps_priced_from_what_was_measured(job):
     assert {s.name: s.estimate for s in job_steps(job)}["train/test shift"] == pytest.approx(1200 * 1.2e-3 + 0.5)
     job.estimates = {"vote": 7.0}  # a saved plan's estimates win (a resumed --time job measures nothing)
     assert {s.name: s.estimate for s in job_steps(job)}["vote"] == 7.0
+
+
+def test_a_model_that_would_end_past_the_budget_is_left_out(job, caplog):
+    """compete --time: when the first model took twice its estimate, the second (scaled the same way,
+    with vote and report after it) would end past the budget: it is left out; the first always trains."""
+    from ensemble.compete.timed import _on_time
+    entries = [Entry("m1", "a.yaml", [], 24, 0, 2, 100.0, 40, 2), Entry("m2", "a.yaml", [], 24, 0, 2, 100.0, 40, 2)]
+    plan = Plan(600.0, 400.0, entries, {}, {"duplicates": 10.0}, {"vote": 50.0})
+    state = RunState("10m", 600.0, plan, actual_s={"m1": 200.0}, elapsed_s=380.0)
+    ran = []
+    steps = {n: _on_time(Step(n, 100.0, lambda p, n=n: ran.append(n)), job, state) for n in ("m1", "m2")}
+    steps["m1"].run(None)  # first: trains whatever the clock says
+    with caplog.at_level(logging.WARNING, logger="ensemble.compete.timed"):
+        steps["m2"].run(None)  # 380 s + 2 x 100 s + 50 s > 600 s
+    assert ran == ["m1"] and list(job.cfgs) == ["m1"]  # the vote step reads job.cfgs: m2 is not voted
+    assert "warning: m2 is left out: the job runs behind its plan and would end at 10.5 min of 10.0" in caplog.text
+    job.cfgs["m2"] = job.cfgs["m1"]
+    state.elapsed_s = 340.0  # 340 + 200 + 50 < 600: it trains
+    steps["m2"].run(None)
+    assert ran == ["m1", "m2"]
