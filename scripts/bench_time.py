@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from ensemble.compete.spec import time_spec  # noqa: E402
 from ensemble.compete.steps import RunState  # noqa: E402
 from ensemble.compete.timed import time_label  # noqa: E402
-from ensemble.compete.timeplan import parse_duration  # noqa: E402
+from ensemble.compete.timeplan import format_plan, parse_duration  # noqa: E402
 from ensemble.config import load_config  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -50,6 +50,8 @@ def run_budget(args, text: str, root: Path, out: Path) -> dict:
         row["note"] = (out / "compete.log").read_text().strip().splitlines()[-1:] or ["no output"]
         return row
     state = RunState.load(state_file)
+    print(format_plan(state.plan))
+    print("actual s: " + ", ".join(f"{k} {v:.1f}" for k, v in state.actual_s.items()), flush=True)
     row.update(plan_s=state.plan.total_seconds, elapsed_s=state.elapsed_s, models=[])
     for e in state.plan.entries:
         metrics = runs / args.competition / f"{e.name}-{time_label(text)}" / "metrics.json"

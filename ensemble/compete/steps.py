@@ -53,6 +53,7 @@ class Costing:
     embed_rate: float | None = None  # img/s of the shift check's backbone (None: not measured)
     cached: tuple[int, ...] = ()  # image sizes whose cache exists
     n_models: int = 1  # models the vote and report will see (at most)
+    folds: int = 5
 
     @property
     def n_images(self) -> int:
@@ -198,9 +199,13 @@ def vote_step(job: Job) -> Step:
             if not sent.done:
                 logger.warning("the submission is written but was not sent to Kaggle (see above)")
 
-    def cost(c: Costing) -> float:  # nested CV of every method over the OOF stack (calibrated on the demo)
+    def cost(c: Costing) -> float:
+        """Stacking's logistic regressions (one per fold and one on every row, over models x classes
+        features; twice with bias tuning) dominate, then the test priors' 200 bootstrap EM runs. The
+        constants are the demo's on a busy 2-core machine (a loaded CPU is the case that overruns)."""
         n = max(c.n_models, len(job.cfgs))
-        return 2.0 + 1e-4 * c.n_train * n * c.n_classes * (2 if job.vote.bias == "on" else 1)
+        stacking = 9e-5 * c.n_train * n * c.n_classes * (c.folds + 1) * (2 if job.vote.bias == "on" else 1)
+        return 3.0 + stacking + 5.4e-6 * c.n_test * c.n_classes * 200
 
     return Step("vote", job.estimate("vote", cost), run)
 

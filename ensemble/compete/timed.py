@@ -89,14 +89,14 @@ def plan_time(ts: TimeSpec, cfgs: dict, job: Job, comp, budget_s: float, started
     embed = measure_eval("efficientnet_lite0", first.input.size) if ts.shift == "embeddings" else None
     sizes = {first.input.size, *(s for c in ts.candidates for s in c.sizes)}
     cached = _cached(comp, job.paths.cache, sizes)
-    costing = Costing(len(comp.train), len(comp.test), len(comp.classes), rates.decode_s, rates.hash_s, rates.stats_s,
-                      embed, cached, min(ts.max_models, len(ts.candidates)))
-    workers = max(2, first.train.num_workers)
-    w = Workload(len(comp.train), len(comp.test), first.folds.n, _views(first), cache_s=costing.cache_s(None, workers))
     options = ts.folds or [first.folds.n]
     if job.paths.folds.exists():  # every model of a competition shares one folds.csv
         import pandas as pd
         options = [int(pd.read_csv(job.paths.folds, usecols=["fold"])["fold"].max()) + 1]
+    costing = Costing(len(comp.train), len(comp.test), len(comp.classes), rates.decode_s, rates.hash_s, rates.stats_s,
+                      embed, cached, min(ts.max_models, len(ts.candidates)), max(options))
+    workers = max(2, first.train.num_workers)
+    w = Workload(len(comp.train), len(comp.test), first.folds.n, _views(first), cache_s=costing.cache_s(None, workers))
     full_s = full_measure_seconds(ts.candidates, cfgs, speeds, build_s)
     needed = any(c.folds.strategy == "test_like" for c in cfgs.values()) or job.vote.select != "cv"
     ladder = setup_ladder(ts, needed)
@@ -220,13 +220,14 @@ def _on_time(step: Step, job: Job, state: RunState) -> Step:
 
 def compete_time(competition: str, time_text: str, *, configs_dir: str = "configs", extra: Sequence[str] = (),
                  plan_only: bool = False, quiet: bool = False, submit: bool = False, kaggle: str | None = None,
-                 message: str | None = None) -> CompeteResult | None:
+                 message: str | None = None, started: float | None = None) -> CompeteResult | None:
     """Plan, train, vote and report within ``time_text`` (e.g. '60m') of wall time; resumable.
 
     plan_only: measure and print the plan, write and train nothing (-> None); quiet: no progress bars;
-    submit, kaggle, message: as for `compete`. Raises on bad input (BudgetError: the budget is too short)."""
+    submit, kaggle, message: as for `compete`; started: time.perf_counter() when the budget's clock
+    started (default: now). Raises on bad input (BudgetError: the budget is too short)."""
     from ensemble.data.competition import load_competition
-    started = time.perf_counter()
+    started = time.perf_counter() if started is None else started
     extra = [*extra, *(["output.progress=false"] if quiet else [])]
     budget_s = parse_duration(time_text)
     folder, ts, builder = time_spec(competition, configs_dir)

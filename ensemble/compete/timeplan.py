@@ -16,9 +16,10 @@ Allocation: the most candidates (in priority order, up to ``max_models``) that e
 ``min_epochs`` at their smallest size in an equal share; each then takes the largest size at which
 ``target_epochs`` still fit, and as many epochs as fit (at most ``max_epochs``). A twin (same
 backbone, e.g. scratch vs pretrained) gets its twin's size and as many epochs as fit in its twin's
-time, so the two compare at equal time. When no candidate gets ``min_epochs``, the first one whose
-smallest recipe fits (head epochs on cached features only, else one epoch) gets what fits; when none
-does, BudgetError says the smallest budget that works. A plan never exceeds its budget.
+time, so the two compare at equal time. When the first candidate alone does not get ``min_epochs``,
+the first one that does is planned; when none does, the first one whose smallest recipe fits (head
+epochs on cached features only, else one epoch) gets what fits; when none fits, BudgetError says
+the smallest budget that works. A plan never exceeds its budget.
 """
 from __future__ import annotations
 
@@ -257,8 +258,12 @@ def _allocate(candidates, speeds, w: Workload, available: float, min_epochs: int
             cached.add(size)
         if len(chosen) == m:
             break
-    else:
-        return []
+    else:  # the first candidate alone does not get min_epochs: the first one that does (twins need theirs)
+        single = ((c, *_fit(c, speeds[c.label], w, available, target_epochs, max_epochs, set(w.cached)))
+                  for c in candidates if not c.twin)
+        chosen = [next((x for x in single if x[2] >= min_epochs), None)]
+        if chosen[0] is None:
+            return []
     entries, cached = [], set(w.cached)
     for c, size, e in chosen:
         entries.append(_entry(c, speeds[c.label], w, size, e, cached, limit_slack))

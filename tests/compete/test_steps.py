@@ -84,7 +84,8 @@ def test_steps_priced_from_what_was_measured(job):
     job.shift = "embeddings"
     embed = {s.name: s.estimate for s in job_steps(job)}["train/test shift"]
     assert embed == pytest.approx(est["train/test shift"] + 2.0 + 1.5 * 1200 / 100.0 + 6e-4 * 1200)
-    assert est["vote"] == pytest.approx(2.0 + 1e-4 * 1000 * 3 * 5)  # priced for the most models the plan may have
+    # priced for the most models the plan may have: stacking's K + 1 fits, then the priors' bootstrap
+    assert est["vote"] == pytest.approx(3.0 + 9e-5 * 1000 * 3 * 5 * 6 + 5.4e-6 * 200 * 5 * 200)
     assert {s.name: s.estimate for s in job_steps(job)}["report"] == pytest.approx(2.0 + 0.5 * 3 + 0.05 * 5)
     job.costing = Costing(1000, 200, 5, 0.002, 0.004, 0.001, 100.0, cached=(24,), n_models=3)
     job.shift = "stats"

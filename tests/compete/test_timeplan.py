@@ -164,3 +164,17 @@ def test_top_up_plans_more_models_when_the_plan_ran_faster_than_measured():
     # on time: nothing to add; and nothing when the time left cannot give a model min_epochs
     assert top_up(plan, cands, {"a": a.est_seconds}, W, 3600.0 - a.est_seconds, min_epochs=3) == []
     assert top_up(plan, cands, {"a": a.est_seconds / 4}, W, 60.0, min_epochs=3) == []
+
+
+def test_when_the_first_candidate_gets_too_few_epochs_the_first_that_gets_enough_is_planned():
+    slow = {"a": Speed(128, 3.0, 15.0), "a-scratch": Speed(128, 3.0, 15.0), "fast": Speed(128, 120.0, 600.0)}
+    cands = [Candidate("a.yaml", name="a"), Candidate("a.yaml", name="a-scratch", twin="a"),
+             Candidate("fast.yaml", name="fast")]
+    plan = make_plan(cands, slow, W, budget_s=1800.0, reserve=0.0, reserve_s=0.0, min_epochs=3, target_epochs=5)
+    assert [(e.name, e.epochs >= 3) for e in plan.entries] == [("fast", True)]
+    # and when none gets min_epochs: the first whose smallest recipe fits (not `a`: one epoch of it takes
+    # 8000 s), with as many epochs as fit
+    plan = make_plan(cands, slow, W, budget_s=1800.0, reserve=0.0, reserve_s=0.0, min_epochs=40, max_epochs=50)
+    (fast,) = plan.entries
+    assert fast.name == "fast" and 1 <= fast.epochs < 40 and plan.est_seconds <= 1800.0
+    assert 5 * fold_cost(slow["fast"], W, 0, fast.epochs + 1)[0] > 1800.0
