@@ -146,9 +146,9 @@ def shift_step(job: Job) -> Step | None:
             return 0.5  # reused: the files' stamps are compared
         cfg = job.setup_cfg
         seconds = c.cache_s(cfg.input.size, max(2, cfg.train.num_workers))
-        seconds += c.n_images * (c.stats_s + 2e-4) + 0.5  # statistics, then the train-vs-test classifier
+        seconds += c.n_images * (c.stats_s + 5e-4) + 1.5  # statistics, then the train-vs-test classifier
         if job.shift == "embeddings":  # a pretrained backbone's pass (slower than the bare model measured)
-            seconds += 2.0 + 1.5 * c.n_images / (c.embed_rate or 50.0) + 6e-4 * c.n_images
+            seconds += 2.0 + 1.5 * c.n_images / (c.embed_rate or 50.0) + 1e-3 * c.n_images
         return seconds
 
     return Step("train/test shift", job.estimate("train/test shift", cost), run)
@@ -200,11 +200,13 @@ def vote_step(job: Job) -> Step:
                 logger.warning("the submission is written but was not sent to Kaggle (see above)")
 
     def cost(c: Costing) -> float:
-        """Stacking's logistic regressions (one per fold and one on every row, over models x classes
-        features; twice with bias tuning) dominate, then the test priors' 200 bootstrap EM runs. The
-        constants are the demo's on a busy 2-core machine (a loaded CPU is the case that overruns)."""
+        """Stacking's logistic regressions dominate: one per fold and one on every row, K more for the
+        shift-weighted scores when the shift check ran, twice with bias tuning; each takes about
+        rows x classes x 2.4e-4 s (weak models converge slowly). Then the test priors' 200 bootstrap EM
+        runs. The constants are the demo's on a busy 2-core machine (a loaded CPU is the case that overruns)."""
         n = max(c.n_models, len(job.cfgs))
-        stacking = 9e-5 * c.n_train * n * c.n_classes * (c.folds + 1) * (2 if job.vote.bias == "on" else 1)
+        fits = (2 * c.folds + 1 if job.shift != "off" else c.folds + 1) * (2 if job.vote.bias == "on" else 1)
+        stacking = fits * 2.4e-4 * c.n_train * c.n_classes * (1 + 0.25 * (n - 1))
         return 3.0 + stacking + 5.4e-6 * c.n_test * c.n_classes * 200
 
     return Step("vote", job.estimate("vote", cost), run)

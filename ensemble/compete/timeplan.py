@@ -43,7 +43,9 @@ def parse_duration(text: str | float | int) -> float:
 
 
 def duration_text(seconds: float) -> str:
-    """Seconds -> a --time value at least that long: 37.2 -> '38s', 250 -> '5m', 5000 -> '1.4h'."""
+    """Seconds -> a --time value at least that long: 37.2 -> '38s', 60 -> '1m', 250 -> '5m', 5000 -> '1.4h'."""
+    if 0 < seconds <= 2 * 3600 and seconds % 60 == 0:
+        return f"{int(seconds // 60)}m"
     if seconds <= 120:
         return f"{math.ceil(seconds)}s"
     if seconds <= 2 * 3600:

@@ -80,16 +80,20 @@ def test_steps_priced_from_what_was_measured(job):
     threads = min(2, os.cpu_count())
     assert est["duplicates"] == pytest.approx(0.5 + 1.2 * 1200 * 0.004 / threads)
     cache = 1.1 * 1200 * 0.002 / threads
-    assert est["train/test shift"] == pytest.approx(cache + 1200 * (0.001 + 2e-4) + 0.5)
+    assert est["train/test shift"] == pytest.approx(cache + 1200 * (0.001 + 5e-4) + 1.5)
+    # priced for the most models the plan may have: stacking's 2K + 1 fits (K for the shift-weighted
+    # scores), then the priors' bootstrap
+    assert est["vote"] == pytest.approx(3.0 + 11 * 2.4e-4 * 1000 * 5 * 1.5 + 5.4e-6 * 200 * 5 * 200)
     job.shift = "embeddings"
     embed = {s.name: s.estimate for s in job_steps(job)}["train/test shift"]
-    assert embed == pytest.approx(est["train/test shift"] + 2.0 + 1.5 * 1200 / 100.0 + 6e-4 * 1200)
-    # priced for the most models the plan may have: stacking's K + 1 fits, then the priors' bootstrap
-    assert est["vote"] == pytest.approx(3.0 + 9e-5 * 1000 * 3 * 5 * 6 + 5.4e-6 * 200 * 5 * 200)
+    assert embed == pytest.approx(est["train/test shift"] + 2.0 + 1.5 * 1200 / 100.0 + 1e-3 * 1200)
+    job.shift, job.vote = "off", VoteOptions(bias="on")  # K + 1 fits, each twice
+    assert {s.name: s.estimate for s in job_steps(job)}["vote"] == pytest.approx(
+        3.0 + 12 * 2.4e-4 * 1000 * 5 * 1.5 + 5.4e-6 * 200 * 5 * 200)
     assert {s.name: s.estimate for s in job_steps(job)}["report"] == pytest.approx(2.0 + 0.5 * 3 + 0.05 * 5)
     job.costing = Costing(1000, 200, 5, 0.002, 0.004, 0.001, 100.0, cached=(24,), n_models=3)
     job.shift = "stats"
-    assert {s.name: s.estimate for s in job_steps(job)}["train/test shift"] == pytest.approx(1200 * 1.2e-3 + 0.5)
+    assert {s.name: s.estimate for s in job_steps(job)}["train/test shift"] == pytest.approx(1200 * 1.5e-3 + 1.5)
     job.estimates = {"vote": 7.0}  # a saved plan's estimates win (a resumed --time job measures nothing)
     assert {s.name: s.estimate for s in job_steps(job)}["vote"] == 7.0
 

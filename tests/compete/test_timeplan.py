@@ -142,8 +142,8 @@ def test_the_plan_never_exceeds_its_budget(budget):
                                                         2, uncached[0].epochs)[0] + 40.0)
 
 
-@pytest.mark.parametrize("seconds, text", [(5, "5s"), (37.2, "38s"), (120, "120s"), (121, "3m"), (250, "5m"),
-                                           (7300, "2.1h")])
+@pytest.mark.parametrize("seconds, text", [(5, "5s"), (37.2, "38s"), (60, "1m"), (119.5, "120s"), (121, "3m"),
+                                           (250, "5m"), (7300, "2.1h")])
 def test_duration_text_is_a_time_at_least_that_long(seconds, text):
     assert duration_text(seconds) == text and parse_duration(text) >= seconds
 
