@@ -9,29 +9,18 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import replace
 from pathlib import Path
 from typing import Sequence
 
 from ensemble.compete.spec import BUILDERS, Budget, ModelEntry, load_budget
-from ensemble.compete.steps import CompeteResult, Job, job_steps, run_steps
+from ensemble.compete.steps import CompeteResult, Job, job_steps, job_vote, run_steps
 from ensemble.config import load_config
-from ensemble.vote.options import VoteOptions
 
 logger = logging.getLogger(__name__)
 
 
 def model_overrides(entry: ModelEntry, b: Budget, budget: str, extra: Sequence[str]) -> list[str]:
     return [*b.set, *entry.set, *extra, f"name={entry.label}-{budget}"]
-
-
-def job_vote(options: VoteOptions, competition: str, *, submit: bool = False, kaggle: str | None = None,
-             message: str | None = None) -> VoteOptions:
-    """compete.yaml's vote options with the command line's --kaggle / -m; --submit needs a written file."""
-    if submit and options.write == "none":
-        raise ValueError("--submit sends the written best submission: compete.yaml's vote: write must be best or all, "
-                         "got 'none'")
-    return replace(options, kaggle=kaggle or options.kaggle or competition, message=message or options.message)
 
 
 def compete(competition: str, budget: str, *, configs_dir: str = "configs", extra: Sequence[str] = (),

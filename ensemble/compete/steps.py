@@ -16,7 +16,7 @@ import json
 import logging
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -101,6 +101,15 @@ class Job:
         if name in self.estimates:
             return self.estimates[name]
         return None if self.costing is None else float(cost(self.costing))
+
+
+def job_vote(options: VoteOptions, competition: str, *, submit: bool = False, kaggle: str | None = None,
+             message: str | None = None) -> VoteOptions:
+    """compete.yaml's vote options with the command line's --kaggle / -m; --submit needs a written file."""
+    if submit and options.write == "none":
+        raise ValueError("--submit sends the written best submission: compete.yaml's vote: write must be best or all, "
+                         "got 'none'")
+    return replace(options, kaggle=kaggle or options.kaggle or competition, message=message or options.message)
 
 
 def _threads(workers: int) -> int:

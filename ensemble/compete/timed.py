@@ -29,10 +29,9 @@ from pathlib import Path
 from typing import Sequence
 
 from ensemble.compete.measure import full_measure_seconds, measure_candidates, measure_eval, measure_images
-from ensemble.compete.run import job_vote
 from ensemble.compete.spec import BUILDERS, ShiftCheck, TimeSpec, time_spec
-from ensemble.compete.steps import (CompeteResult, Costing, Job, RunState, Step, final_steps, job_steps, run_steps,
-                                    setup_steps, train_step)
+from ensemble.compete.steps import (CompeteResult, Costing, Job, RunState, Step, final_steps, job_steps, job_vote,
+                                    run_steps, setup_steps, train_step)
 from ensemble.compete.timeplan import Entry, Plan, Workload, format_plan, make_plan, parse_duration, top_up
 from ensemble.config import load_config
 

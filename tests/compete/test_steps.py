@@ -8,7 +8,7 @@ import os
 import pytest
 
 from conftest import make_competition, write_configs
-from ensemble.compete.steps import Costing, Job, RunState, Step, job_steps, run_steps
+from ensemble.compete.steps import Costing, Job, RunState, Step, job_steps, job_vote, run_steps
 from ensemble.compete.timeplan import Entry, Plan
 from ensemble.config import load_config
 from ensemble.vote.options import VoteOptions
@@ -116,3 +116,11 @@ def test_a_model_that_would_end_past_the_budget_is_left_out(job, caplog):
     state.elapsed_s = 340.0  # 340 + 200 + 50 < 600: it trains
     steps["m2"].run(None)
     assert ran == ["m1", "m2"]
+
+
+def test_the_command_line_completes_compete_yaml_vote_options():
+    assert job_vote(VoteOptions(bias="on"), "demo", message="hi") == VoteOptions(bias="on", kaggle="demo", message="hi")
+    assert job_vote(VoteOptions(kaggle="slug"), "demo", kaggle="other").kaggle == "other"
+    with pytest.raises(ValueError, match=r"^--submit sends the written best submission: compete.yaml's vote: write "
+                                         r"must be best or all, got 'none'$"):
+        job_vote(VoteOptions(write="none"), "demo", submit=True)
