@@ -52,7 +52,8 @@ def run_budget(args, text: str, root: Path, out: Path) -> dict:
     state = RunState.load(state_file)
     print(format_plan(state.plan))
     print("actual s: " + ", ".join(f"{k} {v:.1f}" for k, v in state.actual_s.items()), flush=True)
-    row.update(plan_s=state.plan.total_seconds, elapsed_s=state.elapsed_s, models=[])
+    row.update(plan_s=state.planned_s or state.plan.total_seconds, elapsed_s=state.elapsed_s, models=[],
+               topped=state.plan.total_seconds - (state.planned_s or state.plan.total_seconds))
     for e in state.plan.entries:
         metrics = runs / args.competition / f"{e.name}-{time_label(text)}" / "metrics.json"
         cv = json.loads(metrics.read_text())["cv"] if metrics.exists() else None
@@ -83,7 +84,8 @@ def main(argv=None) -> int:
     for text in [t.strip() for t in args.times.split(",") if t.strip()]:
         print(f"--time {text} ... ({base / time_label(text) / 'compete.log'})", flush=True)
         rows.append(run_budget(args, text, root, base / time_label(text)))
-    print(f"\n{args.competition}: plan vs actual (minutes; actual = the job's elapsed time, wall = the process)")
+    print(f"\n{args.competition}: plan vs actual (minutes; plan = the total printed before training, + models added "
+          f"when ahead; actual = the job's elapsed time from its start; wall = the process as timed here)")
     head = ["budget", "plan", "actual", "wall", "actual/budget", "wall/budget", "ensemble CV", "models (CV)"]
     table = [head]
     for r in rows:
@@ -92,7 +94,8 @@ def main(argv=None) -> int:
                           " ".join(r.get("note", []))])
             continue
         b = r["budget_s"]
-        table.append([r["budget"], f"{r['plan_s'] / 60:.1f}", f"{r['elapsed_s'] / 60:.1f}", f"{r['wall_s'] / 60:.1f}",
+        plan = f"{r['plan_s'] / 60:.1f}" + (f" +{r['topped'] / 60:.1f}" if r["topped"] > 0 else "")
+        table.append([r["budget"], plan, f"{r['elapsed_s'] / 60:.1f}", f"{r['wall_s'] / 60:.1f}",
                       f"{100 * r['elapsed_s'] / b:.0f}%", f"{100 * r['wall_s'] / b:.0f}%", r.get("ensemble", "-"),
                       ", ".join(r["models"])])
     widths = [max(len(str(row[i])) for row in table) for i in range(len(head))]

@@ -250,8 +250,9 @@ def job_steps(job: Job) -> list[Step]:
 
 @dataclass
 class RunState:
-    """compete --time's saved plan and progress (runs/<competition>/compete-t<TIME>.json): the plan, the
-    setup it chose, the seconds each step took (summed over runs of the command) and in all."""
+    """compete --time's saved plan and progress (runs/<competition>/compete-t<TIME>.json): the plan (with
+    the models added when the job ran ahead of it), the setup it chose, the seconds each step took (summed
+    over runs of the command) and in all, and the plan's total when it was made."""
 
     time: str
     budget_s: float
@@ -260,6 +261,7 @@ class RunState:
     shift: ShiftCheck = "embeddings"
     actual_s: dict[str, float] = field(default_factory=dict)
     elapsed_s: float = 0.0
+    planned_s: float | None = None
 
     def save(self, path: Path) -> None:
         atomic_write_json(path, {**asdict(self), "plan": self.plan.to_dict()})
@@ -268,7 +270,7 @@ class RunState:
     def load(cls, path: Path) -> "RunState":
         d = json.loads(Path(path).read_text())
         return cls(d["time"], d["budget_s"], Plan.from_dict(d["plan"]), d.get("dups", True),
-                   d.get("shift", "embeddings"), d.get("actual_s", {}), d.get("elapsed_s", 0.0))
+                   d.get("shift", "embeddings"), d.get("actual_s", {}), d.get("elapsed_s", 0.0), d.get("planned_s"))
 
 
 def run_steps(steps: Sequence[Step], *, bar: bool = True, started: float | None = None,

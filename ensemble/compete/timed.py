@@ -249,7 +249,7 @@ def compete_time(competition: str, time_text: str, *, configs_dir: str = "config
     else:
         plan, setup = plan_time(ts, cfgs, job, comp, budget_s, started)
         state = RunState(time_text, budget_s, plan, setup.dups, setup.shift,
-                         actual_s={MEASURE: time.perf_counter() - started})
+                         actual_s={MEASURE: time.perf_counter() - started}, planned_s=plan.total_seconds)
     plan = state.plan
     logger.info(f"== plan for {time_text} ({plan.available_s / 60:.1f} min to train after setup, vote, report and "
                 f"reserve)\n{format_plan(plan)}")
