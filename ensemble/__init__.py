@@ -3,10 +3,10 @@
 The library under the commands (each `python -m ensemble.<cmd>` only parses, calls one of these
 and prints):
 
-    from ensemble import load_config, train_run, vote_runs
+    from ensemble import VoteOptions, load_config, train_run, vote_runs
     cfg = load_config("configs/demo/resnet18.yaml", ["folds.n=3"])
     run = train_run(cfg)                           # -> RunResult(run_dir, folds, metrics)
-    vote = vote_runs([run.run_dir, other.run_dir], "mean,hillclimb", write="none")
+    vote = vote_runs([run.run_dir, other.run_dir], VoteOptions(methods="mean,hillclimb", write="none"))
     vote.best_ensemble.cv.score
 
 Names are imported on first use, so `import ensemble` stays cheap (vote needs no torch).
@@ -30,9 +30,10 @@ _API = {
     "resolve_precision": "ensemble.train.engine",
     "lr_find": "ensemble.train.lr_find", "distill": "ensemble.distill.run", "load_teacher": "ensemble.distill.teacher",
     # tune
-    "tune_model": "ensemble.tune.tuner", "TuneResult": "ensemble.tune.tuner",
+    "tune_model": "ensemble.tune.tuner", "TuneResult": "ensemble.tune.tuner", "TuneError": "ensemble.tune.tuner",
     # vote
-    "vote_runs": "ensemble.vote.voter", "VoteResult": "ensemble.vote.voter", "find_runs": "ensemble.artifacts",
+    "vote_runs": "ensemble.vote.voter", "VoteResult": "ensemble.vote.voter", "VoteOptions": "ensemble.vote.options",
+    "find_runs": "ensemble.artifacts",
     # predict: bundles
     "Predictor": "ensemble.predict", "export_bundle": "ensemble.predict", "read_bundle": "ensemble.predict",
     # artifacts, registries

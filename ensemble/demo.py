@@ -43,13 +43,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.build_only:
         return 0
     from ensemble.compete.run import compete  # compete builds on everything; demo is only its front door
-    rc = compete("demo", "smoke", extra=[f"competition.root={root}", *args.overrides])
-    subs = sorted(Path("submissions/demo").glob("*.csv"), key=lambda f: f.stat().st_mtime)
-    if rc == 0 and subs:
-        acc = score_submission(subs[-1], root.parent / f"{root.name}_solution.csv")
-        print(f"hidden-test accuracy of {subs[-1]}: {acc:.4f}")
+    try:
+        result = compete("demo", "smoke", extra=[f"competition.root={root}", *args.overrides])
+    except (ValueError, FileNotFoundError, RuntimeError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if result.vote is not None and result.vote.chosen is not None:
+        path = result.vote.chosen[0]
+        acc = score_submission(path, root.parent / f"{root.name}_solution.csv")
+        print(f"hidden-test accuracy of {path}: {acc:.4f}")
     print(f"demo finished in {time.perf_counter() - t0:.0f}s")
-    return rc
+    return 0
 
 
 if __name__ == "__main__":

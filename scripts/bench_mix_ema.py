@@ -8,7 +8,7 @@ soft-target table, the project's CE loss, AdamW, and the trainer's BatchMixer / 
 same synthetic uint8 batches; rounds alternate between variants so load on the machine hits them
 alike, and the best round of each is reported as CPU time of this process per step (with one
 thread, what a step costs, little disturbed by other processes on a shared machine) and wall time,
-with the overhead vs plain. The planner's own measurement (ensemble.compete.timeplan.measure_speed,
+with the overhead vs plain. The planner's own measurement (ensemble.compete.measure.measure_speed,
 wall clock, which --time uses) is printed beside it.
 """
 from __future__ import annotations
@@ -22,7 +22,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from ensemble.compete.timeplan import measure_speed  # noqa: E402
+from ensemble.compete.measure import measure_speed  # noqa: E402
 from ensemble.models import build_model  # noqa: E402
 from ensemble.train.ema import WeightEma  # noqa: E402
 from ensemble.train.engine import Precision, train_one_epoch  # noqa: E402

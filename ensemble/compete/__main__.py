@@ -3,17 +3,21 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from typing import Sequence
 
-from ensemble.cli import add_verbosity, setup_logging
-from ensemble.compete.run import compete
-from ensemble.plugins import add_plugin_argument, load_plugins
-from ensemble.vote.submit import add_submit_arguments, submit_argv
+STARTED = time.perf_counter()  # python -m ensemble.compete: --time counts importing the library against the budget
+
+from ensemble.cli import add_verbosity, setup_logging  # noqa: E402
+from ensemble.compete.run import compete  # noqa: E402
+from ensemble.plugins import add_plugin_argument, load_plugins  # noqa: E402
+from ensemble.vote.submit import add_submit_arguments  # noqa: E402
 
 DESCRIPTION = '`python -m ensemble.compete --competition NAME --budget smoke|cpu|gpu`: Kaggle folder -> submission.'  # --help's first line, as before the package split
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    started = STARTED if __name__ == "__main__" else time.perf_counter()  # imported: the clock starts now
     p = argparse.ArgumentParser(prog="python -m ensemble.compete", description=DESCRIPTION)
     p.add_argument("--competition", required=True, help="a folder under configs/ with compete.yaml")
     p.add_argument("--budget", default="cpu", help="a budget from compete.yaml (smoke, cpu, gpu)")
@@ -29,9 +33,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     add_submit_arguments(p)
     p.add_argument("--kaggle", metavar="SLUG", help="Kaggle competition slug for --submit and the printed "
                                                     "command (default: NAME)")
-    add_verbosity(p)  # -q also silences the progress bars (issue 13)
+    add_verbosity(p)  # -q also silences the progress bars
     args = p.parse_args(argv)
-    vote_extra = [*submit_argv(args), *(["--kaggle", args.kaggle] if args.kaggle else [])]
     quiet = args.quiet > 0
     setup_logging(args.verbose - args.quiet)
     if args.threads is not None:
@@ -41,12 +44,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     try:
         load_plugins(args.plugin)
+        kw = dict(configs_dir=args.configs_dir, extra=args.overrides, quiet=quiet, submit=args.submit,
+                  kaggle=args.kaggle, message=args.message)
         if args.time:
             from ensemble.compete.timed import compete_time
-            return compete_time(args.competition, args.time, configs_dir=args.configs_dir, extra=args.overrides,
-                                plan_only=args.plan_only, quiet=quiet, vote_extra=vote_extra)
-        return compete(args.competition, args.budget, configs_dir=args.configs_dir, extra=args.overrides,
-                       quiet=quiet, vote_extra=vote_extra)
+            compete_time(args.competition, args.time, plan_only=args.plan_only, started=started, **kw)
+        else:
+            compete(args.competition, args.budget, **kw)
+        return 0
     except (ValueError, FileNotFoundError, RuntimeError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

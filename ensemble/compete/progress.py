@@ -81,10 +81,11 @@ class PlanProgress:
         self.log(f"== {self.line()}")
         self.refresh()
 
-    def add(self, steps: Sequence[tuple[str, float | None]]) -> None:
-        """More steps (compete --time's top-up), inserted before the last one (vote + report)."""
-        self.labels[-1:-1] = [s[0] for s in steps]
-        self.est[-1:-1] = [s[1] for s in steps]
+    def add(self, steps: Sequence[tuple[str, float | None]], at: int | None = None) -> None:
+        """More steps (compete --time's top-up), inserted at index `at` (default: before the last one)."""
+        at = self.n - 1 if at is None else at
+        self.labels[at:at] = [s[0] for s in steps]
+        self.est[at:at] = [s[1] for s in steps]
         self.n = len(self.labels)
         self.refresh()
 

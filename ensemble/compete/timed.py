@@ -1,6 +1,6 @@
 """`python -m ensemble.compete --competition NAME --time 60m`: the whole job planned to fit the wall time.
 
-Reads the `time:` section of configs/<NAME>/compete.yaml:
+Reads the `time:` section of configs/<NAME>/compete.yaml (ensemble.compete.spec):
 
     time:
       candidates:            # in priority order: pretrained first, diverse backbones for the vote
@@ -10,30 +10,35 @@ Reads the `time:` section of configs/<NAME>/compete.yaml:
       set: [output.progress=false]     # every model
       target_epochs: 5                 # a larger size is taken only when this many epochs still fit
 
-Steps: duplicates -> measure each candidate's img/s on a few batches -> plan (printed with
-estimated times, saved as runs/<NAME>/compete-t<TIME>.json) -> train each planned model, every fold
-limited to its share (`train.time_limit`: it stops at the end of an epoch with its best checkpoint)
--> vote -> report -> plan vs actual. Running the same command again resumes the saved plan.
+Before anything is written: one quick batch per candidate and a few images are timed, which prices
+every step (duplicates, the shift check, a fuller speed measurement, the image caches, each model,
+vote and report; ensemble.compete.steps). The setup shrinks first when the budget is tight (the
+shift check falls back to image statistics, then the fuller measurement is skipped, then the shift
+check when nothing needs it); when not even the smallest plan fits, one line says the smallest budget
+that works. The plan (printed, never over the budget, saved as runs/<NAME>/compete-t<TIME>.json) then
+runs as one step list; every fold is limited to its share (`train.time_limit`). Running the same
+command again resumes the saved plan. At the end: plan vs actual.
 """
 from __future__ import annotations
 
 import logging
-import json
 import re
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Sequence
 
-from ensemble.artifacts import atomic_write_json
-from ensemble.compete.run import _prepare, _vote_and_report, load_compete_file
-from ensemble.config import ConfigError, load_config
-from ensemble.compete.timeplan import (Plan, Speed, Workload, format_plan, make_plan, measure_speed, parse_duration,
-                                        top_up)
-from ensemble.train.mix import mix_spec
-from ensemble.train.tta import expand_tta
-from ensemble.artifacts.paths import CompetitionPaths, RunPaths
+from ensemble.compete.measure import full_measure_seconds, measure_candidates, measure_eval, measure_images
+from ensemble.compete.spec import BUILDERS, ShiftCheck, TimeSpec, time_spec
+from ensemble.compete.steps import (CompeteResult, Costing, Job, RunState, Step, final_steps, job_steps, job_vote,
+                                    run_steps, setup_steps, train_step)
+from ensemble.compete.timeplan import Entry, Plan, Workload, format_plan, make_plan, parse_duration, top_up
+from ensemble.config import load_config
 
 logger = logging.getLogger(__name__)
+
+SETUP_SHARE = 0.25  # the setup may take this much of the budget before it shrinks
+MEASURE = "measure + plan"  # the plan's row for the time spent before the plan (and the fuller measurement)
 
 
 def time_label(text: str) -> str:
@@ -41,32 +46,119 @@ def time_label(text: str) -> str:
     return "t" + re.sub(r"[^0-9a-z]", "", str(text).strip().lower().replace(".", "p"))
 
 
-def _measure(cands, cfgs, n_classes: int) -> dict[str, Speed]:
-    from ensemble.train.engine import resolve_device
-    from ensemble.models import build_model, set_trainable
-    speeds = {}
-    for c in cands:
-        cfg = cfgs[c.label]
-        model = build_model(cfg.model.backbone, n_classes, head_hidden=cfg.model.head.hidden,
-                            head_batchnorm=cfg.model.head.batchnorm)
-        set_trainable(model, c.train)  # a frozen stem and early stages make each step far cheaper
-        sp = measure_speed(model, min(c.sizes), cfg.train.batch_size, device=resolve_device(cfg.train.device),
-                           channels_last=cfg.train.channels_last, ema=cfg.train.ema is not None,
-                           mix=mix_spec(cfg.augment.mix))
-        trains = "" if c.train == "all" else f" (last {c.train} stages)"
-        logger.info(f"measured {c.label} @ {sp.size}px: train{trains} {sp.train:.1f} img/s, predict {sp.eval:.1f} img/s")
-        speeds[c.label] = sp
-    return speeds
+@dataclass(frozen=True)
+class Setup:
+    """One rung of the setup ladder: what runs before the models."""
+
+    dups: bool
+    shift: ShiftCheck
+    full_measure: bool
+
+    def describe(self, wanted: "Setup") -> str:
+        parts = []
+        if self.shift != wanted.shift:
+            parts.append("the shift check " + ("uses image statistics" if self.shift == "stats" else "is skipped"))
+        if not self.full_measure:
+            parts.append("speeds come from one batch per candidate")
+        return "; ".join(parts)
 
 
-def _actual_table(plan: Plan, cfgs: dict, actual: dict[str, float], twins: dict[str, str]) -> str:
-    rows = [["model", "est. min", "actual min", "CV"]]
+def setup_ladder(ts: TimeSpec, shift_needed: bool) -> list[Setup]:
+    """compete.yaml's setup first, then cheaper ones: statistics instead of embeddings, the quick speeds
+    only, no shift check (only when neither folds nor vote need it)."""
+    shifts = [ts.shift, *(["stats"] if ts.shift == "embeddings" else [])]
+    ladder = [Setup(ts.dups, s, True) for s in shifts] + [Setup(ts.dups, shifts[-1], False)]
+    if ts.shift != "off" and not shift_needed:
+        ladder.append(Setup(ts.dups, "off", False))
+    return ladder
+
+
+def _cached(comp, cache_dir: Path, sizes) -> tuple[int, ...]:
+    from ensemble.data.images import cache_paths
+    lists = [comp.train["path"].tolist(), comp.test["path"].tolist()]
+    return tuple(s for s in sorted(set(sizes)) if all(cache_paths(p, s, cache_dir)[0].exists() for p in lists))
+
+
+def plan_time(ts: TimeSpec, cfgs: dict, job: Job, comp, budget_s: float, started: float) -> tuple[Plan, Setup]:
+    """Measure (nothing is written), price every step, climb down the setup ladder until the plan fits.
+    Raises BudgetError (timeplan) when not even the smallest plan fits."""
+    first = job.setup_cfg
+    speeds, build_s = measure_candidates(ts.candidates, cfgs, len(comp.classes), quick=True)
+    rates = measure_images(comp.train["path"].tolist() + comp.test["path"].tolist(), first.input.size)
+    embed = measure_eval("efficientnet_lite0", first.input.size) if ts.shift == "embeddings" else None
+    sizes = {first.input.size, *(s for c in ts.candidates for s in c.sizes)}
+    cached = _cached(comp, job.paths.cache, sizes)
+    options = ts.folds or [first.folds.n]
+    if job.paths.folds.exists():  # every model of a competition shares one folds.csv
+        import pandas as pd
+        options = [int(pd.read_csv(job.paths.folds, usecols=["fold"])["fold"].max()) + 1]
+    costing = Costing(len(comp.train), len(comp.test), len(comp.classes), rates.decode_s, rates.hash_s, rates.stats_s,
+                      embed, cached, min(ts.max_models, len(ts.candidates)), max(options))
+    workers = max(2, first.train.num_workers)
+    w = Workload(len(comp.train), len(comp.test), first.folds.n, _views(first), cache_s=costing.cache_s(None, workers))
+    full_s = full_measure_seconds(ts.candidates, cfgs, speeds, build_s)
+    needed = any(c.folds.strategy == "test_like" for c in cfgs.values()) or job.vote.select != "cv"
+    ladder = setup_ladder(ts, needed)
+
+    def plan_with(s: Setup, measure_s: float, fallback: bool) -> Plan:
+        """The plan after setup `s`; vote and report priced for m models, m from the most down to 1
+        (fewer models leave more time for the vote), the first plan with models wins."""
+        in_cache = cached + ((first.input.size,) if s.shift != "off" else ())  # the shift check builds it
+        for m in range(costing.n_models, 0, -1):
+            j = replace(job, dups=s.dups, shift=s.shift, costing=replace(costing, n_models=m))
+            setup = {MEASURE: measure_s, **{st.name: st.estimate for st in setup_steps(j)}}
+            plan = make_plan(ts.candidates, speeds, replace(w, cached=in_cache), budget_s, folds=options,
+                             reserve=ts.reserve, reserve_s=0.0, setup=setup,
+                             tail={st.name: st.estimate for st in final_steps(j)}, min_epochs=ts.min_epochs,
+                             target_epochs=ts.target_epochs, max_epochs=ts.max_epochs, max_models=m,
+                             fallback=fallback and m == 1)
+            if plan.entries:
+                break
+        return plan
+
+    spent = time.perf_counter() - started
+    chosen = None
+    for s in ladder:
+        plan = plan_with(s, spent + (full_s if s.full_measure else 0.0), fallback=False)
+        logger.debug(f"setup {s}: {sum(plan.setup.values()):.1f}s ({plan.setup}), vote + report "
+                     f"{sum(plan.tail.values()):.1f}s, {len(plan.entries)} models")
+        if plan.entries and sum(plan.setup.values()) <= SETUP_SHARE * budget_s:
+            chosen = s
+            break
+    if chosen is None:
+        chosen = ladder[-1]
+        plan = plan_with(chosen, spent, fallback=True)  # raises BudgetError when nothing fits
+    if chosen.full_measure:
+        speeds, _ = measure_candidates(ts.candidates, cfgs, len(comp.classes))
+        plan = plan_with(chosen, time.perf_counter() - started, fallback=True)
+    shrunk = chosen.describe(ladder[0])
+    if shrunk:
+        logger.info(f"the setup shrinks to fit the budget: {shrunk}")
+    return plan, chosen
+
+
+def _views(cfg) -> int:
+    from ensemble.train.tta import expand_tta
+    return len(expand_tta(cfg.predict.tta))
+
+
+def _table(plan: Plan, cfgs: dict, actual: dict[str, float], twins: dict[str, str]) -> str:
+    """Plan vs actual: one row per model (with its CV), then the other steps and the total."""
+    import json
+
+    from ensemble.artifacts.paths import RunPaths
+    rows = [["step", "est. min", "actual min", "CV"]]
     cv = {}
     for e in plan.entries:
+        if e.name not in cfgs:  # left out: the job ran behind its plan
+            rows.append([e.name, f"{e.est_seconds / 60:.1f}", "-", "left out"])
+            continue
         path = RunPaths(cfgs[e.name].run_dir).metrics
         cv[e.name] = json.loads(path.read_text())["cv"] if path.exists() else float("nan")
         rows.append([e.name, f"{e.est_seconds / 60:.1f}", f"{actual.get(e.name, float('nan')) / 60:.1f}",
                      f"{cv[e.name]:.4f}"])
+    for name, est in [*plan.setup.items(), *plan.tail.items()]:
+        rows.append([name, f"{est / 60:.1f}", f"{actual.get(name, float('nan')) / 60:.1f}", ""])
     widths = [max(len(r[i]) for r in rows) for i in range(4)]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
     for name, twin in twins.items():
@@ -76,110 +168,104 @@ def _actual_table(plan: Plan, cfgs: dict, actual: dict[str, float], twins: dict[
     return "\n".join(lines)
 
 
-def _top_up(plan: Plan, ts, state: dict, w: Workload, budget_s: float) -> list:
-    """The models that fit into the time left after the plan (see timeplan.top_up), logged."""
-    left_s = budget_s * (1 - ts.reserve) - 30.0 - state["elapsed_s"]
-    entries = top_up(plan, ts.candidates, state["actual_s"], w, left_s, min_epochs=ts.min_epochs,
-                     target_epochs=ts.target_epochs, max_epochs=ts.max_epochs,
-                     max_models=ts.max_models - len(plan.entries))
-    if entries:
+def _add_model(job: Job, e: Entry, cfg_of) -> None:
+    """A planned model joins the job: its config, its '== train' note and its estimate."""
+    job.cfgs[e.name] = cfg_of(e.name, e.cfg, e.overrides())
+    job.notes[e.name] = f", {e.head_epochs} head + {e.epochs} epochs, est. {e.est_seconds / 60:.1f} min"
+    job.estimates[e.name] = e.est_seconds
+
+
+def _top_up_step(job: Job, state: RunState, ts: TimeSpec, comp, cfg_of) -> Step:
+    """After the last planned model: when it ran faster than estimated, plan more models into the time
+    left (timeplan.top_up) and run them next (each followed by this step again)."""
+    def run(progress) -> list[Step] | None:
+        plan = state.plan
+        left_s = state.budget_s * (1 - ts.reserve) - state.elapsed_s - sum(plan.tail.values())
+        w = Workload(len(comp.train), len(comp.test), job.setup_cfg.folds.n, _views(job.setup_cfg))
+        entries = top_up(plan, ts.candidates, state.actual_s, w, left_s, min_epochs=ts.min_epochs,
+                         target_epochs=ts.target_epochs, max_epochs=ts.max_epochs,
+                         max_models=ts.max_models - len(plan.entries))
+        if not entries:
+            return None
         logger.info(f"== ahead of the plan ({left_s / 60:.1f} min left): adding\n"
-                    f"{format_plan(replace(plan, entries=entries))}")
-    return entries
+                    f"{format_plan(replace(plan, entries=entries, setup={}, tail={}))}")
+        state.plan = replace(plan, entries=[*plan.entries, *entries])
+        for e in entries:
+            _add_model(job, e, cfg_of)
+        return [*(_on_time(train_step(job, e.name), job, state) for e in entries),
+                _top_up_step(job, state, ts, comp, cfg_of)]
+
+    return Step("top up", 0.0, run, "plan more models if time is left")
 
 
-def compete_time(competition: str, time_text: str, *, configs_dir: str = "configs",
-                 extra: Sequence[str] = (), plan_only: bool = False, quiet: bool = False,
-                 vote_extra: Sequence[str] = ()) -> int:
+def _on_time(step: Step, job: Job, state: RunState) -> Step:
+    """A model's train step that is dropped when the job runs behind its plan so far that the model
+    (its estimate scaled by how the trained models compared with theirs), vote and report would end
+    past the budget. The first model always trains: a vote needs one."""
+    def run(progress):
+        trained = [e for e in state.plan.entries if state.actual_s.get(e.name) and e.name != step.name]
+        ratio = max(1.0, sum(state.actual_s[e.name] for e in trained) / sum(e.est_seconds for e in trained)
+                    ) if trained else 1.0
+        end_s = state.elapsed_s + ratio * (step.estimate or 0.0) + sum(state.plan.tail.values())
+        if list(job.cfgs).index(step.name) > 0 and end_s > state.budget_s:
+            logger.warning(f"warning: {step.name} is left out: the job runs behind its plan and would end at "
+                           f"{end_s / 60:.1f} min of {state.budget_s / 60:.1f} with it")
+            del job.cfgs[step.name]
+            return None
+        return step.run(progress)
+
+    return replace(step, run=run)
+
+
+def compete_time(competition: str, time_text: str, *, configs_dir: str = "configs", extra: Sequence[str] = (),
+                 plan_only: bool = False, quiet: bool = False, submit: bool = False, kaggle: str | None = None,
+                 message: str | None = None, started: float | None = None) -> CompeteResult | None:
     """Plan, train, vote and report within ``time_text`` (e.g. '60m') of wall time; resumable.
 
-    plan_only: measure and print the plan, save and train nothing; quiet: no progress bars;
-    vote_extra: more vote flags (--submit -m MSG, --kaggle SLUG)."""
-    from ensemble.compete.progress import PlanProgress, epochs_of
+    plan_only: measure and print the plan, write and train nothing (-> None); quiet: no progress bars;
+    submit, kaggle, message: as for `compete`; started: time.perf_counter() when the budget's clock
+    started (default: now). Raises on bad input (BudgetError: the budget is too short)."""
     from ensemble.data.competition import load_competition
-    from ensemble.train.run import train
-    t0 = time.perf_counter()
+    started = time.perf_counter() if started is None else started
     extra = [*extra, *(["output.progress=false"] if quiet else [])]
     budget_s = parse_duration(time_text)
-    folder, spec = load_compete_file(competition, configs_dir)
-    if spec.time is None:
-        raise ConfigError(f"{folder / 'compete.yaml'}: no 'time:' section (the candidate models for --time)")
-    ts, label = spec.time, time_label(time_text)
-    names = [c.label for c in ts.candidates]
-    dup = next((n for n in names if names.count(n) > 1), None)
-    if dup:
-        raise ConfigError(f"{folder / 'compete.yaml'}: two time candidates are named '{dup}'; give one a name:")
-    bad_twin = next((c for c in ts.candidates if c.twin and c.twin not in names[:names.index(c.label)]), None)
-    if bad_twin:
-        raise ConfigError(f"{folder / 'compete.yaml'}: candidate '{bad_twin.label}' names twin '{bad_twin.twin}', "
-                          f"which is not a candidate listed before it")
+    folder, ts, builder = time_spec(competition, configs_dir)
+    label = time_label(time_text)
+    vote = job_vote(ts.vote, competition, submit=submit, kaggle=kaggle, message=message)
 
     def cfg_of(name: str, cfg_file: str, overrides: Sequence[str]):
         return load_config(folder / cfg_file, [*ts.set, *overrides, *extra, f"name={name}-{label}"])
 
     cfgs = {c.label: cfg_of(c.label, c.cfg, c.set) for c in ts.candidates}
-    first = cfgs[names[0]]
-    _prepare(competition, spec.builder, first, ts.dups, ts.shift)
-    state_file = first.competition_dir / f"compete-{label}.json"
-    before = 0.0  # seconds spent by earlier, interrupted invocations
+    first = cfgs[ts.candidates[0].label]
+    if builder:
+        BUILDERS[builder](Path(first.competition.root))
     comp = load_competition(first.competition)
-    w = Workload(len(comp.train), len(comp.test), first.folds.n, len(expand_tta(first.predict.tta)))
+    job = Job(competition, {}, first, ts.dups, ts.shift, vote, submit)  # priced while planning
+    state_file = first.competition_dir / f"compete-{label}.json"
     if state_file.exists():
-        state = json.loads(state_file.read_text())
-        plan, before = Plan.from_dict(state["plan"]), state["elapsed_s"]
-        logger.info(f"resuming the plan in {state_file} ({before / 60:.1f} min spent before)")
+        state = RunState.load(state_file)
+        logger.info(f"resuming the plan in {state_file} ({state.elapsed_s / 60:.1f} min spent before)")
     else:
-        speeds = _measure(ts.candidates, cfgs, len(comp.classes))
-        remaining = budget_s - (time.perf_counter() - t0)  # duplicates, shift and measuring came out of the budget
-        folds_file = CompetitionPaths(first.competition_dir).folds
-        options = ts.folds or [first.folds.n]
-        if folds_file.exists():  # every model of a competition shares one folds.csv
-            import pandas as pd
-            options = [int(pd.read_csv(folds_file, usecols=["fold"])["fold"].max()) + 1]
-        plan = make_plan(ts.candidates, speeds, w, remaining, folds=options, reserve=ts.reserve, min_epochs=ts.min_epochs,
-                         target_epochs=ts.target_epochs, max_epochs=ts.max_epochs, max_models=ts.max_models)
-        state = {"time": time_text, "budget_s": budget_s, "plan": plan.to_dict(), "actual_s": {},
-                 "elapsed_s": time.perf_counter() - t0}
-        if not plan_only:
-            atomic_write_json(state_file, state)
-    logger.info(f"== plan for {time_text} ({plan.available_s / 60:.1f} min to train after setup and reserve)\n"
-        f"{format_plan(plan)}")
-    run_cfgs = {e.name: cfg_of(e.name, e.cfg, e.overrides()) for e in plan.entries}
+        plan, setup = plan_time(ts, cfgs, job, comp, budget_s, started)
+        state = RunState(time_text, budget_s, plan, setup.dups, setup.shift,
+                         actual_s={MEASURE: time.perf_counter() - started}, planned_s=plan.total_seconds)
+    plan = state.plan
+    logger.info(f"== plan for {time_text} ({plan.available_s / 60:.1f} min to train after setup, vote, report and "
+                f"reserve)\n{format_plan(plan)}")
     if plan_only:
-        return 0
-    i = 0  # issue 13: one line for the whole plan (step k of n, elapsed, ETA; compete/progress.py)
-    prog = PlanProgress([(f"train {run_cfgs[e.name].run_name}", e.est_seconds) for e in plan.entries]
-                        + [("vote + report", 0.0)], bar=not quiet, done_before=before)
-    with prog.shown():
-        while i < len(plan.entries):
-            e = plan.entries[i]
-            cfg = run_cfgs[e.name]
-            prog.start(i)
-            logger.info(f"== train {cfg.run_name} ({i + 1}/{len(plan.entries)}, {cfg.model.backbone} @ {e.size}px, "
-                        f"{e.head_epochs} head + {e.epochs} epochs, est. {e.est_seconds / 60:.1f} min)")
-            ts0 = time.perf_counter()
-            train(cfg, resume=True, on_epoch=prog.epoch_counter(epochs_of(cfg)))
-            prog.finish(i)
-            state["actual_s"][e.name] = state["actual_s"].get(e.name, 0.0) + time.perf_counter() - ts0
-            state["elapsed_s"] = before + time.perf_counter() - t0
-            i += 1
-            if i == len(plan.entries):  # ran faster than measured: plan more models into the time left
-                extra_entries = _top_up(plan, ts, state, w, budget_s)
-                if extra_entries:
-                    plan = replace(plan, entries=[*plan.entries, *extra_entries])
-                    state["plan"] = plan.to_dict()
-                    run_cfgs.update({x.name: cfg_of(x.name, x.cfg, x.overrides()) for x in extra_entries})
-                    prog.add([(f"train {run_cfgs[x.name].run_name}", x.est_seconds) for x in extra_entries])
-            atomic_write_json(state_file, state)
-        prog.start(prog.n - 1)
-        rc = _vote_and_report(competition, list(run_cfgs.values()), [*ts.vote, *vote_extra])
-        prog.finish(prog.n - 1)
-    state["elapsed_s"] = before + time.perf_counter() - t0
-    atomic_write_json(state_file, state)
-    if rc != 0:
-        return rc
+        return None
+
+    job = Job(competition, {}, first, state.dups, state.shift, vote, submit, estimates={**plan.setup, **plan.tail})
+    for e in plan.entries:
+        _add_model(job, e, cfg_of)
+    steps = [_on_time(s, job, state) if s.name in job.cfgs else s for s in job_steps(job)]
+    last = max(i for i, step in enumerate(steps) if step.name in job.cfgs)
+    steps.insert(last + 1, _top_up_step(job, state, ts, comp, cfg_of))
+    state.save(state_file)
+    run_steps(steps, bar=not quiet, started=started, state=state, state_file=state_file)
     twins = {c.label: c.twin for c in ts.candidates if c.twin}
-    logger.info(f"== plan vs actual\n{_actual_table(plan, run_cfgs, state['actual_s'], twins)}\n"
-        f"compete {competition} --time {time_text}: {state['elapsed_s'] / 60:.1f} min of "
-        f"{budget_s / 60:.1f} ({100 * state['elapsed_s'] / budget_s:.0f}% of the budget)")
-    return 0
+    logger.info(f"== plan vs actual\n{_table(state.plan, job.cfgs, state.actual_s, twins)}\n"
+                f"compete {competition} --time {time_text}: {state.elapsed_s / 60:.1f} min of "
+                f"{budget_s / 60:.1f} ({100 * state.elapsed_s / budget_s:.0f}% of the budget)")
+    return job.result

@@ -1,32 +1,34 @@
-"""Fit a whole compete job into a wall-clock budget: measure each candidate's speed, then choose
-models, image sizes and epochs (like AutoGluon's ``time_limit``).
+"""Fit a whole compete job into a wall-clock budget: from each candidate's measured speed, choose
+models, image sizes and epochs (like AutoGluon's ``time_limit``). Pure functions, no training.
 
-    speeds = {c.name: measure_speed(cfg) for c, cfg in ...}          # a few batches each
-    plan = make_plan(candidates, speeds, Workload(...), budget_s=3600)
-    print(format_plan(plan))
+    plan = make_plan(candidates, speeds, Workload(...), budget_s=3600, setup={...}, tail={...})
+    text = format_plan(plan)                   # the table the command logs
 
 The cost model of one model, per fold (seconds, rates at size s scaled from the measured size by
 pixel count, which slightly overestimates large sizes):
     features  (n_train + n_val) / eval_rate          once, when there are head-only epochs
     epoch     n_train / train_rate + n_val / eval_rate
     predict   (n_val + n_test) * views / eval_rate
-times ``overhead`` (loaders, augmentation, checkpoints). Allocation: the most candidates (in
-priority order, up to ``max_models``) that each get ``min_epochs`` at their smallest size in an
-equal share; each then takes the largest size at which ``target_epochs`` still fit, and as many
-epochs as fit (at most ``max_epochs``). A twin (same backbone, e.g. scratch vs pretrained) gets its
-twin's size and as many epochs as fit in its twin's time, so the two compare at equal time (a
-pretrained model that fine-tunes only its last stages, ``train: k``, runs more epochs than the
-scratch twin that must train every layer).
+times ``overhead`` (loaders, augmentation, checkpoints), plus once per image size the image cache
+(``Workload.cache_s``) unless it exists. The budget pays, in this order: the setup steps and the
+vote and report steps (their estimates, ``setup`` and ``tail``), the reserve, then the models.
+Allocation: the most candidates (in priority order, up to ``max_models``) that each get
+``min_epochs`` at their smallest size in an equal share; each then takes the largest size at which
+``target_epochs`` still fit, and as many epochs as fit (at most ``max_epochs``). A twin (same
+backbone, e.g. scratch vs pretrained) gets its twin's size and as many epochs as fit in its twin's
+time, so the two compare at equal time. When the first candidate alone does not get ``min_epochs``,
+the first one that does is planned; when none does, the first one whose smallest recipe fits (head
+epochs on cached features only, else one epoch) gets what fits; when none fits, BudgetError says
+the smallest budget that works. A plan never exceeds its budget.
 """
 from __future__ import annotations
 
 import math
 import re
-import time
 from dataclasses import asdict, dataclass, field, replace
 from typing import Sequence
 
-import torch
+from ensemble.compete.spec import Candidate
 
 _DURATION = re.compile(r"\s*(\d+(?:\.\d+)?)\s*(s|sec|m|min|h)?\s*")
 
@@ -40,36 +42,15 @@ def parse_duration(text: str | float | int) -> float:
     return float(m.group(1)) * unit
 
 
-@dataclass(frozen=True)
-class Candidate:
-    """One model the planner may use: its config file, overrides, sizes and recipe."""
-
-    cfg: str
-    name: str | None = None
-    set: list[str] = field(default_factory=list)
-    sizes: list[int] = field(default_factory=lambda: [128])
-    head_epochs: int = 0  # head-only epochs on cached frozen features (pretrained backbones)
-    partial: int | None = None  # then one epoch training the last `partial` backbone stages (train: k)
-    train: int | str = "all"  # what the fine-tuning epochs train: all, or the last k backbone stages
-    twin: str | None = None  # train at this candidate's size, in at most its time (equal-time comparison)
-
-    @property
-    def label(self) -> str:
-        return self.name or self.cfg.split("/")[-1].split(".")[0]
-
-
-def check_candidate(c: Candidate, key: str, backbone: str, stages: int) -> None:
-    """`train:` (all or k) and `partial:` (k) of a time candidate, k in 1..`stages` of its backbone.
-    key: where it is, e.g. 'configs/x/compete.yaml: time.candidates[2]'. Raises ValueError."""
-    for name, value, allowed in (("train", c.train, "'all'"), ("partial", c.partial, "null")):
-        if value is None or (value == "all" and name == "train"):
-            continue
-        k = int(value) if isinstance(value, str) and value.isdigit() else value
-        if isinstance(k, bool) or not isinstance(k, int):
-            raise ValueError(f"{key}.{name} {value!r} is unknown; expected {allowed} or the number k of last "
-                             f"backbone stages to train (1..{stages} for {backbone})")
-        if not 1 <= k <= stages:
-            raise ValueError(f"{key}.{name} {k} is out of range for {backbone} (1..{stages} stages or {allowed})")
+def duration_text(seconds: float) -> str:
+    """Seconds -> a --time value at least that long: 37.2 -> '38s', 60 -> '1m', 250 -> '5m', 5000 -> '1.4h'."""
+    if 0 < seconds <= 2 * 3600 and seconds % 60 == 0:
+        return f"{int(seconds // 60)}m"
+    if seconds <= 120:
+        return f"{math.ceil(seconds)}s"
+    if seconds <= 2 * 3600:
+        return f"{math.ceil(seconds / 60)}m"
+    return f"{math.ceil(seconds / 360) / 10:g}h"
 
 
 @dataclass(frozen=True)
@@ -92,6 +73,8 @@ class Workload:
     folds: int
     views: int = 1  # TTA views at prediction
     overhead: float = 1.15
+    cache_s: float = 0.0  # decoding + resizing every image into the cache of one image size
+    cached: tuple[int, ...] = ()  # image sizes whose cache exists already
 
     @property
     def n_val(self) -> float:
@@ -111,8 +94,8 @@ class Entry:
     set: list[str]
     size: int
     head_epochs: int
-    epochs: int
-    est_seconds: float  # all folds, predictions included
+    epochs: int  # fine-tuning epochs (0: head epochs on cached features only)
+    est_seconds: float  # all folds, predictions (and the image cache of its size when it pays it) included
     fold_limit: float  # train.time_limit per fold (seconds of epochs)
     folds: int = 5
     partial: int | None = None  # the first of `epochs` trains only the last `partial` stages
@@ -122,7 +105,9 @@ class Entry:
         stages = [f"{{epochs: {self.head_epochs}, train: head, augment: false}}"] if self.head_epochs else []
         if self.partial and self.epochs > 1:
             stages.append(f"{{epochs: 1, train: {self.partial}}}")
-        stages.append(f"{{epochs: {self.epochs - (1 if self.partial and self.epochs > 1 else 0)}, train: {self.train}}}")
+        rest = self.epochs - (1 if self.partial and self.epochs > 1 else 0)
+        if rest > 0 or not stages:
+            stages.append(f"{{epochs: {max(rest, 1)}, train: {self.train}}}")
         return [*self.set, f"folds.n={self.folds}", f"input.size={self.size}", f"stages=[{', '.join(stages)}]",
                 f"train.time_limit={self.fold_limit:.0f}"]
 
@@ -130,23 +115,45 @@ class Entry:
 @dataclass(frozen=True)
 class Plan:
     budget_s: float
-    available_s: float  # after the reserve for setup, vote and report
+    available_s: float  # for the models: after setup, vote, report and the reserve
     entries: list[Entry]
     speeds: dict[str, dict]
+    setup: dict[str, float] = field(default_factory=dict)  # step -> estimated seconds, before the models
+    tail: dict[str, float] = field(default_factory=dict)  # step -> estimated seconds, after them (vote, report)
 
     @property
     def est_seconds(self) -> float:
+        """The models' estimated seconds."""
         return sum(e.est_seconds for e in self.entries)
+
+    @property
+    def total_seconds(self) -> float:
+        """Everything the plan estimates: setup, models, vote and report."""
+        return sum(self.setup.values()) + self.est_seconds + sum(self.tail.values())
 
     def to_dict(self) -> dict:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, d: dict) -> "Plan":
-        return cls(d["budget_s"], d["available_s"], [Entry(**e) for e in d["entries"]], d["speeds"])
+        return cls(d["budget_s"], d["available_s"], [Entry(**e) for e in d["entries"]], d["speeds"],
+                   d.get("setup", {}), d.get("tail", {}))
 
     def entry(self, name: str) -> Entry | None:
         return next((e for e in self.entries if e.name == name), None)
+
+
+class BudgetError(ValueError):
+    """Not even the smallest plan fits: ``needed_s`` is the smallest budget that works."""
+
+    def __init__(self, budget_s: float, needed_s: float, smallest: Entry, fixed_s: float):
+        self.budget_s, self.needed_s, self.smallest = budget_s, needed_s, smallest
+        what = f"{smallest.name} at {smallest.size}px, {smallest.folds} folds, " + (
+            f"{smallest.head_epochs} head epochs on cached features" if smallest.head_epochs and not smallest.epochs
+            else f"{smallest.epochs} epoch{'s' if smallest.epochs > 1 else ''}")
+        super().__init__(f"a budget of {duration_text(budget_s)} is too short: the smallest plan ({what}, with "
+                         f"{fixed_s:.0f}s of setup, vote, report and reserve) needs {duration_text(needed_s)}; "
+                         f"use --time {duration_text(needed_s)} or more")
 
 
 def fold_cost(speed: Speed, w: Workload, head_epochs: int, epochs: int) -> tuple[float, float]:
@@ -159,54 +166,80 @@ def fold_cost(speed: Speed, w: Workload, head_epochs: int, epochs: int) -> tuple
     return (feats + train + predict) * w.overhead, train * w.overhead
 
 
-def _fit(c: Candidate, speed: Speed, w: Workload, share: float, target: int, max_epochs: int
-         ) -> tuple[int, int]:
-    """-> (size, epochs) for one candidate in ``share`` seconds (all folds)."""
+def _cache(w: Workload, size: int, cached: set[int]) -> float:
+    return 0.0 if size in cached else w.cache_s
+
+
+def _fit(c: Candidate, speed: Speed, w: Workload, share: float, target: int, max_epochs: int,
+         cached: set[int]) -> tuple[int, int]:
+    """-> (size, epochs) for one candidate in ``share`` seconds (all folds; epochs < 0: nothing fits)."""
     def epochs_at(size: int) -> int:
         sp = speed.at(size)
         fixed = fold_cost(sp, w, c.head_epochs, 0)[0]
         per_epoch = fold_cost(sp, w, c.head_epochs, 1)[0] - fixed
-        return min(max_epochs, int((share / w.folds - fixed) // per_epoch))
+        return min(max_epochs, math.floor(((share - _cache(w, size, cached)) / w.folds - fixed) / per_epoch + 1e-9))
     sizes = sorted(c.sizes)
     for size in reversed(sizes):
         e = epochs_at(size)
         if e >= target:
             return size, e
-    return sizes[0], max(epochs_at(sizes[0]), 0)
+    return sizes[0], epochs_at(sizes[0])
+
+
+def _entry(c: Candidate, speed: Speed, w: Workload, size: int, epochs: int, cached: set[int],
+           limit_slack: float) -> Entry:
+    total, train = fold_cost(speed.at(size), w, c.head_epochs, epochs)
+    return Entry(c.label, c.cfg, list(c.set), size, c.head_epochs, epochs, total * w.folds + _cache(w, size, cached),
+                 math.ceil(train * limit_slack), w.folds, c.partial, c.train)
 
 
 def make_plan(candidates: list[Candidate], speeds: dict[str, Speed], w: Workload, budget_s: float, *,
-              folds: Sequence[int] = (), reserve: float = 0.08, reserve_s: float = 30.0, min_epochs: int = 2,
+              folds: Sequence[int] = (), reserve: float = 0.08, reserve_s: float = 30.0,
+              setup: dict[str, float] | None = None, tail: dict[str, float] | None = None, min_epochs: int = 2,
               target_epochs: int = 5, max_epochs: int = 15, max_models: int = 4, limit_slack: float = 1.05,
               twin_time: dict[str, tuple[int, float]] | None = None, fallback: bool = True) -> Plan:
     """Choose folds, models, sizes and epochs that fit ``budget_s`` (see the module docstring).
 
     folds: fold counts to try in order (default: w.folds); the first with which the first
     candidate gets ``target_epochs`` at its smallest size wins, else the last.
+    setup, tail: estimated seconds of the steps before and after the models (paid first).
     twin_time: {name: (size, seconds)} of models planned before, for twins of theirs.
-    fallback: when no candidate gets ``min_epochs``, plan the first with what fits (else nothing).
+    fallback: when no candidate gets ``min_epochs``, plan the first whose smallest recipe fits (raises
+    BudgetError when none does); else return a plan without entries.
     """
-    available = budget_s * (1 - reserve) - reserve_s
-    if available <= 0:
-        raise ValueError(f"a budget of {budget_s:.0f}s leaves no time to train after the reserve "
-                         f"({budget_s * reserve + reserve_s:.0f}s for setup, vote and report)")
+    setup, tail = dict(setup or {}), dict(tail or {})
+    fixed = budget_s * reserve + reserve_s + sum(setup.values()) + sum(tail.values())
+    available = budget_s - fixed
     options = list(folds) or [w.folds]
     for n in options:
         w = replace(w, folds=n)
         c = candidates[0]
-        if _fit(c, speeds[c.label], w, available, target_epochs, max_epochs)[1] >= target_epochs:
+        if _fit(c, speeds[c.label], w, available, target_epochs, max_epochs, set(w.cached))[1] >= target_epochs:
             break
-    return _allocate(candidates, speeds, w, available, budget_s, min_epochs, target_epochs, max_epochs,
-                     max_models, limit_slack, twin_time or {}, fallback)
+    plan = Plan(budget_s, available, [], {k: asdict(v) for k, v in speeds.items()}, setup, tail)
+    if available > 0:
+        plan = replace(plan, entries=_allocate(candidates, speeds, w, available, min_epochs, target_epochs, max_epochs,
+                                               max_models, limit_slack, twin_time or {}))
+    if plan.entries or not fallback:
+        return plan
+    w = replace(w, folds=min(options))  # not even one model gets min_epochs: the smallest recipe that fits
+    for c in candidates:
+        size, e = _fit(c, speeds[c.label], w, available, 1, max_epochs, set(w.cached))
+        if e >= (0 if c.head_epochs else 1):
+            return replace(plan, entries=[_entry(c, speeds[c.label], w, size, e, set(w.cached), limit_slack)])
+    smallest = min((_entry(c, speeds[c.label], w, min(c.sizes), 0 if c.head_epochs else 1, set(w.cached), limit_slack)
+                    for c in candidates), key=lambda e: e.est_seconds)
+    needed = (smallest.est_seconds + fixed - budget_s * reserve) / (1 - reserve)
+    raise BudgetError(budget_s, needed, smallest, needed - smallest.est_seconds)
 
 
-def _allocate(candidates, speeds, w: Workload, available: float, budget_s: float, min_epochs: int,
-              target_epochs: int, max_epochs: int, max_models: int, limit_slack: float,
-              twin_time: dict[str, tuple[int, float]], fallback: bool) -> Plan:
+def _allocate(candidates, speeds, w: Workload, available: float, min_epochs: int, target_epochs: int,
+              max_epochs: int, max_models: int, limit_slack: float,
+              twin_time: dict[str, tuple[int, float]]) -> list[Entry]:
     chosen: list[tuple[Candidate, int, int]] = []
     for m in range(min(len(candidates), max_models), 0, -1):
         share = available / m
-        chosen = []
+        chosen, cached = [], set(w.cached)
         for c in candidates[:m]:
             twin = next((x for x in chosen if x[0].label == c.twin), None)
             if twin is not None or c.twin in twin_time:  # the twin's size, and the epochs that fit in its time
@@ -216,27 +249,28 @@ def _allocate(candidates, speeds, w: Workload, available: float, budget_s: float
                 else:
                     size, twin_s = twin_time[c.twin]
                 e = max_epochs
-                while e > 0 and w.folds * fold_cost(speeds[c.label].at(size), w, c.head_epochs, e)[0] > min(share, twin_s):
+                sp = speeds[c.label].at(size)
+                while e > 0 and w.folds * fold_cost(sp, w, c.head_epochs, e)[0] > min(share, twin_s):
                     e -= 1
             else:
-                size, e = _fit(c, speeds[c.label], w, share, target_epochs, max_epochs)
+                size, e = _fit(c, speeds[c.label], w, share, target_epochs, max_epochs, cached)
             if e < min_epochs:
                 break
             chosen.append((c, size, e))
+            cached.add(size)
         if len(chosen) == m:
             break
-    if not chosen and not fallback:
-        return Plan(budget_s, available, [], {k: asdict(v) for k, v in speeds.items()})
-    if not chosen:  # not even one model gets min_epochs: the first one, with what fits
-        c = candidates[0]
-        size, e = _fit(c, speeds[c.label], w, available, target_epochs, max_epochs)
-        chosen = [(c, size, max(e, 1))]
-    entries = []
+    else:  # the first candidate alone does not get min_epochs: the first one that does (twins need theirs)
+        single = ((c, *_fit(c, speeds[c.label], w, available, target_epochs, max_epochs, set(w.cached)))
+                  for c in candidates if not c.twin)
+        chosen = [next((x for x in single if x[2] >= min_epochs), None)]
+        if chosen[0] is None:
+            return []
+    entries, cached = [], set(w.cached)
     for c, size, e in chosen:
-        total, train = fold_cost(speeds[c.label].at(size), w, c.head_epochs, e)
-        entries.append(Entry(c.label, c.cfg, list(c.set), size, c.head_epochs, e, total * w.folds,
-                             math.ceil(train * limit_slack), w.folds, c.partial, c.train))
-    return Plan(budget_s, available, entries, {k: asdict(v) for k, v in speeds.items()})
+        entries.append(_entry(c, speeds[c.label], w, size, e, cached, limit_slack))
+        cached.add(size)
+    return entries
 
 
 def top_up(plan: Plan, candidates: list[Candidate], actual_s: dict[str, float], w: Workload, remaining_s: float,
@@ -256,12 +290,14 @@ def top_up(plan: Plan, candidates: list[Candidate], actual_s: dict[str, float], 
     speeds = {c.label: replace(Speed(**plan.speeds[c.label]), train=plan.speeds[c.label]["train"] * ratio,
                                eval=plan.speeds[c.label]["eval"] * ratio) for c in left}
     twins = {e.name: (e.size, actual_s[e.name]) for e in done}
-    sub = make_plan(left, speeds, replace(w, folds=done[0].folds), remaining_s, reserve=0.0, reserve_s=0.0,
-                    twin_time=twins, fallback=False, **kw)
+    cached = tuple(sorted({*w.cached, *(e.size for e in plan.entries)}))
+    sub = make_plan(left, speeds, replace(w, folds=done[0].folds, cached=cached), remaining_s, reserve=0.0,
+                    reserve_s=0.0, twin_time=twins, fallback=False, **kw)
     return sub.entries
 
 
 def format_plan(plan: Plan) -> str:
+    """The plan as a table: one row per model, then the setup, vote and report steps and the total."""
     rows = [["model", "size", "folds", "epochs (head+partial+rest)", "rest trains", "train img/s", "fold limit s",
              "est. min"]]
     for e in plan.entries:
@@ -270,61 +306,8 @@ def format_plan(plan: Plan) -> str:
         rows.append([e.name, str(e.size), str(e.folds), f"{e.head_epochs}+{partial}+{e.epochs - partial}",
                      "all" if e.train == "all" else f"last {e.train}", f"{sp.train:.1f}",
                      f"{e.fold_limit:.0f}", f"{e.est_seconds / 60:.1f}"])
-    rows.append(["total", "", "", "", "", "", "", f"{plan.est_seconds / 60:.1f} of {plan.budget_s / 60:.1f}"])
+    for name, seconds in [*plan.setup.items(), *plan.tail.items()]:
+        rows.append([name, "", "", "", "", "", "", f"{seconds / 60:.1f}"])
+    rows.append(["total", "", "", "", "", "", "", f"{plan.total_seconds / 60:.1f} of {plan.budget_s / 60:.1f}"])
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     return "\n".join("  ".join(c.ljust(wd) for c, wd in zip(r, widths)).rstrip() for r in rows)
-
-
-# ----------------------------------------------------------------------------- measuring
-
-def measure_speed(model: torch.nn.Module, size: int, batch_size: int, *, device: torch.device,
-                  channels_last: bool = True, steps: int = 3, warmup: int = 1, ema: bool = False,
-                  mix=None, train: bool = True) -> Speed:
-    """Images/second of AdamW training steps and of inference at ``size`` on random uint8 batches.
-    ema: each step also updates a weight EMA (train.ema); mix: a MixSpec (augment.mix) mixing each
-    batch, so a candidate's speed includes what they cost; train False: inference only (train = nan)."""
-    model = model.to(device)
-    if channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    gen = torch.Generator().manual_seed(0)
-    x = torch.randint(0, 256, (batch_size, 3, size, size), generator=gen, dtype=torch.uint8).to(device)
-    if channels_last:
-        x = x.contiguous(memory_format=torch.channels_last)
-    y = torch.randint(0, model.out_dim, (batch_size,), generator=gen).to(device)
-    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-6)
-    loss_fn = torch.nn.CrossEntropyLoss()
-    from ensemble.train.ema import WeightEma
-    from ensemble.train.mix import BatchMixer
-    averager = WeightEma(model) if ema and train else None
-    mixer = BatchMixer(mix, model.out_dim) if mix is not None else None
-    soft = torch.nn.functional.one_hot(y, model.out_dim).float()
-
-    def timed(fn, n: int) -> float:
-        for _ in range(warmup):
-            fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        t0 = time.perf_counter()
-        for _ in range(n):
-            fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        return n * batch_size / (time.perf_counter() - t0)
-
-    def train_step():
-        opt.zero_grad(set_to_none=True)
-        xb, yb = mixer(x.clone(), soft) if mixer is not None else (x, y)
-        loss_fn(model(xb), yb).backward()
-        opt.step()
-        if averager is not None:
-            averager.update()
-
-    @torch.no_grad()
-    def eval_step():
-        model(x)
-
-    model.train()  # the better of two rounds: less noise from one-off allocations and other processes
-    rate = max(timed(train_step, steps) for _ in range(2)) if train else float("nan")
-    model.eval()
-    ev = max(timed(eval_step, steps) for _ in range(2))
-    return Speed(size, float(rate), float(ev))

@@ -38,7 +38,7 @@ def predict_cost(cfg: Config, out_dim: int, *, name: str | None = None, batch_si
                  steps: int = 3) -> PredictCost:
     """Measure the inference speed of `cfg`'s model (random weights: the cost does not depend on them)
     at its input size on its device, and count its GFLOPs."""
-    from ensemble.compete.timeplan import measure_speed
+    from ensemble.compete.measure import measure_speed
     from ensemble.models import build_model, model_flops
     from ensemble.train.engine import resolve_device
     from ensemble.train.setup import model_kwargs

@@ -22,7 +22,7 @@ from ensemble.config import ConfigError, load_config, read_yaml
 from ensemble.plugins import add_plugin_argument, load_plugins
 from ensemble.train.run import parse_folds
 from ensemble.tune.study import PRUNERS
-from ensemble.tune.tuner import tune_model
+from ensemble.tune.tuner import TuneError, tune_model
 
 logger = logging.getLogger("ensemble.tune.tuner")
 
@@ -103,13 +103,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.dashboard:
             return serve_dashboard(args)
         for path in expand_cfgs(args.cfg):
-            rc = tune_model(path, overrides=args.overrides, trials=args.trials, timeout=args.timeout,
-                            folds=parse_folds(args.folds, load_config(path, args.overrides).folds.n) if args.folds
-                            else None, pruner=args.pruner, sampler=args.sampler, seed=args.seed,
-                            storage=args.storage, study=args.study, best_dir=args.best_dir,
-                            keep_checkpoints=args.keep_checkpoints, verbose=args.verbose).rc
-            if rc:
-                return rc
+            tune_model(path, overrides=args.overrides, trials=args.trials, timeout=args.timeout,
+                       folds=parse_folds(args.folds, load_config(path, args.overrides).folds.n) if args.folds
+                       else None, pruner=args.pruner, sampler=args.sampler, seed=args.seed,
+                       storage=args.storage, study=args.study, best_dir=args.best_dir,
+                       keep_checkpoints=args.keep_checkpoints, verbose=args.verbose)
+    except TuneError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         logger.info("interrupted: finished trials are kept and the interrupted one is queued again; "
             "run the same command to continue")

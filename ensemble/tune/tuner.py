@@ -41,6 +41,10 @@ trial_logger = logging.getLogger("ensemble.tune.trial")  # into the trial's log 
 log = logger.info
 
 
+class TuneError(RuntimeError):
+    """The study stopped: too many trials in a row failed (their logs say why)."""
+
+
 # ---------------------------------------------------------------- one model
 @dataclasses.dataclass
 class Tuner:
@@ -132,8 +136,9 @@ class Tuner:
                 for ckpt in RunPaths(cfg.run_dir).checkpoints():
                     ckpt.unlink()
 
-    def run(self, n_trials: int, timeout: float | None) -> int:
-        """Run trials until the study has n_trials finished (all workers together) or timeout. -> exit code."""
+    def run(self, n_trials: int, timeout: float | None) -> None:
+        """Run trials until the study has n_trials finished (all workers together) or timeout.
+        Raises TuneError after MAX_FAILS failed trials in a row."""
         self.n_trials, t0, fails = n_trials, time.time(), 0
         while True:
             dead = fail_dead_trials(self.study, self.storage)
@@ -157,10 +162,8 @@ class Tuner:
                 break
             fails = fails + 1 if self._last_state == TrialState.FAIL else 0
             if fails >= MAX_FAILS:
-                log(f"[{self.model}] error: {fails} trials in a row failed; see {self.tune_dir / 'logs'}")
-                return 1
+                raise TuneError(f"[{self.model}] {fails} trials in a row failed; see {self.tune_dir / 'logs'}")
         self.write_outputs()
-        return 0
 
     def counts(self) -> dict[str, int]:
         states = [t.state for t in self.study.get_trials(deepcopy=False)]
@@ -231,9 +234,8 @@ def fold_score(run_dir: Path, competition: CompetitionCfg, folds: Sequence[int])
 
 @dataclasses.dataclass
 class TuneResult:
-    """What tune_model did: exit code (0 ok, 1 too many failed trials), the study, its best trial
-    (None before any completes) and where the best config and trials.csv are."""
-    rc: int
+    """What tune_model did: the study, its best trial (None before any completes) and where the best
+    config and trials.csv are."""
     study: optuna.Study
     best: optuna.trial.FrozenTrial | None
     best_path: Path
@@ -253,7 +255,7 @@ def tune_model(cfg_path: str | Path, *, overrides: Sequence[str] = (), trials: i
     workers together; default tune.trials) or `timeout` seconds pass. folds: the folds every trial
     trains (default tune.folds or all); storage: an Optuna URL or journal file (default
     runs/<competition>/tune/optuna.journal). Writes <model>.best.yaml beside the config (or in
-    best_dir), trials.csv and plots after every trial."""
+    best_dir), trials.csv and plots after every trial. Raises TuneError when trials keep failing."""
     path = Path(cfg_path)
     cfg, spec = load_tuning(path, list(overrides))
     from ensemble.data.competition import load_competition
@@ -286,9 +288,9 @@ def tune_model(cfg_path: str | Path, *, overrides: Sequence[str] = (), trials: i
         f"{','.join(map(str, folds))}, {n} trials, pruner {pruner_name}, "
         f"{tuner.counts()['finished']} finished trial(s) so far\n[{cfg.run_name}] dashboard: {dashboard_command(where)}  "
         f"(or python -m ensemble.tune --cfg {path} --dashboard, in another terminal)")
-    rc = tuner.run(n, timeout)
+    tuner.run(n, timeout)
     best = tuner._best()
     if best is not None:
         log(f"[{cfg.run_name}] best {cfg.competition.metric} {best.value:.4f} (trial #{best.number}) -> {best_path}; "
             f"trials: {tuner.tune_dir / 'trials.csv'}")
-    return TuneResult(rc, opened, best, best_path, tuner.tune_dir / "trials.csv")
+    return TuneResult(opened, best, best_path, tuner.tune_dir / "trials.csv")

@@ -9,20 +9,18 @@
 from __future__ import annotations
 
 import argparse
-import json
 import shlex
 import sys
 from typing import Sequence
 
-from ensemble.artifacts import atomic_write_json
 from ensemble.artifacts.paths import find_runs
 from ensemble.cli import Parser, add_verbosity, int_at_least, positive_number, setup_logging
 from ensemble.plugins import add_plugin_argument, load_plugins
 from ensemble.vote import methods as V
-from ensemble.vote.output import runs_text
+from ensemble.vote.options import VoteOptionError, VoteOptions
 from ensemble.vote.runs import RunsError
 from ensemble.vote.submission import SubmissionError
-from ensemble.vote.submit import add_submit_arguments, submit
+from ensemble.vote.submit import add_submit_arguments, submit_chosen
 from ensemble.vote.voter import check_submission, vote_runs
 
 
@@ -61,53 +59,24 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     return args
 
 
-def vote_options(flags: Sequence[str]) -> dict:
-    """Method flags as in compete.yaml's `vote: [--bias, "on"]` -> vote_runs keyword arguments."""
-    args = parse_args(["--runs", "-", *flags])
-    return dict(methods=args.method, weights=args.weights, bias=args.bias, max_iter=args.max_iter,
-                stack_c=args.stack_c, select=args.select, priors=args.priors)
-
-
-def print_result(result) -> None:
-    """The score report, notes and written files of a VoteResult, as the command prints them."""
-    print(result.report())
-    for n in result.notes:
-        print(f"note: {n}")
-    for path, cmd in result.written:
-        print(f"wrote {path} (+ .json manifest)\n  {cmd}")
+def vote_options(args: argparse.Namespace) -> VoteOptions:
+    """The parsed flags -> the VoteOptions they give (checked by vote_runs)."""
+    return VoteOptions(methods=args.method, weights=args.weights, bias=args.bias, max_iter=args.max_iter,
+                       stack_c=args.stack_c, select=args.select, priors=args.priors, write=args.write,
+                       out_dir=args.out_dir, kaggle=args.kaggle, message=args.message)
 
 
 def run_vote(args, argv: Sequence[str]) -> int:
-    result = vote_runs(find_runs(args.runs_dir, args.competition, args.runs, args.exclude), args.method,
-                       weights=args.weights, bias=args.bias, max_iter=args.max_iter, stack_c=args.stack_c,
-                       write=args.write, out_dir=args.out_dir, kaggle=args.kaggle,
-                       command="python -m ensemble.vote " + shlex.join(argv), select=args.select,
-                       priors=args.priors, message=args.message)
-    print_result(result)
+    result = vote_runs(find_runs(args.runs_dir, args.competition, args.runs, args.exclude), vote_options(args),
+                       command="python -m ensemble.vote " + shlex.join(argv))
+    print(result.summary())
     t = result.timings
     print(f"timings: load {t['load']:.1f} s, scores {t['scores']:.1f} s, submission {t['submission']:.1f} s")
-    return submit_chosen(result, args.kaggle or result.runs.competition, args.message) if args.submit else 0
-
-
-def submit_chosen(result, slug: str, message: str | None = None) -> int:
-    """--submit (issue 13): run kaggle (vote/submit.py) on the chosen (best) ensemble's written file,
-    record the call in its manifest. -> 0 when kaggle accepted it."""
-    if result.chosen is None:
-        print("--submit: the best ensemble's submission was not written", file=sys.stderr)
-        return 1
-    path, cmd = result.chosen
-    b = result.best_ensemble
-    message = message or f"{b.name} cv {b.cv.score:.4f} ({runs_text(len(result.runs.runs))})"
-    res = submit(slug, path, message)
-    print(res.message)
-    if res.record is not None:
-        mpath = path.with_suffix(".json")
-        manifest = json.loads(mpath.read_text())
-        manifest["kaggle_submit"] = res.record
-        atomic_write_json(mpath, manifest)
-    if not res.done:
-        print(f"  to submit by hand: {cmd}")
-    return 0 if res.done else 1
+    if not args.submit:
+        return 0
+    sent = submit_chosen(result, args.kaggle or result.runs.competition, args.message)
+    print("\n".join(sent.lines()), file=sys.stdout if sent.command else sys.stderr)  # stderr: nothing written
+    return 0 if sent.done else 1
 
 
 def run_check(args) -> int:
@@ -130,6 +99,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         load_plugins(args.plugin)
         return run_check(args) if args.check else run_vote(args, argv)
+    except VoteOptionError as e:
+        print(f"error: {e.detail or e.where(e.flag)}", file=sys.stderr)
+        return 2
     except (RunsError, SubmissionError, ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -13,17 +13,13 @@ from ensemble.vote.methods import Objective
 from ensemble.vote.recipe import make_recipe, replay
 from ensemble.vote.runs import Runs
 from ensemble.vote.submission import SubmissionError, build_frame, detect_format, problems, write_frame
-from ensemble.vote.submit import kaggle_command
+from ensemble.vote.submit import default_message, kaggle_command, runs_text
 
 
 def _fmt_table(rows: list[list[str]], header: list[str]) -> str:
     width = [max(len(str(r[i])) for r in rows + [header]) for i in range(len(header))]
     line = lambda r: "  ".join(str(c).ljust(w) if i == 0 else str(c).rjust(w) for i, (c, w) in enumerate(zip(r, width)))
     return "\n".join([line(header)] + [line(r) for r in rows])
-
-
-def runs_text(n: int) -> str:
-    return f"{n} run" + ("" if n == 1 else "s")
 
 
 def _num(v) -> str:
@@ -119,7 +115,7 @@ def write_submission(data: Runs, spec: Spec, cv: CVScore, fitted: Fitted, out_di
     manifest.update(extra or {})
     for r, run in zip(manifest["runs"], data.runs):
         r["config_sha256"] = file_hash(run.paths.config) if run.paths.config.is_file() else None
-    cmd = kaggle_command(slug, path, message or f"{name} cv {cv.score:.4f} ({runs_text(len(data.runs))})")
+    cmd = kaggle_command(slug, path, message or default_message(name, cv.score, len(data.runs)))
     manifest["kaggle_command"] = cmd
     atomic_write_json(path.with_suffix(".json"), manifest)
     return path, cmd

@@ -9,6 +9,7 @@ The `kaggle` package is not a dependency of this project.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shlex
 import shutil
@@ -17,6 +18,8 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
+
+from ensemble.artifacts import atomic_write_json
 
 TIMEOUT_S = 600
 OUTPUT_CHARS = 2000  # of kaggle's output kept in the manifest
@@ -32,9 +35,13 @@ def add_submit_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("-m", "--message", help="the Kaggle submission message (default: method, CV and runs)")
 
 
-def submit_argv(args: argparse.Namespace) -> list[str]:
-    """The flags to pass on to `ensemble.vote` (compete forwards them)."""
-    return (["--submit"] if args.submit else []) + (["-m", args.message] if args.message is not None else [])
+def runs_text(n: int) -> str:
+    return f"{n} run" + ("" if n == 1 else "s")
+
+
+def default_message(method: str, score: float, n_runs: int) -> str:
+    """The Kaggle message when none is given: 'hillclimb cv 0.9304 (2 runs)'."""
+    return f"{method} cv {score:.4f} ({runs_text(n_runs)})"
 
 
 def kaggle_argv(slug: str, path: str | Path, message: str) -> list[str]:
@@ -69,6 +76,11 @@ class SubmitResult:
     done: bool  # kaggle ran and exited 0
     record: dict | None  # what goes into the manifest (None: kaggle did not run)
     message: str  # one line for the user
+    command: str | None = None  # the kaggle command to run by hand (submit_chosen)
+
+    def lines(self) -> list[str]:
+        """What the user reads: the one line, and the command to run by hand when kaggle did not take it."""
+        return [self.message] + ([f"  to submit by hand: {self.command}"] if self.command and not self.done else [])
 
 
 def submit(slug: str, path: str | Path, message: str, env: dict | None = None) -> SubmitResult:
@@ -100,3 +112,20 @@ def submit(slug: str, path: str | Path, message: str, env: dict | None = None) -
         return SubmitResult(True, record, f"submitted to Kaggle ({slug}): {last or 'ok'}")
     return SubmitResult(False, record, f"--submit: kaggle failed ({'exit ' + str(rc) if rc is not None else out}): "
                                        f"{last}")
+
+
+def submit_chosen(result, slug: str, message: str | None = None, env: dict | None = None) -> SubmitResult:
+    """`--submit`: run kaggle on the chosen (best) ensemble's written submission of a VoteResult and
+    record the call in its manifest. -> SubmitResult (done: kaggle accepted it; command: to run by hand)."""
+    if result.chosen is None:
+        return SubmitResult(False, None, "--submit: the best ensemble's submission was not written")
+    path, cmd = result.chosen
+    b = result.best_ensemble
+    res = submit(slug, path, message or default_message(b.name, b.cv.score, len(result.runs.runs)), env)
+    if res.record is not None:
+        mpath = path.with_suffix(".json")
+        manifest = json.loads(mpath.read_text())
+        manifest["kaggle_submit"] = res.record
+        atomic_write_json(mpath, manifest)
+    res.command = cmd
+    return res

@@ -1,7 +1,7 @@
 """vote_runs: M finished runs -> every requested method's honest CV score -> submission files.
 
-    result = vote_runs(["runs/ham10000/resnet18", "runs/ham10000/effnet"], "hillclimb,mean")
-    result.best.name, result.best.cv.score, result.written   # -> submissions/ham10000/*.csv + .json
+    result = vote_runs(["runs/ham10000/resnet18", "runs/ham10000/effnet"], VoteOptions(methods="hillclimb,mean"))
+    result.best_ensemble.name, result.best_ensemble.cv.score, result.written   # -> submissions/ham10000/*.csv + .json
 
 The runs are aligned by id (vote.runs), each method spec is fitted and scored by nested CV
 (vote.cv), and the best (or every) spec is written as a validated submission (vote.output).
@@ -24,6 +24,7 @@ from ensemble.artifacts.provenance import provenance
 from ensemble.vote import methods as V
 from ensemble.vote.cv import CVScore, Fitted, Spec, cross_validate, model_scores
 from ensemble.vote import shift as S
+from ensemble.vote.options import VoteOptions, method_names
 from ensemble.vote.output import report, write_submission
 from ensemble.vote.shift import VoteShift
 from ensemble.vote.runs import Runs, load_runs, subset_problem
@@ -70,7 +71,7 @@ def build_specs(method: str, weights, bias: str, ordinal: bool, max_iter: int, s
                 grades: bool = False):
     """-> (specs, notes). method: 'all' or comma-separated names. grades: also add expected-grade
     variants (+grade, +grade+thr as --bias allows) that compete with argmax by nested CV."""
-    names = list(V.METHODS) if method == "all" else [s.strip() for s in method.split(",") if s.strip()]
+    names = method_names(method)
     specs, notes = [], []
     for name in names:
         m = V.get_method(name)
@@ -124,6 +125,12 @@ class VoteResult:
     def best_ensemble(self) -> Ensemble:
         return self.ensembles[self.best]
 
+    def summary(self) -> str:
+        """What `python -m ensemble.vote` prints: the report, the notes and each written file with its
+        kaggle command."""
+        return "\n".join([self.report(), *(f"note: {n}" for n in self.notes),
+                          *(f"wrote {path} (+ .json manifest)\n  {cmd}" for path, cmd in self.written)])
+
     def report(self) -> str:
         """The score table, error correlations, weights and fitted bias/thresholds (text)."""
         return report(self.runs, self.objective, self.singles,
@@ -133,34 +140,28 @@ class VoteResult:
             "adds weighted and test-like CV") + "".join("\n" + line for line in self.prior_lines)
 
 
-def vote_runs(run_dirs: Sequence[str | Path], methods: str = "all", *, weights: str | None = None,
-              bias: str = "auto", max_iter: int = 100, stack_c: float = 1.0, write: str = "best",
-              out_dir: str | Path = "submissions", kaggle: str | None = None,
-              command: str = "ensemble.vote.vote_runs(...)", select: str = "cv", priors: str = "train",
-              message: str | None = None) -> VoteResult:
+def vote_runs(run_dirs: Sequence[str | Path], options: VoteOptions | None = None, *,
+              command: str | None = None) -> VoteResult:
     """Vote finished runs into submissions.
 
     run_dirs: M run directories of one competition (same classes, folds.csv and ids; vote.runs).
-    methods: "all" or comma-separated registered names; weights: for "weighted" ('2,1' or 'runA=2');
-    bias: "auto" | "on" | "off" (also fit per-class bias / ordinal thresholds on OOF);
-    write: "best" | "all" | "none" submission files under out_dir/<competition>/.
-    select: "cv" | "weighted" | "test_like" (the last two need python -m ensemble.shift); priors: "train"
-    (unchanged), "estimated" (EM on the test probabilities) or one number per class (vote.shift, issue 12).
-    message: the Kaggle message of the best one's command (default: method, CV and runs).
+    options: how to vote and what to write (VoteOptions; default: every method, the best written under
+    submissions/<competition>/), checked first. command: the manifest's "command" (default: the vote
+    command that repeats this vote).
     Every manifest also holds every method's score, provenance and each run's config hash.
     Every spec's score is honest: fold mean, nested (fitted on K-1 folds, scored on the held-out
     one) for specs that fit anything on the OOF stack (M, N, C).
     """
-    if write not in ("best", "all", "none"):
-        raise ValueError(f"write must be best, all or none, got {write!r}")
+    opts = (options or VoteOptions()).check()
+    command = command or opts.command(run_dirs)
     t0 = time.perf_counter()
     data = load_runs(run_dirs)
     t1 = time.perf_counter()
     logger.info(f"loaded {len(data.runs)} runs in {t1 - t0:.1f} s (OOF {data.oof.shape[1]} x {data.oof.shape[2]}, "
                 f"test {data.test.shape[1]} x {data.test.shape[2]})")
     objective = make_objective(data.metric, len(data.classes), data.classes)
-    w = parse_weights(weights, data.names)
-    specs, notes = build_specs(methods, w, bias, data.ordinal, max_iter, stack_c,
+    w = parse_weights(opts.weights, data.names)
+    specs, notes = build_specs(opts.methods, w, opts.bias, data.ordinal, opts.max_iter, opts.stack_c,
                                decodes_grades(data.metric, data.ordinal))
     if len(data.runs) == 1:
         notes.append(f"one run ('{data.names[0]}'): an ensemble of one; mean, weighted, geometric and hillclimb "
@@ -172,23 +173,23 @@ def vote_runs(run_dirs: Sequence[str | Path], methods: str = "all", *, weights: 
     best = int(np.argmax([np.nan_to_num(sign * e.cv.score, nan=-np.inf) for e in ensembles]))
     results = [(e.spec, e.cv, e.fitted) for e in ensembles]
     shift = S.vote_shift(data, objective, singles, results)  # issue 12: weighted / test-like CV, --select
-    best = S.choose(select, shift, best, objective.greater_is_better, data.competition)
-    result = VoteResult(data, objective, singles, ensembles, best, notes, shift=shift, select=select)
+    best = S.choose(opts.select, shift, best, objective.greater_is_better, data.competition)
+    result = VoteResult(data, objective, singles, ensembles, best, notes, shift=shift, select=opts.select)
     t2 = time.perf_counter()
-    todo = {"best": [best], "all": range(len(ensembles)), "none": []}[write]
+    todo = {"best": [best], "all": range(len(ensembles)), "none": []}[opts.write]
     stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
-    prior = {i: S.priors_hook(data, ensembles[i].fitted, priors) for i in sorted({best, *todo})}  # --priors
+    prior = {i: S.priors_hook(data, ensembles[i].fitted, opts.priors) for i in sorted({best, *todo})}  # --priors
     result.prior_lines = list(prior[best][2]) + [x for i in todo if i != best for x in prior[i][2]]
     base_extra = {**vote_scores(data.names, [r.metrics for r in data.runs], singles, results, best, data.ordinal),
                   **provenance([r.paths.root for r in data.runs])}
     for i in todo:
         e = ensembles[i]
         est, target, _ = prior[i]
-        extra = {**base_extra, "select": select, "shift": shift.method(i) if shift else None,
-                 "priors": {**(est.to_dict() if est else {}), "applied": priors}}
-        result.written.append(write_submission(data, e.spec, e.cv, e.fitted, Path(out_dir), stamp,
-                                               kaggle or data.competition, command,
-                                               message if i == best else None, prior=est, target=target,
+        extra = {**base_extra, "select": opts.select, "shift": shift.method(i) if shift else None,
+                 "priors": {**(est.to_dict() if est else {}), "applied": opts.priors}}
+        result.written.append(write_submission(data, e.spec, e.cv, e.fitted, Path(opts.out_dir), stamp,
+                                               opts.kaggle or data.competition, command,
+                                               opts.message if i == best else None, prior=est, target=target,
                                                extra=extra, tag="" if target is None else "+priors"))
         if i == best:
             result.chosen = result.written[-1]

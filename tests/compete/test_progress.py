@@ -3,13 +3,15 @@ from __future__ import annotations
 
 import io
 import re
+from pathlib import Path
 
 import pytest
 
 from conftest import make_competition, write_configs
-from ensemble.compete import run as C
 from ensemble.compete.__main__ import main as compete_main
 from ensemble.compete.progress import PlanProgress, clock
+from ensemble.vote.options import VoteOptions
+from ensemble.vote.submit import SubmitResult
 
 
 class Clock:
@@ -69,13 +71,13 @@ def test_bar_stays_on_top_and_prints_go_above_it(capsys):
 
 @pytest.fixture
 def two_models(tmp_path, monkeypatch):
-    """configs/tiny/compete.yaml with two models; training and voting replaced by fakes that record."""
+    """configs/tiny/compete.yaml with two models; training, voting and the report replaced by fakes that record."""
     comp = make_competition(tmp_path / "comp", n_per_class=2, n_test=2)
     cfg = write_configs(tmp_path / "configs" / "tiny", comp, tmp_path / "runs")
     (cfg.parent / "compete.yaml").write_text(
         "budgets:\n  quick:\n    models: [model.yaml, {cfg: model.yaml, name: other}]\n    dups: false\n"
-        "    set: [output.progress=true]\n")
-    seen = {"progress": [], "vote": None}
+        "    shift: off\n    set: [output.progress=true]\n    vote: {methods: 'mean,hillclimb'}\n")
+    seen = {"progress": [], "vote": None, "submit": None}
 
     def fake_train(cfg, resume=False, on_epoch=None, **kw):
         seen["progress"].append(cfg.output.progress)
@@ -83,12 +85,22 @@ def two_models(tmp_path, monkeypatch):
             print(f"{cfg.run_name}: epoch {e + 1}")
             on_epoch(0, e, 0.5)
 
-    def fake_vote(competition, cfgs, vote_args):
-        seen["vote"] = list(vote_args)
-        return 0
+    class FakeVote:
+        def summary(self):
+            return "the vote's table"
+
+    def fake_vote(run_dirs, options):
+        seen["vote"] = ([Path(r).name for r in run_dirs], options)
+        return FakeVote()
+
+    def fake_submit(result, slug, message):
+        seen["submit"] = (slug, message)
+        return SubmitResult(True, {}, "submitted to Kaggle (tiny): ok")
 
     monkeypatch.setattr("ensemble.train.run.train", fake_train)
-    monkeypatch.setattr(C, "_vote_and_report", fake_vote)
+    monkeypatch.setattr("ensemble.vote.voter.vote_runs", fake_vote)
+    monkeypatch.setattr("ensemble.vote.submit.submit_chosen", fake_submit)
+    monkeypatch.setattr("ensemble.report.page.build_report", lambda *a: tmp_path / "index.html")
     return tmp_path, seen
 
 
@@ -97,10 +109,15 @@ def test_compete_shows_one_line_for_the_whole_budget(two_models, capsys):
     assert compete_main(["--competition", "tiny", "--budget", "quick", "--configs-dir", str(tmp / "configs"),
                    "--submit", "-m", "hi"]) == 0
     cap = capsys.readouterr()
-    steps = re.findall(r"== \[compete (\d)/3\] (\S+(?: \S+)*?) \| elapsed \S+ \| ETA", cap.out)
-    assert steps == [("1", "train model-quick"), ("2", "train other-quick"), ("3", "vote + report")]
-    assert "[compete 1/3] train model-quick 25% | elapsed" in cap.err  # the live line, per epoch
-    assert "model-quick: epoch 2" in cap.out and seen["vote"] == ["--submit", "-m", "hi"]
+    steps = re.findall(r"== \[compete (\d)/4\] (\S+(?: \S+)*?) \| elapsed \S+ \| ETA", cap.out)
+    assert steps == [("1", "train model-quick"), ("2", "train other-quick"), ("3", "vote"), ("4", "report")]
+    assert "[compete 1/4] train model-quick 25% | elapsed" in cap.err  # the live line, per epoch
+    assert "model-quick: epoch 2" in cap.out and "the vote's table\n" in cap.out
+    assert "submitted to Kaggle (tiny): ok" in cap.out
+    runs, options = seen["vote"]
+    assert runs == ["model-quick", "other-quick"]
+    assert options == VoteOptions(methods="mean,hillclimb", kaggle="tiny", message="hi")  # compete.yaml + flags
+    assert seen["submit"] == ("tiny", "hi")
     assert seen["progress"] == [True, True]  # the per-epoch bars stay on
 
 

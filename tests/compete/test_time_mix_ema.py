@@ -5,10 +5,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from ensemble.compete import timed
+from ensemble.compete import measure
 from ensemble.compete.__main__ import main
-from ensemble.compete.run import load_compete_file
-from ensemble.compete.timeplan import Entry, measure_speed
+from ensemble.compete.measure import measure_candidates, measure_speed
+from ensemble.compete.spec import load_compete_file
+from ensemble.compete.timeplan import Entry, Speed
 from ensemble.config import load_config
 from ensemble.models import build_model
 from ensemble.train.ema import WeightEma
@@ -53,8 +54,8 @@ def test_candidate_speed_is_measured_with_its_ema_and_mix(tmp_path, monkeypatch)
     folder, spec = load_compete_file("demo", _configs(tmp_path, MIXED))
     cfgs = {c.label: load_config(folder / c.cfg, [*spec.time.set, *c.set]) for c in spec.time.candidates}
     seen = []
-    monkeypatch.setattr(timed, "measure_speed", lambda model, size, bs, **kw: seen.append(kw) or timed.Speed(size, 1, 1))
-    timed._measure(spec.time.candidates, cfgs, 10)
+    monkeypatch.setattr(measure, "measure_speed", lambda model, size, bs, **kw: seen.append(kw) or Speed(size, 1, 1))
+    measure_candidates(spec.time.candidates, cfgs, 10)
     assert (seen[0]["ema"], seen[0]["mix"]) == (False, None)  # resnet18: plain
     assert (seen[1]["ema"], seen[1]["mix"]) == (True, MixSpec(0.2, 1.0))  # the mobilenetv3 candidate
     # and measure_speed puts both into every timed training step
@@ -72,8 +73,8 @@ def test_candidate_speed_is_measured_with_its_ema_and_mix(tmp_path, monkeypatch)
     monkeypatch.setattr(WeightEma, "update", update)
     monkeypatch.setattr(BatchMixer, "__call__", mix)
     torch.manual_seed(0)
-    sp = measure_speed(build_model("resnet18", 3), 16, 4, device=torch.device("cpu"), steps=2, warmup=1,
+    sp = measure_speed(build_model("resnet18", 3), 16, 4, device=torch.device("cpu"), steps=2, warmup=1, rounds=2,
                        ema=True, mix=MixSpec())
     assert counts == {"ema": 6, "mix": 6} and sp.train > 0  # 2 rounds x (1 warm-up + 2 timed steps)
     sp = measure_speed(build_model("resnet18", 3), 16, 4, device=torch.device("cpu"), steps=2, train=False)
-    assert sp.train != sp.train and sp.eval > 0  # inference only: no training rate (nan)
+    assert sp.train == 0.0 and sp.eval > 0  # inference only: no training rate

@@ -1,8 +1,11 @@
 """The time-budget planner: durations, cost model, allocation (pure functions, no training)."""
+from dataclasses import replace
+
 import pytest
 
-from ensemble.compete.timeplan import (Candidate, Entry, Plan, Speed, Workload, fold_cost, format_plan, make_plan,
-                                      parse_duration, top_up)
+from ensemble.compete.spec import Candidate
+from ensemble.compete.timeplan import (BudgetError, Entry, Plan, Speed, Workload, duration_text, fold_cost,
+                                       format_plan, make_plan, parse_duration, top_up)
 
 W = Workload(n_train=6000, n_test=1500, folds=5, views=2, overhead=1.0)
 SPEEDS = {"a": Speed(128, 30.0, 150.0), "b": Speed(128, 30.0, 150.0), "a-scratch": Speed(128, 30.0, 150.0),
@@ -86,9 +89,63 @@ def test_partial_fine_tuning_epochs_and_a_faster_pretrained_model_twin():
     assert 5 * fold_cost(speeds["a-scratch"], W, 0, twin.epochs + 1)[0] > a.est_seconds
 
 
-def test_budget_too_small_is_an_error():
-    with pytest.raises(ValueError, match=r"^a budget of 20s leaves no time to train after the reserve \(32s"):
-        make_plan([Candidate("a.yaml", name="a")], SPEEDS, W, budget_s=20)
+def test_budget_too_small_names_the_smallest_budget_that_works():
+    cands = [Candidate("a.yaml", name="a"), Candidate("b.yaml", name="b")]
+    one_epoch = 5 * fold_cost(SPEEDS["a"], W, 0, 1)[0]  # the smallest plan: `a`, 1 epoch (b costs the same)
+    needed = (one_epoch + 30 + 12) / (1 - 0.08)  # reserve_s 30, setup + vote + report 12 s, reserve 8%
+    with pytest.raises(BudgetError) as e:
+        make_plan(cands, SPEEDS, W, budget_s=20, setup={"duplicates": 5.0}, tail={"vote": 7.0})
+    assert e.value.needed_s == pytest.approx(needed) and e.value.smallest.name == "a"
+    assert str(e.value) == (f"a budget of 20s is too short: the smallest plan (a at 128px, 5 folds, 1 epoch, with "
+                            f"{needed - one_epoch:.0f}s of setup, vote, report and reserve) needs "
+                            f"{duration_text(needed)}; use --time {duration_text(needed)} or more")
+    plan = make_plan(cands, SPEEDS, W, budget_s=needed + 1e-6, setup={"duplicates": 5.0}, tail={"vote": 7.0})
+    assert [(x.name, x.epochs) for x in plan.entries] == [("a", 1)]  # exactly the smallest plan fits
+    with pytest.raises(BudgetError):
+        make_plan(cands, SPEEDS, W, budget_s=needed - 1, setup={"duplicates": 5.0}, tail={"vote": 7.0})
+
+
+def test_smallest_plan_of_a_pretrained_model_is_its_head_epochs_on_cached_features():
+    cands = [Candidate("a.yaml", name="a", head_epochs=2, train=5), Candidate("b.yaml", name="b")]
+    head_only = 3 * fold_cost(SPEEDS["a"], replace(W, folds=3), 2, 0)[0]
+    plan = make_plan(cands, SPEEDS, W, budget_s=head_only + 60, folds=[5, 3], reserve=0.0, reserve_s=0.0,
+                     setup={"shift": 60.0})
+    (a,) = plan.entries
+    assert (a.name, a.folds, a.head_epochs, a.epochs) == ("a", 3, 2, 0)
+    assert a.overrides()[2] == "stages=[{epochs: 2, train: head, augment: false}]"  # no fine-tuning stage
+    assert format_plan(plan).splitlines()[1].split()[:4] == ["a", "128", "3", "2+0+0"]
+    with pytest.raises(BudgetError, match=r"\(a at 128px, 3 folds, 2 head epochs on cached features, with 60s"):
+        make_plan(cands, SPEEDS, W, budget_s=head_only + 59, folds=[5, 3], reserve=0.0, reserve_s=0.0,
+                  setup={"shift": 60.0})
+
+
+@pytest.mark.parametrize("budget", [60, 300, 600, 900, 1800, 3600, 7200, 4 * 3600])
+def test_the_plan_never_exceeds_its_budget(budget):
+    cands = [Candidate("a.yaml", name="a", sizes=[128, 160], head_epochs=2, train=5),
+             Candidate("b.yaml", name="b", sizes=[128]), Candidate("a.yaml", name="a-scratch", twin="a"),
+             Candidate("fast.yaml", name="fast")]
+    w = replace(W, cache_s=40.0, cached=(128,))
+    setup, tail = {"measure + plan": 20.0, "duplicates": 15.0, "train/test shift": 30.0}, {"vote": 25.0, "report": 5.0}
+    try:
+        plan = make_plan(cands, SPEEDS, w, budget, folds=[5, 3], reserve=0.08, reserve_s=0.0, setup=setup, tail=tail,
+                         min_epochs=4, target_epochs=5, max_epochs=12)
+    except BudgetError as e:
+        assert e.needed_s > budget
+        return
+    assert plan.entries and plan.total_seconds + 0.08 * budget <= budget + 1e-6
+    assert format_plan(plan).splitlines()[-1].split()[1:] == [f"{plan.total_seconds / 60:.1f}", "of",
+                                                               f"{budget / 60:.1f}"]
+    uncached = [e for e in plan.entries if e.size == 160]  # the 160 px cache is built once, by its first model
+    if uncached:
+        assert uncached[0].est_seconds == pytest.approx(
+            w.folds * 0 + uncached[0].folds * fold_cost(SPEEDS["a"].at(160), replace(w, folds=uncached[0].folds),
+                                                        2, uncached[0].epochs)[0] + 40.0)
+
+
+@pytest.mark.parametrize("seconds, text", [(5, "5s"), (37.2, "38s"), (60, "1m"), (119.5, "120s"), (121, "3m"),
+                                           (250, "5m"), (7300, "2.1h")])
+def test_duration_text_is_a_time_at_least_that_long(seconds, text):
+    assert duration_text(seconds) == text and parse_duration(text) >= seconds
 
 
 def test_top_up_plans_more_models_when_the_plan_ran_faster_than_measured():
@@ -107,3 +164,17 @@ def test_top_up_plans_more_models_when_the_plan_ran_faster_than_measured():
     # on time: nothing to add; and nothing when the time left cannot give a model min_epochs
     assert top_up(plan, cands, {"a": a.est_seconds}, W, 3600.0 - a.est_seconds, min_epochs=3) == []
     assert top_up(plan, cands, {"a": a.est_seconds / 4}, W, 60.0, min_epochs=3) == []
+
+
+def test_when_the_first_candidate_gets_too_few_epochs_the_first_that_gets_enough_is_planned():
+    slow = {"a": Speed(128, 3.0, 15.0), "a-scratch": Speed(128, 3.0, 15.0), "fast": Speed(128, 120.0, 600.0)}
+    cands = [Candidate("a.yaml", name="a"), Candidate("a.yaml", name="a-scratch", twin="a"),
+             Candidate("fast.yaml", name="fast")]
+    plan = make_plan(cands, slow, W, budget_s=1800.0, reserve=0.0, reserve_s=0.0, min_epochs=3, target_epochs=5)
+    assert [(e.name, e.epochs >= 3) for e in plan.entries] == [("fast", True)]
+    # and when none gets min_epochs: the first whose smallest recipe fits (not `a`: one epoch of it takes
+    # 8000 s), with as many epochs as fit
+    plan = make_plan(cands, slow, W, budget_s=1800.0, reserve=0.0, reserve_s=0.0, min_epochs=40, max_epochs=50)
+    (fast,) = plan.entries
+    assert fast.name == "fast" and 1 <= fast.epochs < 40 and plan.est_seconds <= 1800.0
+    assert 5 * fold_cost(slow["fast"], W, 0, fast.epochs + 1)[0] > 1800.0

@@ -34,7 +34,8 @@ def test_train_two_runs_and_vote_them(tiny, tmp_path):
     b = E.train_run(E.load_config(cfg_path, ["name=b", "optim.lr.head=1.0e-2", *one]))
     assert a.complete and b.complete and set(a.folds) == {0, 1}
     assert a.metrics == json.loads((a.run_dir / "metrics.json").read_text())
-    result = E.vote_runs([a.run_dir, b.run_dir], "mean,hillclimb", out_dir=tmp_path / "subs")
+    result = E.vote_runs([a.run_dir, b.run_dir],
+                         E.VoteOptions(methods="mean,hillclimb", out_dir=str(tmp_path / "subs")))
     assert [e.name for e in result.ensembles] == ["mean", "hillclimb"]
     assert 0 <= result.best_ensemble.cv.score <= 1 and "OOF error correlation" in result.report()
     (path, cmd), = result.written

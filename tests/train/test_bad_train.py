@@ -11,7 +11,7 @@ import pytest
 import torch
 import yaml
 
-from ensemble.compete.run import load_compete_file
+from ensemble.compete.spec import load_compete_file
 from ensemble.config import ConfigError, load_config
 from ensemble.models.weights import UnsafePickleError, load_torch, read_state_dict
 from ensemble.train.engine import NonFiniteLossError, check_diverged, divergence_hint
@@ -256,7 +256,7 @@ CANDIDATES = [
 def test_time_candidate_train_out_of_range_fails_when_compete_yaml_loads(tiny, candidate, message):
     cfg_path, _, _ = tiny
     compete = cfg_path.parent / "compete.yaml"
-    compete.write_text(f"time:\n  candidates:\n    - {{cfg: model.yaml, train: 5}}\n    - {candidate}\n")
+    compete.write_text(f"time:\n  candidates:\n    - {{cfg: model.yaml, name: first, train: 5}}\n    - {candidate}\n")
     with pytest.raises(ConfigError) as e:
         load_compete_file(cfg_path.parent.name, cfg_path.parent.parent)
     assert str(e.value) == f"{compete}: {message}"
@@ -291,7 +291,8 @@ def test_time_numbers_fail_when_compete_yaml_loads(tiny, section, message):
 def test_time_candidates_in_range_load(tiny):
     cfg_path, _, _ = tiny
     (cfg_path.parent / "compete.yaml").write_text(
-        "time:\n  candidates:\n    - {cfg: model.yaml, train: 5, partial: 2}\n    - {cfg: model.yaml, train: all}\n")
+        "time:\n  candidates:\n    - {cfg: model.yaml, train: 5, partial: 2}\n"
+        "    - {cfg: model.yaml, name: b, train: all}\n")
     _, spec = load_compete_file(cfg_path.parent.name, cfg_path.parent.parent)
     assert [(c.train, c.partial) for c in spec.time.candidates] == [(5, 2), ("all", None)]
 

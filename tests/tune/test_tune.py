@@ -265,3 +265,20 @@ def test_full_disk_stops_the_study_with_one_line_and_retries_the_params(tuned, c
     trials = optuna.load_study(study_name="tiny/tinyrun", storage=_journal(runs)).trials
     assert [t.state for t in trials] == [TrialState.FAIL, TrialState.WAITING]
     assert trials[1].user_attrs["retry_of"] == 0 and trials[1].system_attrs["fixed_params"] == trials[0].params
+
+
+def test_trials_that_keep_failing_stop_the_study_with_one_line(tuned, capsys, monkeypatch):
+    """tune_model raises TuneError after MAX_FAILS failed trials in a row; the command says it in one
+    line and exits 1."""
+    import ensemble.tune.tuner as T
+    cfg_path, runs = tuned
+
+    def broken(cfg, **kw):
+        raise RuntimeError("the model diverged")
+    monkeypatch.setattr(T, "train_run", broken)
+    with pytest.raises(T.TuneError, match=r"^\[tinyrun\] 3 trials in a row failed; see .*tune/tinyrun/logs$"):
+        T.tune_model(cfg_path, folds=[0], trials=5, pruner="none")
+    assert main(["--cfg", str(cfg_path), "--folds", "0", "--trials", "8"]) == 1
+    err = capsys.readouterr().err
+    assert err == f"error: [tinyrun] 3 trials in a row failed; see {runs / 'tiny' / 'tune' / 'tinyrun' / 'logs'}\n"
+    assert "the model diverged" in (runs / "tiny" / "tune" / "tinyrun" / "logs" / "trial-0000.log").read_text()

@@ -1,12 +1,10 @@
-"""Command-line values of tune and vote, and compete.yaml's `vote:` flags: one `error: ...` line
+"""Command-line values of tune and vote: one `error: ...` line
 (exit 2) naming the flag or key and what was expected, before anything runs or is written."""
 from __future__ import annotations
 
 import pytest
 
 from conftest import REPO, make_competition, write_configs
-from ensemble.compete.run import load_compete_file
-from ensemble.config import ConfigError
 from ensemble.tune.__main__ import main as tune_main
 from ensemble.vote.__main__ import main as vote_main
 
@@ -79,40 +77,3 @@ def test_vote_flag_values(tmp_path, capsys, args, message):
         vote_main(["--competition", "tiny", "--runs-dir", str(tmp_path), *args])
     assert e.value.code == 2
     assert capsys.readouterr().err == f"error: {message} {HELP.format('vote')}\n"
-
-
-COMPETE_VOTE = [  # compete.yaml `vote:` flags -> the message after "<compete.yaml>: <key>: "
-    ("[--biass, 'on']", "unrecognized arguments: --biass on"),
-    ("[--bias, onn]", "argument --bias: invalid choice: 'onn' (choose from 'auto', 'on', 'off')"),
-    ("[--method, 'hilclimb,mean']", "--method: unknown vote method 'hilclimb'; available: mean, weighted, geometric, "
-                                    "rank, majority, hillclimb, stacking (did you mean 'hillclimb'?)"),
-    ("[--max-iter, '-5']", "argument --max-iter: expected an integer >= 1, got '-5'"),
-    ("[--stack-c, '0']", "argument --stack-c: expected a number > 0, got '0'"),
-    ("[--select]", "argument --select: expected one argument"),
-]
-
-
-@pytest.mark.parametrize("flags, message", COMPETE_VOTE)
-@pytest.mark.parametrize("where", ["budgets.cpu.vote", "time.vote"])
-def test_compete_vote_flags_fail_when_compete_yaml_loads(tmp_path, flags, message, where):
-    """A typo in compete.yaml's vote: used to surface only after every model had trained."""
-    folder = tmp_path / "x"
-    folder.mkdir()
-    (folder / "m.yaml").write_text("model: {backbone: resnet18}\n")
-    budget = f"budgets:\n  cpu: {{models: [m.yaml]{', vote: ' + flags if where.startswith('budgets') else ''}}}\n"
-    time = f"time:\n  candidates: [{{cfg: m.yaml, sizes: [32]}}]\n  vote: {flags}\n" if where == "time.vote" else ""
-    (folder / "compete.yaml").write_text(budget + time)
-    with pytest.raises(ValueError) as e:
-        load_compete_file("x", tmp_path)
-    assert str(e.value) == f"{folder / 'compete.yaml'}: {where}: {message}"
-
-
-def test_valid_compete_vote_flags_load(tmp_path):
-    folder = tmp_path / "x"
-    folder.mkdir()
-    (folder / "compete.yaml").write_text("budgets:\n  cpu: {models: [m.yaml], vote: [--bias, 'on', --method, "
-                                         "'hillclimb,stacking', --max-iter, '50']}\n")
-    assert load_compete_file("x", tmp_path)[1].budgets["cpu"].vote[1] == "on"
-    with pytest.raises(ConfigError):  # the compete.yaml shipped with the demo is valid (and stays so)
-        load_compete_file("nope", REPO / "configs")
-    load_compete_file("demo", REPO / "configs")

@@ -133,10 +133,9 @@ def test_compete_forwards_submit_to_vote(monkeypatch):
 
     def fake(competition, budget, **kw):
         seen.update(kw, competition=competition)
-        return 0
 
     monkeypatch.setattr(compete, "compete", fake)
     assert compete.main(["--competition", "demo", "--budget", "smoke", "--submit", "-m", "smoke run",
                          "--kaggle", "digit-recognizer", "-q"]) == 0
-    assert seen["vote_extra"] == ["--submit", "-m", "smoke run", "--kaggle", "digit-recognizer"]
+    assert (seen["submit"], seen["message"], seen["kaggle"]) == (True, "smoke run", "digit-recognizer")
     assert seen["quiet"] is True

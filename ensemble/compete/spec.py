@@ -1,0 +1,231 @@
+"""configs/<competition>/compete.yaml: its schema and every check of it, run when it loads (before
+anything is written or trained).
+
+    builder: digits                     # makes the competition folder when missing (BUILDERS)
+    budgets:                            # --budget NAME: fixed models and recipes
+      cpu:
+        models: [mobilenetv3.yaml, {cfg: resnet18.yaml, name: r18, set: [optim.lr.head=3e-3]}]
+        set: [input.size=64, "stages=[{epochs: 8, train: all}]"]    # applied to every model
+        tune: {trials: 12, folds: "0", timeout: 1800}                # optional: tune each model first
+        dups: true                                                   # near-duplicates before folds
+        shift: embeddings                                            # train/test shift: embeddings|stats|off
+        vote: {bias: "on", methods: "hillclimb,mean"}                # VoteOptions fields
+    time:                               # --time 60m: candidates the planner chooses from (timeplan)
+      candidates:
+        - {cfg: efficientnet_lite0.yaml, sizes: [128, 160], head_epochs: 2, train: 5}
+        - {cfg: efficientnet_lite0.yaml, name: efficientnet_lite0-scratch, twin: efficientnet_lite0}
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Literal, Sequence
+
+from ensemble.config import ConfigError, build, load_config, read_yaml
+from ensemble.config.ranges import NON_NEGATIVE_INT, POSITIVE_INT, UNIT_OPEN, check_values, stage_count
+from ensemble.registry import Registry
+from ensemble.vote.options import VoteOptionError, VoteOptions
+
+ShiftCheck = Literal["embeddings", "stats", "off"]  # stats: image statistics only (seconds, for tiny budgets)
+
+
+def _vote_section(value):
+    """compete.yaml's `vote:` is a mapping of VoteOptions fields; the flag list of older files is named."""
+    if isinstance(value, list):
+        raise ValueError(f"expected a mapping of vote options such as {{bias: \"on\", methods: \"mean,hillclimb\"}}, "
+                         f"got the flag list {value!r}")
+    return value
+
+
+VOTE = {"parse": _vote_section}
+SHIFT = {"parse": lambda v: "off" if v is False else v}  # YAML 1.1 reads an unquoted `off` as false
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    cfg: str
+    set: list[str] = field(default_factory=list)
+    name: str | None = None  # run name stem (default: the config file's stem)
+
+    @property
+    def label(self) -> str:
+        return self.name or Path(self.cfg).name.split(".")[0]
+
+
+@dataclass(frozen=True)
+class TuneBudget:
+    trials: int = 20
+    folds: str | None = None
+    timeout: float | None = None
+
+
+@dataclass(frozen=True)
+class Budget:
+    models: list[str | ModelEntry]
+    set: list[str] = field(default_factory=list)
+    tune: TuneBudget | None = None
+    dups: bool = True
+    shift: ShiftCheck = field(default="embeddings", metadata=SHIFT)
+    vote: VoteOptions = field(default_factory=VoteOptions, metadata=VOTE)
+
+    def entries(self) -> list[ModelEntry]:
+        return [m if isinstance(m, ModelEntry) else ModelEntry(m) for m in self.models]
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One model the --time planner may use: its config file, overrides, sizes and recipe."""
+
+    cfg: str
+    name: str | None = None
+    set: list[str] = field(default_factory=list)
+    sizes: list[int] = field(default_factory=lambda: [128])
+    head_epochs: int = 0  # head-only epochs on cached frozen features (pretrained backbones)
+    partial: int | None = None  # then one epoch training the last `partial` backbone stages (train: k)
+    train: int | str = "all"  # what the fine-tuning epochs train: all, or the last k backbone stages
+    twin: str | None = None  # train at this candidate's size, in at most its time (equal-time comparison)
+
+    @property
+    def label(self) -> str:
+        return self.name or self.cfg.split("/")[-1].split(".")[0]
+
+
+@dataclass(frozen=True)
+class TimeSpec:
+    """`time:` in compete.yaml: what `--time 60m` may choose from (see ensemble.compete.timeplan)."""
+
+    candidates: list[Candidate]
+    set: list[str] = field(default_factory=list)
+    vote: VoteOptions = field(default_factory=VoteOptions, metadata=VOTE)
+    dups: bool = True
+    shift: ShiftCheck = field(default="embeddings", metadata=SHIFT)
+    folds: list[int] = field(default_factory=list)  # fold counts to try in order (default: the config's)
+    min_epochs: int = 2
+    target_epochs: int = 5
+    max_epochs: int = 15
+    max_models: int = 4
+    reserve: float = 0.08
+
+
+TIME_RANGES = {  # time: numbers (ensemble.config.ranges)
+    "time.candidates": ((lambda v: len(v) > 0), "at least one candidate"),
+    "time.candidates.*.sizes": ((lambda v: len(v) > 0), "at least one image size"),
+    "time.candidates.*.sizes.*": POSITIVE_INT,
+    "time.candidates.*.head_epochs": NON_NEGATIVE_INT,
+    "time.folds.*": ((lambda v: POSITIVE_INT[0](v) and v >= 2), "fold counts >= 2"),
+    "time.min_epochs": POSITIVE_INT,
+    "time.target_epochs": POSITIVE_INT,
+    "time.max_epochs": POSITIVE_INT,
+    "time.max_models": POSITIVE_INT,
+    "time.reserve": UNIT_OPEN,
+}
+
+
+@dataclass(frozen=True)
+class CompeteFile:
+    budgets: dict[str, Budget] = field(default_factory=dict)
+    builder: str | None = None  # makes the competition folder when missing (BUILDERS)
+    time: TimeSpec | None = None
+
+
+def _build_digits(root: Path) -> None:
+    from ensemble.data.digits import build_demo
+    build_demo(root)
+
+
+BUILDERS: Registry[Callable[[Path], None]] = Registry("builder")  # compete.yaml `builder:` -> makes the folder
+BUILDERS.register("digits", _build_digits)
+
+
+def check_candidate(c: Candidate, key: str, backbone: str, stages: int) -> None:
+    """`train:` (all or k) and `partial:` (k) of a time candidate, k in 1..`stages` of its backbone.
+    key: where it is, e.g. 'configs/x/compete.yaml: time.candidates[2]'. Raises ValueError."""
+    for name, value, allowed in (("train", c.train, "'all'"), ("partial", c.partial, "null")):
+        if value is None or (value == "all" and name == "train"):
+            continue
+        k = int(value) if isinstance(value, str) and value.isdigit() else value
+        if isinstance(k, bool) or not isinstance(k, int):
+            raise ValueError(f"{key}.{name} {value!r} is unknown; expected {allowed} or the number k of last "
+                             f"backbone stages to train (1..{stages} for {backbone})")
+        if not 1 <= k <= stages:
+            raise ValueError(f"{key}.{name} {k} is out of range for {backbone} (1..{stages} stages or {allowed})")
+
+
+def _check_vote(options: VoteOptions, key: str, path: Path) -> None:
+    try:
+        options.check()
+    except VoteOptionError as e:
+        raise ConfigError(f"{path}: " + e.where(f"key '{key}.{e.field}'", typed=True)) from None
+
+
+def _first_repeat(names: Sequence[str]) -> str | None:
+    return next((n for i, n in enumerate(names) if n in names[:i]), None)
+
+
+def _check_budgets(spec: CompeteFile, path: Path) -> None:
+    for name, b in spec.budgets.items():
+        _check_vote(b.vote, f"budgets.{name}.vote", path)
+        twice = _first_repeat([e.label for e in b.entries()])
+        if twice:
+            raise ConfigError(f"{path}: budgets.{name}: two models are named '{twice}' (they would train into "
+                              f"one run); give one a name:")
+
+
+def _check_time(spec: CompeteFile, folder: Path, path: Path) -> None:
+    check_values(spec, TIME_RANGES, lambda key: str(path))
+    t = spec.time
+    if not t.min_epochs <= t.target_epochs <= t.max_epochs:
+        raise ConfigError(f"{path}: time: expected min_epochs <= target_epochs <= max_epochs, got "
+                          f"{t.min_epochs}, {t.target_epochs}, {t.max_epochs}")
+    _check_vote(t.vote, "time.vote", path)
+    names = [c.label for c in t.candidates]
+    twice = _first_repeat(names)
+    if twice:
+        raise ConfigError(f"{path}: two time candidates are named '{twice}'; give one a name:")
+    for i, c in enumerate(t.candidates):
+        if c.twin and c.twin not in names[:i]:
+            raise ConfigError(f"{path}: candidate '{c.label}' names twin '{c.twin}', which is not a candidate "
+                              f"listed before it")
+        if c.train != "all" or c.partial is not None:  # k needs the backbone's stage count
+            backbone = load_config(folder / c.cfg, [*t.set, *c.set]).model.backbone
+            try:
+                n = stage_count(backbone)
+            except ValueError as e:
+                raise ConfigError(f"{path}: time.candidates[{i}].train: {e}") from None
+            try:
+                check_candidate(c, f"{path}: time.candidates[{i}]", backbone, n)
+            except ValueError as e:
+                raise ConfigError(str(e)) from None
+
+
+def load_compete_file(competition: str, configs_dir: str | Path = "configs") -> tuple[Path, CompeteFile]:
+    """-> (configs/<competition>/, its validated compete.yaml). Errors name the file and key."""
+    folder = Path(configs_dir) / competition
+    path = folder / "compete.yaml"
+    if not path.is_file():
+        raise ConfigError(f"--competition {competition}: {path} not found (it lists the models and budgets)")
+    spec = build(CompeteFile, read_yaml(path), "", lambda key: str(path))
+    if spec.builder is not None and spec.builder not in BUILDERS:
+        raise ConfigError(f"{path}: unknown builder '{spec.builder}'; available: {', '.join(BUILDERS)}")
+    _check_budgets(spec, path)
+    if spec.time is not None:
+        _check_time(spec, folder, path)
+    return folder, spec
+
+
+def load_budget(competition: str, budget: str, configs_dir: str | Path = "configs"
+                ) -> tuple[Path, Budget, str | None]:
+    """-> (configs/<competition>/, the validated budget, builder). Errors name the file and key."""
+    folder, spec = load_compete_file(competition, configs_dir)
+    path = folder / "compete.yaml"
+    if budget not in spec.budgets:
+        raise ConfigError(f"{path}: unknown budget '{budget}'; available: {', '.join(spec.budgets)}")
+    return folder, spec.budgets[budget], spec.builder
+
+
+def time_spec(competition: str, configs_dir: str | Path = "configs") -> tuple[Path, TimeSpec, str | None]:
+    """-> (configs/<competition>/, the validated time: section, builder). Errors name the file."""
+    folder, spec = load_compete_file(competition, configs_dir)
+    if spec.time is None:
+        raise ConfigError(f"{folder / 'compete.yaml'}: no 'time:' section (the candidate models for --time)")
+    return folder, spec.time, spec.builder
