@@ -41,6 +41,7 @@ from ensemble.data import dups_geometry as G  # noqa: E402
 SETS = {"ham10000": ("image", "lesion_id", ".jpg"), "chest_xray": ("id", "patient", ".jpeg")}
 FAMILIES = ("pos", "pos_framed", "pos_camera", "neg", "lookalike", "lookalike_camera")
 CAMERA = {"pos_framed": False, "pos_camera": True, "lookalike": False, "lookalike_camera": True}
+LOW_GATE = 0.8  # a lower --min-corr: every 3% crop fails the default 0.98 thumbnail gate
 
 
 def fundus_frame(img: np.ndarray, size: int = 224, artefacts: bool = False) -> np.ndarray:
@@ -172,9 +173,11 @@ def rules(p: pd.DataFrame, embedded: bool) -> dict[str, np.ndarray]:
     corr = C.confirmed(p["detail"].to_numpy(), cos)
     geo = G.geometry_confirmed(p["inliers"].to_numpy(), p["ratio"].to_numpy(), p["keypoints"].to_numpy())
     gate = p["grey32"].to_numpy() >= D.DEFAULT_MIN_CORR
+    low = p["grey32"].to_numpy() >= LOW_GATE
     return {"detail" + ("+cos" if embedded else "") + " (before)": corr, "geometry alone": geo,
             "detail" + ("+cos" if embedded else "") + "+geometry (now)": corr & geo,
-            "pipeline before (thumbnail gate)": gate & corr, "pipeline now (thumbnail gate)": gate & corr & geo}
+            "pipeline before (thumbnail gate)": gate & corr, "pipeline now (thumbnail gate)": gate & corr & geo,
+            f"pipeline now, --min-corr {LOW_GATE}": low & corr & geo}
 
 
 def report(p: pd.DataFrame, embedded: bool, seconds: dict | None) -> None:
