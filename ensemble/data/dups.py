@@ -4,8 +4,8 @@ Every image gets a 64-bit perceptual hash (imagehash: phash, dhash, ahash or wha
 its bytes and a 32x32 grey thumbnail. Candidate pairs within Hamming distance <= threshold are
 found blockwise with numpy (XOR + popcount), pass when their thumbnails correlate >= min_corr, and
 are confirmed by a detail correlation and an embedding cosine (data/dups_confirm.py), then by
-geometry: SIFT keypoints inside the frame agreeing on one RANSAC homography (data/dups_geometry.py); groups grow by
-complete linkage over exact + confirmed pairs (never by chaining). Writes
+geometry: SIFT keypoints inside the frame agreeing on one RANSAC homography (data/dups_geometry.py);
+groups grow by complete linkage over exact + confirmed pairs (never by chaining). Writes
 runs/NAME/dups.csv (only rows in some group) and runs/NAME/dups.json (settings, counts, timings);
 `ensemble.train` keeps each duplicate group inside one fold when `folds.dups: true`.
 """

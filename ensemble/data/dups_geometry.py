@@ -7,10 +7,11 @@ vignette, a chest's outline: enough for a hash, a thumbnail and even a detail co
 vessels, lesion borders and texture inside the frame sit elsewhere, so their keypoints do not agree
 on one transform.
 
-- geo_features: grey image at GEO_SIZE px, CLAHE (so brightness and contrast changes do not move
-  the detector), SIFT keypoints; a keypoint counts only when its neighbourhood (GEO_MARGIN x its
-  size) stays clear of the frame (dark pixels connected to the image border: the camera's circle
-  and notch, FRAME_PAD px more for its blurred rim) and of the image edge, so the shared layout never matches itself;
+- geo_features: grey image at GEO_SIZE px, the content's range stretched and CLAHE (so brightness
+  and contrast changes do not move the detector, and a dim retina has keypoints), SIFT keypoints;
+  a keypoint counts only when its neighbourhood (GEO_MARGIN x its size, + FRAME_PAD px for the
+  blurred rim) stays clear of the frame (dark pixels connected to the image border: the camera's
+  circle and notch) and of the image edge, so the shared layout never matches itself;
 - geo_match: Lowe's ratio test, then cv2.findHomography with RANSAC -> the inlier count and the
   inlier ratio (inliers / keypoints of the image with fewer: how much of it the transform explains).
 

@@ -144,7 +144,8 @@ def test_unreadable_image_scores_nothing(tmp_path):
 
 def test_cli_geometry_flags_reach_dups_json_and_the_summary(tmp_path, capsys):
     """Two look-alikes and a copy in a competition: the copy is grouped, the look-alike refused by
-    geometry (and grouped with --min-inliers 0 --min-inlier-ratio 0, the correlations alone)."""
+    geometry (and grouped with --min-inliers 0 --min-inlier-ratio 0, the correlations alone); a
+    32 px copy is left to the correlations."""
     comp = make_competition(tmp_path / "comp", n_per_class=2, n_test=1, size=32)
     rng = np.random.default_rng(5)
     imgs = [framed(rng) for _ in range(6)]
@@ -154,6 +155,8 @@ def test_cli_geometry_flags_reach_dups_json_and_the_summary(tmp_path, capsys):
     cv2.imwrite(str(comp / "train" / "eye_a.jpg"), imgs[pair[0]], [cv2.IMWRITE_JPEG_QUALITY, 95])
     cv2.imwrite(str(comp / "train" / "eye_b.jpg"), imgs[pair[1]], [cv2.IMWRITE_JPEG_QUALITY, 95])
     cv2.imwrite(str(comp / "test" / "t000.jpg"), imgs[pair[0]], [cv2.IMWRITE_JPEG_QUALITY, 70])
+    small = cv2.imread(str(comp / "train" / "dog_000.jpg"))  # 32 px: too small to judge, the correlations decide
+    cv2.imwrite(str(comp / "train" / "dog_001.jpg"), np.clip(small.astype(np.int16) + 12, 0, 255).astype(np.uint8))
     train = pd.read_csv(comp / "train.csv", dtype=str)
     pd.concat([train, pd.DataFrame({"id": ["eye_a", "eye_b"], "label": ["cat", "dog"]})]).to_csv(
         comp / "train.csv", index=False)
@@ -163,11 +166,14 @@ def test_cli_geometry_flags_reach_dups_json_and_the_summary(tmp_path, capsys):
     assert dups_main(["--cfg", str(cfg), "--no-embed", "--threshold", "64", "--min-inliers", "24",
                       "--min-inlier-ratio", "0.05"]) == 0
     out = capsys.readouterr().out
-    assert "more rejected by geometry (< 24 keypoints on one RANSAC homography or < 5% of them)" in out
+    assert ("more rejected by geometry (< 24 keypoints on one RANSAC homography or < 5% of them); 1 left to the "
+            "correlations (images under 96 px or with < 24 keypoints)") in out
     df = pd.read_csv(runs / "dups.csv", dtype=str)
-    assert {frozenset(g["id"]) for _, g in df.groupby("dup_group")} == {frozenset({"eye_a", "t000"})}
+    assert {frozenset(g["id"]) for _, g in df.groupby("dup_group")} == {frozenset({"eye_a", "t000"}),
+                                                                         frozenset({"dog_000", "dog_001"})}
     s = json.loads((runs / "dups.json").read_text())
-    assert (s["min_inliers"], s["min_inlier_ratio"], s["rejected_geometry"] >= 1) == (24, 0.05, True)
+    assert (s["min_inliers"], s["min_inlier_ratio"], s["rejected_geometry"] >= 1, s["geometry_unjudged"]) == (
+        24, 0.05, True, 1)
 
     assert dups_main(["--cfg", str(cfg), "--no-embed", "--threshold", "64", "--min-inliers", "0",
                       "--min-inlier-ratio", "0"]) == 0
