@@ -3,8 +3,9 @@
 Every image gets a 64-bit perceptual hash (imagehash: phash, dhash, ahash or whash), a sha1 of
 its bytes and a 32x32 grey thumbnail. Candidate pairs within Hamming distance <= threshold are
 found blockwise with numpy (XOR + popcount), pass when their thumbnails correlate >= min_corr, and
-are confirmed by a detail correlation and an embedding cosine (data/dups_confirm.py); groups grow by
-complete linkage over exact + confirmed pairs (never by chaining). Writes
+are confirmed by a detail correlation and an embedding cosine (data/dups_confirm.py), then by
+geometry: SIFT keypoints inside the frame agreeing on one RANSAC homography (data/dups_geometry.py);
+groups grow by complete linkage over exact + confirmed pairs (never by chaining). Writes
 runs/NAME/dups.csv (only rows in some group) and runs/NAME/dups.json (settings, counts, timings);
 `ensemble.train` keeps each duplicate group inside one fold when `folds.dups: true`.
 """
@@ -28,6 +29,8 @@ from ensemble.artifacts.paths import CompetitionPaths
 from ensemble.data.dups_report import folds_note, summary_lines  # noqa: F401 (re-exported)
 from ensemble.data.dups_confirm import (DEFAULT_MIN_COS, DEFAULT_MIN_DETAIL, Embedder, complete_linkage, confirmed,
                                         pair_scores)
+from ensemble.data.dups_geometry import (DEFAULT_MIN_INLIER_RATIO, DEFAULT_MIN_INLIERS, geometry_confirmed,
+                                         geometry_scores, geometry_unjudged)
 from ensemble.registry import Registry
 
 logger = logging.getLogger(__name__)
@@ -180,9 +183,11 @@ def exact_pairs(sha: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def find_duplicates(ids: Sequence[str], split: Sequence[str], labels: Sequence[str], paths: Sequence[str],
                     h: Hashes, threshold: int, min_corr: float = DEFAULT_MIN_CORR,
                     min_detail: float = DEFAULT_MIN_DETAIL, min_cos: float = DEFAULT_MIN_COS,
-                    embed: Embedder | None = None, workers: int = 2) -> tuple[pd.DataFrame, dict]:
+                    embed: Embedder | None = None, workers: int = 2, min_inliers: int = DEFAULT_MIN_INLIERS,
+                    min_inlier_ratio: float = DEFAULT_MIN_INLIER_RATIO) -> tuple[pd.DataFrame, dict]:
     """Group rows (train + test) by exact and confirmed near pairs (embed: pretrained features for
-    the cosine check; None skips it). -> (dups.csv frame, counts)."""
+    the cosine check; None skips it; min_inliers 0 and min_inlier_ratio 0 skip the geometry check).
+    -> (dups.csv frame, counts)."""
     n = len(ids)
     split = np.asarray(split, dtype=object)
     sha = np.asarray(h.sha1, dtype=object)
@@ -193,6 +198,13 @@ def find_duplicates(ids: Sequence[str], split: Sequence[str], labels: Sequence[s
     cand = np.flatnonzero(near & (corr >= min_corr))
     detail, cos = pair_scores(paths, ni[cand], nj[cand], embed, workers)
     ok = confirmed(detail, cos, min_detail, min_cos)
+    counts = {"rejected_detail": int((~ok).sum()), "rejected_geometry": 0, "geometry_unjudged": 0}
+    if (min_inliers > 0 or min_inlier_ratio > 0) and ok.any():  # only pairs the correlations passed
+        inliers, ratio, keypoints = geometry_scores(paths, ni[cand[ok]], nj[cand[ok]], workers)
+        geo_ok = geometry_confirmed(inliers, ratio, keypoints, min_inliers, min_inlier_ratio)
+        counts["rejected_geometry"] = int((~geo_ok).sum())
+        counts["geometry_unjudged"] = int(geometry_unjudged(keypoints, min_inliers).sum())
+        ok[np.flatnonzero(ok)[~geo_ok]] = False
     keep = np.zeros(len(ni), bool)
     keep[cand[ok]] = True
     pi, pj = np.concatenate([ei, ni[keep]]), np.concatenate([ej, nj[keep]])
@@ -200,10 +212,9 @@ def find_duplicates(ids: Sequence[str], split: Sequence[str], labels: Sequence[s
     kind = np.array(["exact"] * len(ei) + ["near"] * int(keep.sum()), dtype=object)
     sp = np.sort(np.stack([split[pi], split[pj]]).astype(str), axis=0)  # "test" < "train"
     where = np.char.add(np.char.add(sp[1], "_"), sp[0]) if len(pi) else np.zeros(0, str)
-    counts = {f"{k}_{w}": int(((kind == k) & (where == w)).sum())
-              for k in ("exact", "near") for w in ("train_train", "train_test", "test_test")}
+    counts.update({f"{k}_{w}": int(((kind == k) & (where == w)).sum())
+                   for k in ("exact", "near") for w in ("train_train", "train_test", "test_test")})
     counts["rejected_lookalikes"] = int((near & (corr < min_corr)).sum())
-    counts["rejected_detail"] = int((~ok).sum())
     nn = nearest[nearest >= 0]
     counts["nearest_hist"] = {**{str(k): int((nn == k).sum()) for k in range(13)}, ">12": int((nn > 12).sum())}
     strength = np.concatenate([np.full(len(ei), 2.0), detail[ok]])  # byte-identical first
@@ -259,9 +270,11 @@ def dup_groups(dups_file: str | Path, train_ids: Sequence[str]) -> np.ndarray:
 def run_dups(comp, out_dir: Path, method: str = "phash", threshold: int = DEFAULT_THRESHOLD,
              min_corr: float = DEFAULT_MIN_CORR, workers: int | None = None, *,
              min_detail: float = DEFAULT_MIN_DETAIL, min_cos: float = DEFAULT_MIN_COS,
-             embed: Embedder | None = None) -> tuple[pd.DataFrame, dict]:
+             embed: Embedder | None = None, min_inliers: int = DEFAULT_MIN_INLIERS,
+             min_inlier_ratio: float = DEFAULT_MIN_INLIER_RATIO) -> tuple[pd.DataFrame, dict]:
     """Hash a Competition's train + test images, write out_dir/dups.csv + dups.json. -> (frame, summary).
-    embed: pretrained features for the cosine check (the CLI passes efficientnet_lite0's); None skips it."""
+    embed: pretrained features for the cosine check (the CLI passes efficientnet_lite0's); None skips it.
+    min_inliers / min_inlier_ratio: the geometry check (0 and 0 skip it)."""
     get_hash(method)
     if not 0 <= threshold <= 64:
         raise ValueError(f"--threshold must be a Hamming distance in 0..64, got {threshold}")
@@ -270,6 +283,10 @@ def run_dups(comp, out_dir: Path, method: str = "phash", threshold: int = DEFAUL
     for flag, v in (("--min-detail", min_detail), ("--min-cos", min_cos)):
         if not -1 <= v <= 1:
             raise ValueError(f"{flag} must be a correlation in -1..1, got {v}")
+    if isinstance(min_inliers, bool) or not isinstance(min_inliers, (int, np.integer)) or min_inliers < 0:
+        raise ValueError(f"--min-inliers must be a whole number of keypoints >= 0, got {min_inliers}")
+    if not 0 <= min_inlier_ratio <= 1:
+        raise ValueError(f"--min-inlier-ratio must be a fraction in 0..1, got {min_inlier_ratio}")
     t0 = time.perf_counter()
     n_tr, n_te = len(comp.train), len(comp.test)
     paths = comp.train["path"].tolist() + comp.test["path"].tolist()
@@ -278,12 +295,13 @@ def run_dups(comp, out_dir: Path, method: str = "phash", threshold: int = DEFAUL
     df, counts = find_duplicates(
         comp.train["id"].tolist() + comp.test["id"].tolist(), ["train"] * n_tr + ["test"] * n_te,
         comp.train["label"].tolist() + [""] * n_te, paths, h, threshold, min_corr,
-        min_detail, min_cos, embed, workers or 2)
+        min_detail, min_cos, embed, workers or 2, min_inliers, min_inlier_ratio)
     t2 = time.perf_counter()
     out_dir = Path(out_dir)
     atomic_write_csv(CompetitionPaths(out_dir).dups, df)
     summary = {"competition": comp.name, "hash": method, "threshold": threshold, "min_corr": min_corr,
                "min_detail": min_detail, "min_cos": min_cos, "embedded": embed is not None,
+               "min_inliers": min_inliers, "min_inlier_ratio": min_inlier_ratio,
                "n_train": n_tr, "n_test": n_te, **counts, "unreadable": h.bad,
                "hash_seconds": round(t1 - t0, 2), "pair_seconds": round(t2 - t1, 2)}
     atomic_write_json(CompetitionPaths(out_dir).dups_json, summary)

@@ -6,6 +6,7 @@ from pathlib import Path
 import pandas as pd
 
 from ensemble.artifacts.paths import CompetitionPaths
+from ensemble.data.dups_geometry import GEO_MIN_SIDE
 
 
 def folds_note(folds_file: Path, dups: pd.DataFrame) -> str | None:
@@ -39,6 +40,11 @@ def summary_lines(s: dict, df: pd.DataFrame, out_dir: Path | None = None) -> lis
               + (f" or embedding cosine < {s['min_cos']}" if s.get("embedded") else "")
               + f"; {s['chain_refused']} confirmed pairs not chained (a group's members all confirm each other)"]
              if "rejected_detail" in s else []),
+           *([f"  {s['rejected_geometry']} more rejected by geometry (< {s['min_inliers']} keypoints on one RANSAC "
+              f"homography or < {s['min_inlier_ratio']:.0%} of them)"
+              + (f"; {s['geometry_unjudged']} left to the correlations (images under {GEO_MIN_SIDE} px or with < "
+                 f"{s['min_inliers']} keypoints)" if s.get("geometry_unjudged") else "")]
+             if s.get("min_inliers") or s.get("min_inlier_ratio") else []),
            f"  {s['groups']} groups ({s['rows']} images, largest {s['largest_group']}), "
            f"{s['conflicting_groups']} with conflicting labels",
            "  nearest-neighbour distance histogram: " + " ".join(f"{k}:{v}" for k, v in s["nearest_hist"].items())]

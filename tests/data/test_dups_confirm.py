@@ -86,7 +86,7 @@ def test_lookalikes_pass_the_old_checks_but_are_not_grouped(lookalikes):
     assert group_sets(df) == {frozenset({"f0", "f0_copy", "f0_resized", "f0_q70"})}
     assert counts["rejected_detail"] >= 28 and counts["chain_refused"] == 0
     assert counts["largest_group"] == 4 and set(df["kind"]) == {"exact", "near"}
-    old, _ = find(lookalikes, threshold=64, min_detail=-1)  # the previous behaviour: one big group
+    old, _ = find(lookalikes, threshold=64, min_detail=-1, min_inliers=0, min_inlier_ratio=0)  # the first: one big group
     assert old["dup_group"].nunique() == 1 and len(old) == 11
 
 
@@ -138,6 +138,8 @@ def test_embedding_cosine_confirms_copies_with_packaged_weights(lookalikes, monk
     (["--min-detail", "2"], "error: --min-detail must be a correlation in -1..1, got 2.0"),
     (["--min-cos", "-3"], "error: --min-cos must be a correlation in -1..1, got -3.0"),
     (["--min-corr", "1.5"], "error: --min-corr must be a correlation in -1..1, got 1.5"),
+    (["--min-inliers", "-1"], "error: --min-inliers must be a whole number of keypoints >= 0, got -1"),
+    (["--min-inlier-ratio", "1.5"], "error: --min-inlier-ratio must be a fraction in 0..1, got 1.5"),
 ])
 def test_cli_bad_thresholds(tmp_path, capsys, args, message):
     comp = make_competition(tmp_path / "comp", n_per_class=2, n_test=1)
