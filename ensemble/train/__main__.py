@@ -12,6 +12,7 @@ from typing import Sequence
 from ensemble.cli import add_verbosity, setup_logging
 from ensemble.config import load_config
 from ensemble.models import describe_backbones, format_backbone_table
+from ensemble.models.backbones import format_weight_packages
 from ensemble.plugins import add_plugin_argument, load_plugins
 from ensemble.train.assemble import AssembleError
 from ensemble.train.distributed import init_distributed, shutdown
@@ -29,7 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fresh", action="store_true", help="delete the run directory and start over")
     p.add_argument("--assemble", action="store_true", help="only assemble oof/test/metrics from finished folds")
     p.add_argument("--device", help="override train.device (cpu, cuda, cuda:1)")
-    p.add_argument("--list-backbones", action="store_true", help="print registered backbones, params and GFLOPs")
+    p.add_argument("--list-backbones", action="store_true", help="print registered backbones, params, GFLOPs and where `pretrained: true` takes each one's weights; then the weight packages with their source and licence")
     p.add_argument("--size", type=int, default=224, help="image size for --list-backbones GFLOPs")
     add_plugin_argument(p)
     add_verbosity(p)
@@ -41,6 +42,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     setup_logging(args.verbose - args.quiet)
     if args.list_backbones:
         print(format_backbone_table(describe_backbones(size=args.size)))
+        print("\n" + format_weight_packages())
         return 0
     if not args.cfg:
         build_parser().error("--cfg is required (or --list-backbones)")
