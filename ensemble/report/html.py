@@ -100,8 +100,9 @@ def thumb(path: str, title: str) -> Raw:
     return Raw(f'<img class="thumb" src="{src(path)}" alt="{esc(title)}" title="{esc(title)}">')
 
 
-def note(text: str) -> str:
-    return f'<p class="note">{esc(text)}</p>'
+def note(text: str, ident: str | None = None) -> str:
+    attr = f' id="{esc(ident)}"' if ident else ""
+    return f'<p class="note"{attr}>{esc(text)}</p>'
 
 
 def section(anchor: str, title: str, *parts: str) -> str:

@@ -19,7 +19,6 @@ from ensemble.artifacts.paths import find_runs
 from ensemble.cli import add_verbosity, setup_logging
 from ensemble.plugins import add_plugin_argument, load_plugins
 from ensemble.vote import methods as V
-from ensemble.vote.output import runs_text
 from ensemble.vote.runs import RunsError
 from ensemble.vote.submission import SubmissionError
 from ensemble.vote.submit import add_submit_arguments, submit
@@ -96,8 +95,7 @@ def submit_chosen(result, slug: str, message: str | None = None) -> int:
         print("--submit: the best ensemble's submission was not written", file=sys.stderr)
         return 1
     path, cmd = result.chosen
-    b = result.best_ensemble
-    message = message or f"{b.name} cv {b.cv.score:.4f} ({runs_text(len(result.runs.runs))})"
+    message = message or result.message()
     res = submit(slug, path, message)
     print(res.message)
     if res.record is not None:

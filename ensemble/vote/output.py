@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from ensemble.artifacts import atomic_write_json, file_hash
+from ensemble.artifacts.provenance import portable, root_relative
 from ensemble.vote.cv import CVScore, Fitted, Spec, error_correlation
 from ensemble.vote.methods import Objective
 from ensemble.vote.runs import Runs
@@ -23,6 +24,27 @@ def _fmt_table(rows: list[list[str]], header: list[str]) -> str:
 
 def runs_text(n: int) -> str:
     return f"{n} run" + ("" if n == 1 else "s")
+
+
+def single_model(fitted: Fitted, oof: np.ndarray, names: list[str]) -> str | None:
+    """The run an ensemble equals, or None: with one run, that run; else the run whose OOF predictions
+    the ensemble's combined OOF predictions (before bias/thresholds) reproduce, e.g. hill climbing that
+    kept one model. oof: (M, N, C)."""
+    if len(names) == 1:
+        return names[0]
+    pred = fitted.predict(oof)
+    if pred.shape != oof.shape[1:]:
+        return None
+    for name, p in zip(names, oof):
+        if np.allclose(pred, p, rtol=1e-5, atol=1e-6):
+            return name
+    return None
+
+
+def submit_message(method: str, score: float, n_runs: int, alone: str | None = None) -> str:
+    """The default Kaggle message: method, CV and runs; an ensemble equal to one model says which."""
+    tail = f"; = {alone} alone" if alone is not None and n_runs > 1 else ""
+    return f"{method} cv {score:.4f} ({runs_text(n_runs)}{tail})"
 
 
 def _num(v) -> str:
@@ -72,11 +94,12 @@ def _versions() -> dict:
 
 def write_submission(data: Runs, spec: Spec, cv: CVScore, fitted: Fitted, out_dir: Path,
                      stamp: str, slug: str, command: str, message: str | None = None, adjust=None,
-                     extra: dict | None = None, tag: str = "") -> tuple[Path, str]:
+                     extra: dict | None = None, tag: str = "", alone: str | None = None) -> tuple[Path, str]:
     """Predict test, validate against the sample, write CSV + manifest atomically. -> (path, kaggle cmd).
     message: the Kaggle message (default: method, CV and runs); adjust: applied to the combined test
     predictions before bias (class priors, issue 12); extra: more manifest fields (every method's score,
-    provenance, shift); tag: appended to the method in the file name."""
+    provenance, shift); tag: appended to the method in the file name; alone: the run this ensemble equals
+    (single_model), recorded as `single_model` and said in the default message."""
     fmt = detect_format(data.sample, data.classes, data.id_col, data.sample_path.name)
     pred = fitted.predict(data.test)
     values = fitted.finish(pred if adjust is None else adjust(pred), len(data.classes))
@@ -95,21 +118,21 @@ def write_submission(data: Runs, spec: Spec, cv: CVScore, fitted: Fitted, out_di
         "weights": dict(zip(data.names, np.asarray(weights, float).round(6).tolist())),
         "options": {k: v for k, v in spec.options.items() if k != "weights"},
         ("thresholds" if data.ordinal or spec.grade else "bias"): None if fitted.post is None else fitted.post.tolist(),
-        "runs": [{"name": r.name, "dir": str(r.paths.root), "cv": r.metrics.get("cv"),
-                  "oof": {"path": str(r.paths.oof), "sha256": file_hash(r.paths.oof)},
-                  "test": {"path": str(r.paths.test), "sha256": file_hash(r.paths.test)},
+        "runs": [{"name": r.name, "dir": root_relative(r.paths.root), "cv": r.metrics.get("cv"),
+                  "oof": {"path": root_relative(r.paths.oof), "sha256": file_hash(r.paths.oof)},
+                  "test": {"path": root_relative(r.paths.test), "sha256": file_hash(r.paths.test)},
                   "metrics_sha256": file_hash(r.paths.metrics)} for r in data.runs],
         "folds_hash": data.folds_hash,
-        "sample_submission": {"path": str(data.sample_path), "sha256": file_hash(data.sample_path)},
-        "submission": {"path": str(path), "sha256": file_hash(path), "rows": len(frame), "format": fmt.kind},
-        "created_utc": stamp, "command": command, "versions": _versions(),
+        "sample_submission": {"path": root_relative(data.sample_path), "sha256": file_hash(data.sample_path)},
+        "submission": {"path": root_relative(path), "sha256": file_hash(path), "rows": len(frame), "format": fmt.kind},
+        "created_utc": stamp, "command": command, "versions": _versions(), "single_model": alone,
     }
     # issue 13: provenance, every method's score, the kaggle command (artifacts/provenance.py, vote/scoreboard.py,
     # vote/submit.py)
     manifest.update(extra or {})
     for r, run in zip(manifest["runs"], data.runs):
         r["config_sha256"] = file_hash(run.paths.config) if run.paths.config.is_file() else None
-    cmd = kaggle_command(slug, path, message or f"{name} cv {cv.score:.4f} ({runs_text(len(data.runs))})")
+    cmd = kaggle_command(slug, path, message or submit_message(name, cv.score, len(data.runs), alone))
     manifest["kaggle_command"] = cmd
-    atomic_write_json(path.with_suffix(".json"), manifest)
+    atomic_write_json(path.with_suffix(".json"), portable(manifest))  # paths relative to the repository root
     return path, cmd

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
+from ensemble.artifacts.provenance import portable
+
 TIMEOUT_S = 600
 OUTPUT_CHARS = 2000  # of kaggle's output kept in the manifest
 
@@ -92,9 +94,9 @@ def submit(slug: str, path: str | Path, message: str, env: dict | None = None) -
         rc, out = None, f"timed out after {TIMEOUT_S} s"
     except OSError as e:
         rc, out = None, str(e)
-    record = {"argv": argv, "executable": exe, "credentials": where, "returncode": rc,
-              "output": out[-OUTPUT_CHARS:], "started_utc": started,
-              "seconds": round(time.perf_counter() - t0, 2)}
+    record = portable({"argv": argv, "executable": Path(exe).name, "credentials": where, "returncode": rc,
+                       "output": out[-OUTPUT_CHARS:], "started_utc": started,
+                       "seconds": round(time.perf_counter() - t0, 2)})  # no absolute path of this machine
     last = out.splitlines()[-1] if out else ""
     if rc == 0:
         return SubmitResult(True, record, f"submitted to Kaggle ({slug}): {last or 'ok'}")

@@ -24,7 +24,7 @@ from ensemble.artifacts.provenance import provenance
 from ensemble.vote import methods as V
 from ensemble.vote.cv import CVScore, Fitted, Spec, cross_validate, model_scores
 from ensemble.vote import shift as S
-from ensemble.vote.output import report, write_submission
+from ensemble.vote.output import report, single_model, submit_message, write_submission
 from ensemble.vote.shift import VoteShift
 from ensemble.vote.runs import Runs, load_runs, subset_problem
 from ensemble.vote.scoreboard import vote_scores
@@ -119,6 +119,12 @@ class VoteResult:
     shift: VoteShift | None = None  # issue 12: weighted / test-like CV (runs/<competition>/shift/weights.csv)
     select: str = "cv"
     prior_lines: list[str] = field(default_factory=list)
+    alone: str | None = None  # the run the chosen ensemble equals (one run, or a method that kept one model)
+
+    def message(self) -> str:
+        """The default Kaggle message of the chosen ensemble."""
+        b = self.best_ensemble
+        return submit_message(b.name, b.cv.score, len(self.runs.runs), self.alone)
 
     @property
     def best_ensemble(self) -> Ensemble:
@@ -178,6 +184,10 @@ def vote_runs(run_dirs: Sequence[str | Path], methods: str = "all", *, weights: 
     todo = {"best": [best], "all": range(len(ensembles)), "none": []}[write]
     stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
     prior = {i: S.priors_hook(data, ensembles[i].fitted, priors) for i in sorted({best, *todo})}  # --priors
+    alone = {i: single_model(ensembles[i].fitted, data.oof, data.names) for i in prior}
+    result.alone = alone[best]
+    if result.alone is not None and len(data.runs) > 1:
+        notes.append(f"the chosen ensemble ({ensembles[best].name}) equals one model: {result.alone} alone")
     result.prior_lines = list(prior[best][2]) + [x for i in todo if i != best for x in prior[i][2]]
     base_extra = {**vote_scores(data.names, [r.metrics for r in data.runs], singles, results, best, data.ordinal),
                   **provenance([r.paths.root for r in data.runs])}
@@ -189,7 +199,8 @@ def vote_runs(run_dirs: Sequence[str | Path], methods: str = "all", *, weights: 
         result.written.append(write_submission(data, e.spec, e.cv, e.fitted, Path(out_dir), stamp,
                                                kaggle or data.competition, command,
                                                message if i == best else None, adjust=S.prior_adjuster(est, target),
-                                               extra=extra, tag="" if target is None else "+priors"))
+                                               extra=extra, tag="" if target is None else "+priors",
+                                               alone=alone.get(i)))
         if i == best:
             result.chosen = result.written[-1]
     result.timings = {"load": t1 - t0, "scores": t2 - t1, "submission": time.perf_counter() - t2}
