@@ -44,6 +44,9 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     p.add_argument("--priors", default="train",
                    help="class priors of the submission: train (unchanged), estimated (EM on the test "
                         "probabilities) or one number per class ('0.3,0.7' or 'NORMAL=0.3,PNEUMONIA=0.7')")
+    p.add_argument("--calibrate", action="store_true",
+                   help="temperature-scale the chosen ensemble's probabilities (metrics scored on probabilities, "
+                        "e.g. log loss): fitted on its held-out OOF rows, applied when the nested CV does not worsen")
     p.add_argument("--write", choices=["best", "all", "none"], default="best",
                    help="which ensembles get a submission file")
     p.add_argument("--out-dir", default="submissions", help="default: submissions (+ /NAME/)")
@@ -64,7 +67,7 @@ def vote_options(flags: Sequence[str]) -> dict:
     """Method flags as in compete.yaml's `vote: [--bias, "on"]` -> vote_runs keyword arguments."""
     args = parse_args(["--runs", "-", *flags])
     return dict(methods=args.method, weights=args.weights, bias=args.bias, max_iter=args.max_iter,
-                stack_c=args.stack_c, select=args.select, priors=args.priors)
+                stack_c=args.stack_c, select=args.select, priors=args.priors, calibrate=args.calibrate)
 
 
 def print_result(result) -> None:
@@ -81,7 +84,7 @@ def run_vote(args, argv: Sequence[str]) -> int:
                        weights=args.weights, bias=args.bias, max_iter=args.max_iter, stack_c=args.stack_c,
                        write=args.write, out_dir=args.out_dir, kaggle=args.kaggle,
                        command="python -m ensemble.vote " + shlex.join(argv), select=args.select,
-                       priors=args.priors, message=args.message)
+                       priors=args.priors, message=args.message, calibrate=args.calibrate)
     print_result(result)
     t = result.timings
     print(f"timings: load {t['load']:.1f} s, scores {t['scores']:.1f} s, submission {t['submission']:.1f} s")

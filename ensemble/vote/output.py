@@ -9,6 +9,7 @@ import numpy as np
 
 from ensemble.artifacts import atomic_write_json, file_hash
 from ensemble.artifacts.provenance import portable, root_relative
+from ensemble.vote.calibrate import scale
 from ensemble.vote.cv import CVScore, Fitted, Spec, error_correlation
 from ensemble.vote.methods import Objective
 from ensemble.vote.runs import Runs
@@ -94,15 +95,19 @@ def _versions() -> dict:
 
 def write_submission(data: Runs, spec: Spec, cv: CVScore, fitted: Fitted, out_dir: Path,
                      stamp: str, slug: str, command: str, message: str | None = None, adjust=None,
-                     extra: dict | None = None, tag: str = "", alone: str | None = None) -> tuple[Path, str]:
+                     extra: dict | None = None, tag: str = "", alone: str | None = None,
+                     temperature: float | None = None) -> tuple[Path, str]:
     """Predict test, validate against the sample, write CSV + manifest atomically. -> (path, kaggle cmd).
     message: the Kaggle message (default: method, CV and runs); adjust: applied to the combined test
     predictions before bias (class priors, issue 12); extra: more manifest fields (every method's score,
     provenance, shift); tag: appended to the method in the file name; alone: the run this ensemble equals
-    (single_model), recorded as `single_model` and said in the default message."""
+    (single_model), recorded as `single_model` and said in the default message; temperature: scales the
+    submitted probabilities (vote --calibrate)."""
     fmt = detect_format(data.sample, data.classes, data.id_col, data.sample_path.name)
     pred = fitted.predict(data.test)
     values = fitted.finish(pred if adjust is None else adjust(pred), len(data.classes))
+    if temperature is not None and values.ndim == 2:
+        values = scale(values, temperature)
     frame = build_frame(fmt, data.sample[fmt.id_col], values)
     issues = problems(frame, data.sample, fmt, data.sample_path.name)
     if issues:
@@ -136,3 +141,13 @@ def write_submission(data: Runs, spec: Spec, cv: CVScore, fitted: Fitted, out_di
     manifest["kaggle_command"] = cmd
     atomic_write_json(path.with_suffix(".json"), portable(manifest))  # paths relative to the repository root
     return path, cmd
+
+
+def write_ensemble_oof(data: Runs, values: np.ndarray, submission: Path) -> Path:
+    """The chosen ensemble's held-out OOF probabilities (what the report's gallery and calibration read),
+    as runs/<competition>/votes/<submission stem>.oof.csv. -> its path."""
+    from ensemble.artifacts import probs_frame, write_probs
+    from ensemble.artifacts.paths import CompetitionPaths
+    path = CompetitionPaths(data.runs[0].paths.root.parent).vote_oof(submission.stem)
+    write_probs(path, probs_frame(data.oof_ids, values, data.classes, data.folds))
+    return path

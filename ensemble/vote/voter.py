@@ -24,7 +24,8 @@ from ensemble.artifacts.provenance import provenance
 from ensemble.vote import methods as V
 from ensemble.vote.cv import CVScore, Fitted, Spec, cross_validate, model_scores
 from ensemble.vote import shift as S
-from ensemble.vote.output import report, single_model, submit_message, write_submission
+from ensemble.vote.calibrate import calibrate_nested, scale
+from ensemble.vote.output import report, single_model, submit_message, write_ensemble_oof, write_submission
 from ensemble.vote.shift import VoteShift
 from ensemble.vote.runs import Runs, load_runs, subset_problem
 from ensemble.vote.scoreboard import vote_scores
@@ -143,7 +144,7 @@ def vote_runs(run_dirs: Sequence[str | Path], methods: str = "all", *, weights: 
               bias: str = "auto", max_iter: int = 100, stack_c: float = 1.0, write: str = "best",
               out_dir: str | Path = "submissions", kaggle: str | None = None,
               command: str = "ensemble.vote.vote_runs(...)", select: str = "cv", priors: str = "train",
-              message: str | None = None) -> VoteResult:
+              message: str | None = None, calibrate: bool = False) -> VoteResult:
     """Vote finished runs into submissions.
 
     run_dirs: M run directories of one competition (same classes, folds.csv and ids; vote.runs).
@@ -153,6 +154,8 @@ def vote_runs(run_dirs: Sequence[str | Path], methods: str = "all", *, weights: 
     select: "cv" | "weighted" | "test_like" (the last two need python -m ensemble.shift); priors: "train"
     (unchanged), "estimated" (EM on the test probabilities) or one number per class (vote.shift, issue 12).
     message: the Kaggle message of the best one's command (default: method, CV and runs).
+    calibrate: temperature-scale the chosen ensemble's probabilities (metrics scored on probabilities,
+    e.g. log loss), fitted on its held-out OOF rows, applied when the nested CV does not get worse.
     Every manifest also holds every method's score, provenance and each run's config hash.
     Every spec's score is honest: fold mean, nested (fitted on K-1 folds, scored on the held-out
     one) for specs that fit anything on the OOF stack (M, N, C).
@@ -189,20 +192,33 @@ def vote_runs(run_dirs: Sequence[str | Path], methods: str = "all", *, weights: 
     if result.alone is not None and len(data.runs) > 1:
         notes.append(f"the chosen ensemble ({ensembles[best].name}) equals one model: {result.alone} alone")
     result.prior_lines = list(prior[best][2]) + [x for i in todo if i != best for x in prior[i][2]]
+    cal, held = None, ensembles[best].cv.oof
+    if calibrate and (held is None or M.get_metric(data.metric).needs != "proba"):
+        notes.append(f"--calibrate: skipped: {data.metric} scores {'labels' if held is not None else 'grades'}; "
+                     "temperature scaling keeps every row's class")
+    elif calibrate:
+        cal = calibrate_nested(held, data.y, data.folds, objective)
+        result.prior_lines.append(cal.line(data.metric))
+    temperature = cal.temperature if cal is not None and cal.applied else None
     base_extra = {**vote_scores(data.names, [r.metrics for r in data.runs], singles, results, best, data.ordinal),
                   **provenance([r.paths.root for r in data.runs])}
     for i in todo:
         e = ensembles[i]
         est, target, _ = prior[i]
         extra = {**base_extra, "select": select, "shift": shift.method(i) if shift else None,
-                 "priors": {**(est.to_dict() if est else {}), "applied": priors}}
+                 "priors": {**(est.to_dict() if est else {}), "applied": priors},
+                 "calibration": cal.to_dict() if cal is not None and i == best else None}
         result.written.append(write_submission(data, e.spec, e.cv, e.fitted, Path(out_dir), stamp,
                                                kaggle or data.competition, command,
                                                message if i == best else None, adjust=S.prior_adjuster(est, target),
-                                               extra=extra, tag="" if target is None else "+priors",
-                                               alone=alone.get(i)))
+                                               extra=extra, tag=("" if target is None else "+priors") + (
+                                                   "+temp" if i == best and temperature else ""),
+                                               alone=alone.get(i), temperature=temperature if i == best else None))
         if i == best:
             result.chosen = result.written[-1]
+            if held is not None:  # the report's gallery and reliability diagram of the chosen ensemble
+                write_ensemble_oof(data, held if temperature is None else scale(held, temperature),
+                                   result.chosen[0])
     result.timings = {"load": t1 - t0, "scores": t2 - t1, "submission": time.perf_counter() - t2}
     return result
 
