@@ -79,7 +79,7 @@ def plot_roc_pr(p: np.ndarray, y: np.ndarray, classes: Sequence[str], path: Path
             title=f"{title}: ROC, one vs rest")
     pr.set(xlim=(0, 1), ylim=(0, 1.02), xlabel="recall", ylabel="precision", title="precision-recall")
     for ax in (roc, pr):
-        ax.legend(loc="lower left" if ax is pr else "lower right", fontsize=7, frameon=False)
+        ax.legend(loc="best" if ax is pr else "lower right", fontsize=7, frameon=False)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)

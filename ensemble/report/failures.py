@@ -35,6 +35,7 @@ class Subject:
     folds: np.ndarray  # (N,) int
     classes: list[str]
     cam_runs: list[tuple[Path, float]] = field(default_factory=list)  # (run dir, weight) for Grad-CAM
+    probabilities: bool = True  # False: scores (rank, majority votes) normalised for ranking mistakes only
 
 
 def worst_mistakes(p: np.ndarray, y: np.ndarray, max_pairs: int = MAX_PAIRS, per_pair: int = PER_PAIR
@@ -73,7 +74,11 @@ def _subject(key: str, title: str, oof: Path, labels: pd.Series, classes: list[s
     keep = known & (y >= 0)
     if not keep.any():
         return f"{title}: no OOF row has a known label in labels.csv"
-    return Subject(key, title, ids[keep].astype(str), y[keep], p[keep], folds[keep], classes, cam_runs)
+    p = p[keep]
+    probs = bool(np.allclose(p.sum(axis=1), 1.0, atol=1e-3))
+    if not probs:  # rank averages and vote counts order the rows but are no probabilities
+        p = p / np.clip(p.sum(axis=1, keepdims=True), 1e-12, None)
+    return Subject(key, title, ids[keep].astype(str), y[keep], p, folds[keep], classes, cam_runs, probs)
 
 
 def subjects(comp_dir: Path, runs: list[tuple[Path, dict]], scoreboard: tuple[Path, dict] | None
@@ -192,12 +197,18 @@ def section(comp_dir: Path, competition: str, runs: list[tuple[Path, dict]], sco
                   "ensemble.vote --calibrate applies it to the submission when the nested CV agrees.")]
     summary = []
     for s in found:
-        cal = calibration_summary(s.p, s.y)
+        cal = calibration_summary(s.p, s.y) if s.probabilities else {}
         n_err = int((s.p.argmax(1) != s.y).sum())
-        summary.append([s.title, len(s.y), n_err, H.fmt(cal["ece"], 3), H.fmt(cal["temperature"], 2),
-                        H.fmt(cal["ece_after"], 3), H.fmt(cal["nll"], 4), H.fmt(cal["nll_after"], 4)])
-        figs = [assets.make(f"{s.key}-reliability", lambda p, s=s: plot_reliability(s.p, s.y, p, s.title[:40])),
+        summary.append([s.title, len(s.y), n_err, *[H.fmt(cal.get(k), d) for k, d in
+                        (("ece", 3), ("temperature", 2), ("ece_after", 3), ("nll", 4), ("nll_after", 4))]])
+        figs = [assets.make(f"{s.key}-reliability", lambda p, s=s: plot_reliability(s.p, s.y, p, s.title[:40]))
+                if s.probabilities else None,
                 assets.make(f"{s.key}-rocpr", lambda p, s=s: plot_roc_pr(s.p, s.y, s.classes, p, s.title[:40]))]
+        if not s.probabilities:
+            more_notes = [f"{s.title}: its values are scores, not probabilities (rows do not sum to 1): "
+                          "no reliability diagram; mistakes are ranked by the normalised scores."]
+        else:
+            more_notes = []
         curves = per_class_curves(s.p, s.y)
         table = H.table(["class", "rows", "ROC AUC (one vs rest)", "average precision"],
                         [[c, st["positives"], H.fmt(st["auc"], 3), H.fmt(st["ap"], 3)]
@@ -206,7 +217,7 @@ def section(comp_dir: Path, competition: str, runs: list[tuple[Path, dict]], sco
         out += [f'<h3 id="fail-{H.esc(s.key)}">{H.esc(s.title)}</h3>',
                 "".join(H.figure(f, cap, f"{s.title} {cap}") for f, cap in
                         zip(figs, ("reliability (top class)", "one-vs-rest ROC and precision-recall")) if f),
-                table, gal, "".join(H.note(n) for n in more)]
+                table, gal, "".join(H.note(n) for n in more_notes + more)]
     head = H.table(["predictions", "rows", "errors", "ECE", "temperature", "ECE after T", "log loss",
                     "log loss after T"], summary, num=[1, 2, 3, 4, 5, 6, 7], table_id="calibration")
     return out[0] + head + "".join(out[1:]) + "".join(H.note(n) for n in notes)

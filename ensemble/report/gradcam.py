@@ -30,9 +30,9 @@ def last_stage(model: Classifier) -> torch.nn.Module:
     return model.backbone.get_submodule(name)
 
 
-def gradcam(model: Classifier, images: np.ndarray, targets: Sequence[int]) -> np.ndarray:
-    """images (N, S, S, 3) uint8 RGB, targets (N,) class indices -> (N, S, S) float32 maps in [0, 1]:
-    ReLU(sum_k mean(d logit_target / d A_k) * A_k) over the last stage's activations A, upsampled."""
+def gradcam(model: Classifier, images: np.ndarray, targets: Sequence[int]) -> tuple[np.ndarray, tuple[int, int]]:
+    """images (N, S, S, 3) uint8 RGB, targets (N,) class indices -> ((N, S, S) float32 maps in [0, 1], the
+    last stage's grid (h, w)): ReLU(sum_k mean(d logit_target / d A_k) * A_k) over its activations A, upsampled."""
     store: dict[str, torch.Tensor] = {}
 
     def keep(_module, _inputs, out):
@@ -55,7 +55,7 @@ def gradcam(model: Classifier, images: np.ndarray, targets: Sequence[int]) -> np
     cam = F.relu((g.mean(dim=(2, 3), keepdim=True) * a).sum(dim=1, keepdim=True))
     cam = F.interpolate(cam, size=images.shape[1:3], mode="bilinear", align_corners=False)[:, 0]
     peak = cam.flatten(1).max(dim=1).values.clamp_min(1e-12)[:, None, None]
-    return (cam / peak).cpu().numpy().astype(np.float32)
+    return (cam / peak).cpu().numpy().astype(np.float32), (int(a.shape[2]), int(a.shape[3]))
 
 
 def overlay(image: np.ndarray, cam: np.ndarray, alpha: float = 0.45) -> np.ndarray:
@@ -110,7 +110,10 @@ def run_cams(run_dir: Path, rows: Sequence[tuple[int, str, int]], size: int | No
             notes.append(str(e))
             continue
         images = np.stack([resize(decode(rows[i][1])[0], run_size) for i in idx])
-        cams = gradcam(model, images, [rows[i][2] for i in idx])
+        cams, (h, w) = gradcam(model, images, [rows[i][2] for i in idx])
+        if min(h, w) < 3 and not any("cannot localise" in n for n in notes):
+            notes.append(f"{Path(run_dir).name}: the last backbone stage is {h}x{w} at {run_size} px, so its Grad-CAM "
+                         f"cannot localise (a larger input.size gives it a finer grid)")
         for i, cam in zip(idx, cams):
             out[i] = cam if size in (None, run_size) else _resized(cam, size)
     return out, ("; ".join(notes) or None)

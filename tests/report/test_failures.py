@@ -62,7 +62,8 @@ def test_gradcam_is_the_gradient_weighted_last_stage():
     model = build_model("resnet18", 3, head_hidden=[8])
     assert last_stage(model) is model.backbone.layer4
     images = np.random.default_rng(0).integers(0, 255, (2, 64, 64, 3), dtype=np.uint8)
-    cams = gradcam(model, images, [2, 0])
+    cams, grid = gradcam(model, images, [2, 0])
+    assert grid == (2, 2)  # 64 px / stride 32
     model.eval()
     x = torch.from_numpy(images).permute(0, 3, 1, 2)
     feats = model.backbone.forward_features(model.normalize(x))
@@ -137,3 +138,19 @@ def test_failure_sections_render_in_headless_chromium(site, tmp_path):
     assert len(figs) == 6 and all(i["ok"] and i["w"] >= 400 for i in figs), figs
     ids = {t["id"]: t["rows"] for t in res["tables"]}
     assert ids["calibration"] == 3 and ids["classes-ensemble"] == 3 and ids["gallery-run-mnv"] >= 1
+
+
+def test_scores_that_are_not_probabilities_rank_mistakes_without_calibration(tmp_path):
+    """A rank-average ensemble's values order the rows but do not sum to 1: normalised for the gallery,
+    no reliability diagram."""
+    from ensemble.artifacts import probs_frame, write_probs
+    from ensemble.report.failures import _subject
+    scores = np.array([[0.9, 0.8, 0.1], [0.2, 0.9, 0.6], [0.3, 0.2, 0.95]], np.float32)
+    write_probs(tmp_path / "oof.csv", probs_frame(["a", "b", "c"], scores, CLASSES, [0, 1, 0]))
+    labels = pd.Series(["dog", "dog", "fox"], index=["a", "b", "c"])
+    s = _subject("ensemble", "chosen ensemble: rank", tmp_path / "oof.csv", labels, CLASSES, [])
+    assert s.probabilities is False and np.allclose(s.p.sum(1), 1)
+    assert worst_mistakes(s.p, s.y) == [(1, 0, 1, [0])]
+    write_probs(tmp_path / "oof.csv", probs_frame(["a", "b", "c"], scores / scores.sum(1, keepdims=True), CLASSES,
+                                                  [0, 1, 0]))
+    assert _subject("x", "x", tmp_path / "oof.csv", labels, CLASSES, []).probabilities is True
