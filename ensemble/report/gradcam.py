@@ -19,6 +19,8 @@ from ensemble.artifacts.paths import RunPaths
 from ensemble.models import Classifier, build_model
 
 logger = logging.getLogger(__name__)
+MEMO_SIZE = 256  # heat maps kept in memory (keyed by run, checkpoint times, fold, image, class)
+_MEMO: dict[tuple, np.ndarray] = {}
 
 
 def last_stage(model: Classifier) -> torch.nn.Module:
@@ -102,8 +104,13 @@ def run_cams(run_dir: Path, rows: Sequence[tuple[int, str, int]], size: int | No
     from ensemble.data.images import decode, resize
     out: list[np.ndarray | None] = [None] * len(rows)
     notes = []
-    for k in sorted({r[0] for r in rows}):
-        idx = [i for i, r in enumerate(rows) if r[0] == k]
+    stamp = checkpoint_stamp(run_dir, [r[0] for r in rows])
+    keys = [(str(run_dir), stamp, *r) for r in rows]
+    for i, key in enumerate(keys):  # an ensemble's gallery and its runs' share most images
+        if key in _MEMO:
+            out[i] = _MEMO[key] if size in (None, _MEMO[key].shape[0]) else _resized(_MEMO[key], size)
+    for k in sorted({r[0] for i, r in enumerate(rows) if out[i] is None}):
+        idx = [i for i, r in enumerate(rows) if r[0] == k and out[i] is None]
         try:
             model, run_size = load_run_model(run_dir, k)
         except (FileNotFoundError, ValueError) as e:
@@ -115,6 +122,9 @@ def run_cams(run_dir: Path, rows: Sequence[tuple[int, str, int]], size: int | No
             notes.append(f"{Path(run_dir).name}: the last backbone stage is {h}x{w} at {run_size} px, so its Grad-CAM "
                          f"cannot localise (a larger input.size gives it a finer grid)")
         for i, cam in zip(idx, cams):
+            if len(_MEMO) >= MEMO_SIZE:
+                _MEMO.pop(next(iter(_MEMO)))
+            _MEMO[keys[i]] = cam
             out[i] = cam if size in (None, run_size) else _resized(cam, size)
     return out, ("; ".join(notes) or None)
 
