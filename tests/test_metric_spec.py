@@ -361,5 +361,6 @@ def test_vote_picks_grade_thresholds_for_qwk_classification_runs(tmp_path, monke
     assert "mean+grade+thr" in out and "* mean+grade+thr" in out
     manifest = json.loads(next((tmp_path / "submissions" / "aptos").glob("*.json")).read_text())
     assert manifest["method"] == "mean+grade+thr" and len(manifest["thresholds"]) == 4
-    sub = pd.read_csv(manifest["submission"]["path"], dtype=str)
+    from ensemble.artifacts.provenance import repo_root
+    sub = pd.read_csv(repo_root() / manifest["submission"]["path"], dtype=str)  # manifests: relative to the repo root
     assert list(sub.columns) == ["id", "diagnosis"] and set(sub["diagnosis"]) <= set(classes)

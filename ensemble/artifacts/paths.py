@@ -92,6 +92,10 @@ class CompetitionPaths:
     def tune(self) -> Path:
         return self.root / TUNE_DIR
 
+    def vote_oof(self, submission_stem: str) -> Path:
+        """votes/<submission stem>.oof.csv: the chosen ensemble's held-out OOF probabilities of one vote."""
+        return self.root / "votes" / f"{submission_stem}.oof.csv"
+
     def runs(self) -> list[Path]:
         """Finished runs (directories with metrics.json), sorted by name."""
         return sorted(p for p in self.root.glob("*") if is_run(p)) if self.root.is_dir() else []

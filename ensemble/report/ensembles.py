@@ -55,7 +55,18 @@ def ensembles(manifests: list[tuple[Path, dict]], higher: bool = True) -> str:
     return head + H.table(["", "method / run", f"CV {metric}".strip(), "std", "CV kind", "in-sample", "chosen",
                            "weights"], body, num=[2, 3, 5], table_id="ensembles",
                           row_class=lambda r: "best" if rows[r][6] else ("single" if rows[r][0] != "ensemble" else None)
-                          ) + provenance_note(m)
+                          ) + alone_note(m) + provenance_note(m)
+
+
+def alone_note(m: dict) -> str:
+    """One line when the chosen ensemble is one model (a vote over one run, or a method that kept one)."""
+    alone, n = m.get("single_model"), len(m.get("singles") or m.get("runs") or [])
+    if not alone:
+        return ""
+    if n <= 1:
+        return H.note(f"One run was voted: the submission is {alone} alone (an ensemble of one).", "alone")
+    return H.note(f"The chosen ensemble ({m.get('method')}) equals one model: {alone} alone; its "
+                  f"{n - 1} other run(s) add nothing to its out-of-fold predictions.", "alone")
 
 
 def provenance_note(m: dict) -> str:

@@ -28,6 +28,8 @@ tr.best td{background:#eef7ee}tr.warn td{background:#fff4e5}
 figure{display:inline-block;margin:4px 16px 12px 0;vertical-align:top}
 figure img{max-width:min(100%,820px);border:1px solid #d0d7de}figcaption{color:#57606a;font-size:12px}
 img.thumb{width:64px;height:64px;border:1px solid #d0d7de;margin:1px}
+img.big{width:96px;height:96px;border:1px solid #d0d7de;margin:1px}
+figure.err{margin:2px 10px 4px 0}figure.err figcaption{font-size:11px;line-height:1.25}
 code{background:#f6f8fa;padding:1px 4px;border-radius:3px}
 """
 
@@ -96,12 +98,13 @@ def figure(path: str, caption: str, alt: str) -> str:
     return f'<figure><img src="{src(path)}" alt="{esc(alt)}"><figcaption>{esc(caption)}</figcaption></figure>'
 
 
-def thumb(path: str, title: str) -> Raw:
-    return Raw(f'<img class="thumb" src="{src(path)}" alt="{esc(title)}" title="{esc(title)}">')
+def thumb(path: str, title: str, cls: str = "thumb") -> Raw:
+    return Raw(f'<img class="{esc(cls)}" src="{src(path)}" alt="{esc(title)}" title="{esc(title)}">')
 
 
-def note(text: str) -> str:
-    return f'<p class="note">{esc(text)}</p>'
+def note(text: str, ident: str | None = None) -> str:
+    attr = f' id="{esc(ident)}"' if ident else ""
+    return f'<p class="note"{attr}>{esc(text)}</p>'
 
 
 def section(anchor: str, title: str, *parts: str) -> str:

@@ -19,7 +19,8 @@ import numpy as np
 import pandas as pd
 
 from ensemble.report import html as H
-from ensemble.report.ensembles import ensembles
+from ensemble.report.ensembles import ensembles, latest_scoreboard
+from ensemble.report.failures import section as failures_section
 from ensemble.artifacts import atomic_path, atomic_write_text, file_hash
 from ensemble.artifacts.paths import METRICS_JSON, CompetitionPaths, RunPaths
 from ensemble.report.shift import section as shift_section
@@ -57,6 +58,15 @@ class Assets:
             self.names.discard(name)
             return None
         return f"img/{name}"
+
+    def cached(self, stem: str) -> str | None:
+        """An image drawn by an earlier build under the same stem (a stem names everything it depends
+        on, e.g. checkpoint times), kept instead of drawn again; None when there is none."""
+        name = self._name(stem)
+        if (self.dir / name).is_file():
+            return f"img/{name}"
+        self.names.discard(name)
+        return None
 
     def prune(self) -> None:
         for p in self.dir.glob("*.png"):
@@ -209,6 +219,8 @@ def build_report(competition: str, runs_dir: str | Path = "runs", submissions_di
     folds = CompetitionPaths(comp_dir).folds
     sections = [("leaderboard", "Leaderboard", H.leaderboard(runs, folds, file_hash(folds) if folds.exists() else None)),
                 ("runs", "Confusion matrices and learning curves", run_figures(runs, assets)),
+                ("failures", "Where it fails", failures_section(comp_dir, competition, runs, latest_scoreboard(manifests),
+                                                                 assets, thumbs)),
                 ("duplicates", "Duplicate images", duplicates(comp_dir, competition, assets, thumbs)),
                 ("shift", "Train vs test", shift_section(comp_dir, competition, runs, manifests, assets,  # issue 12
                                                          _thumbnail if thumbs else None)),

@@ -12,6 +12,7 @@ from typing import Sequence
 from ensemble.cli import Parser, add_verbosity, int_at_least, setup_logging
 from ensemble.config import load_config
 from ensemble.models import describe_backbones, format_backbone_table
+from ensemble.models.backbones import format_weight_packages
 from ensemble.plugins import add_plugin_argument, load_plugins
 from ensemble.train.assemble import AssembleError
 from ensemble.train.distributed import init_distributed, shutdown
@@ -32,8 +33,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr-find", action="store_true",
                    help="LR range test on fold 0 (head, then backbone): prints suggested optim.lr values, writes "
                         "lr_find.csv and lr_find.png into the run folder; trains no run")
-    p.add_argument("--lr-steps", type=int, default=100, metavar="N", help="steps of each --lr-find sweep (default 100)")
-    p.add_argument("--list-backbones", action="store_true", help="print registered backbones, params and GFLOPs")
+    p.add_argument("--lr-steps", type=int_at_least(2), default=100, metavar="N",
+                   help="steps of each --lr-find sweep (default 100)")
+    p.add_argument("--list-backbones", action="store_true",
+                   help="print registered backbones, params, GFLOPs and where `pretrained: true` takes each one's "
+                        "weights; then the weight packages with their source and licence")
     p.add_argument("--size", type=int_at_least(1), default=224, help="image size for --list-backbones GFLOPs")
     add_plugin_argument(p)
     add_verbosity(p)
@@ -45,6 +49,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     setup_logging(args.verbose - args.quiet)
     if args.list_backbones:
         print(format_backbone_table(describe_backbones(size=args.size)))
+        print("\n" + format_weight_packages())
         return 0
     if not args.cfg:
         build_parser().error("--cfg is required (or --list-backbones)")

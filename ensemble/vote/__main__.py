@@ -43,6 +43,9 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     p.add_argument("--priors", default="train",
                    help="class priors of the submission: train (unchanged), estimated (EM on the test "
                         "probabilities) or one number per class ('0.3,0.7' or 'NORMAL=0.3,PNEUMONIA=0.7')")
+    p.add_argument("--calibrate", action="store_true",
+                   help="temperature-scale the chosen ensemble's probabilities (metrics scored on probabilities, "
+                        "e.g. log loss): fitted on its held-out OOF rows, applied when the nested CV does not worsen")
     p.add_argument("--write", choices=["best", "all", "none"], default="best",
                    help="which ensembles get a submission file")
     p.add_argument("--out-dir", default="submissions", help="default: submissions (+ /NAME/)")
@@ -63,7 +66,8 @@ def vote_options(args: argparse.Namespace) -> VoteOptions:
     """The parsed flags -> the VoteOptions they give (checked by vote_runs)."""
     return VoteOptions(methods=args.method, weights=args.weights, bias=args.bias, max_iter=args.max_iter,
                        stack_c=args.stack_c, select=args.select, priors=args.priors, write=args.write,
-                       out_dir=args.out_dir, kaggle=args.kaggle, message=args.message)
+                       out_dir=args.out_dir, kaggle=args.kaggle, message=args.message,
+                       calibrate=args.calibrate)
 
 
 def run_vote(args, argv: Sequence[str]) -> int:

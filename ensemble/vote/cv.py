@@ -72,6 +72,9 @@ class CVScore:
     std: float
     folds: list[float]
     in_sample: float | None = None  # fold mean of the spec fitted on all OOF (fitting specs only)
+    # (N, C) the submitted values of every OOF row, each predicted by the spec fitted without its fold
+    # (nested) or, when nothing is fitted, as is; None for ordinal runs and expected grades (labels)
+    oof: np.ndarray | None = field(default=None, compare=False, repr=False)
 
 
 def fold_scores(pred: np.ndarray, y: np.ndarray, folds: np.ndarray, objective: Objective,
@@ -79,8 +82,8 @@ def fold_scores(pred: np.ndarray, y: np.ndarray, folds: np.ndarray, objective: O
     return [objective(y[folds == k], pred[folds == k], post) for k in np.unique(folds)]
 
 
-def _cv(scores: list[float], in_sample: float | None = None) -> CVScore:
-    return CVScore(float(np.mean(scores)), float(np.std(scores)), scores, in_sample)
+def _cv(scores: list[float], in_sample: float | None = None, oof: np.ndarray | None = None) -> CVScore:
+    return CVScore(float(np.mean(scores)), float(np.std(scores)), scores, in_sample, oof)
 
 
 def model_scores(oof: np.ndarray, y, folds, objective: Objective) -> list[CVScore]:
@@ -92,18 +95,23 @@ def cross_validate(spec: Spec, oof: np.ndarray, y: np.ndarray, folds: np.ndarray
                    objective: Objective) -> tuple[CVScore, Fitted]:
     """-> (honest CV score, the spec fitted on all OOF rows). oof (M, N, C), y/folds (N,)."""
     full = fit(spec, oof, y, objective)
-    in_sample = fold_scores(full.predict(oof), y, folds, objective, full.post)
+    pred = full.predict(oof)
+    in_sample = fold_scores(pred, y, folds, objective, full.post)
+    probs = pred.shape[1] > 1  # class probabilities (not an ordinal score or expected grade)
     if not spec.fits:
-        return _cv(in_sample), full
+        return _cv(in_sample, oof=full.finish(pred, pred.shape[1]) if probs else None), full
     keys = np.unique(folds)
     if len(keys) < 2:
         raise ValueError(f"'{spec.name(oof.shape[2] == 1)}' fits on OOF: a nested score needs >= 2 folds")
-    nested = []
+    nested, held_out = [], np.zeros(pred.shape, np.float32) if probs else None
     for k in keys:
         held = folds == k
         f = fit(spec, oof[:, ~held], y[~held], objective)
-        nested.append(objective(y[held], f.predict(oof[:, held]), f.post))
-    return _cv(nested, float(np.mean(in_sample))), full
+        p = f.predict(oof[:, held])
+        nested.append(objective(y[held], p, f.post))
+        if probs:
+            held_out[held] = f.finish(p, p.shape[1])
+    return _cv(nested, float(np.mean(in_sample)), held_out), full
 
 
 def error_correlation(oof: np.ndarray, y: np.ndarray) -> np.ndarray:

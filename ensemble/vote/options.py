@@ -54,7 +54,9 @@ class VoteOptions:
     by cv, importance-weighted CV or the test-like fifth's CV; priors: the submission's class priors
     (train, estimated or one number per class); write: which ensembles get a submission file under
     out_dir/<competition>/; kaggle: the competition slug of the printed command (default: the
-    competition's name); message: the Kaggle submission message (default: method, CV and runs)."""
+    competition's name); message: the Kaggle submission message (default: method, CV and runs);
+    calibrate: temperature-scale the chosen ensemble's probabilities (for metrics scored on probabilities),
+    fitted nested on its held-out OOF rows and applied only when the nested CV does not get worse."""
 
     methods: str = "all"
     weights: str | None = None
@@ -67,6 +69,7 @@ class VoteOptions:
     out_dir: str = "submissions"
     kaggle: str | None = None
     message: str | None = None
+    calibrate: bool = False
 
     def check(self) -> "VoteOptions":
         """Raise VoteOptionError on the first bad field (methods are looked up in the method registry,
@@ -93,6 +96,8 @@ class VoteOptions:
         if self.priors not in ("train", "estimated") and not _numbers(self.priors):
             raise VoteOptionError("priors", "'train', 'estimated' or one number per class ('0.3,0.7' or "
                                   "'NORMAL=0.3,PNEUMONIA=0.7')", self.priors)
+        if not isinstance(self.calibrate, bool):
+            raise VoteOptionError("calibrate", "true or false", self.calibrate)
         for name in ("out_dir", "kaggle", "message"):
             value = getattr(self, name)
             if value is not None and not isinstance(value, (str, Path)):
@@ -104,7 +109,9 @@ class VoteOptions:
         out = []
         for f in fields(self):
             value = getattr(self, f.name)
-            if value != f.default and value is not None:
+            if value is True and f.default is False:  # a switch: the flag alone
+                out.append(FLAGS.get(f.name, "--" + f.name.replace("_", "-")))
+            elif value != f.default and value is not None:
                 out += [FLAGS.get(f.name, "--" + f.name.replace("_", "-")), str(value)]
         return out
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from ensemble.artifacts import atomic_write_json, file_hash, inside
+from ensemble.artifacts.provenance import portable, root_relative
 from ensemble.vote.cv import CVScore, Fitted, Spec, error_correlation
 from ensemble.vote.methods import Objective
 from ensemble.vote.recipe import make_recipe, replay
@@ -20,6 +21,21 @@ def _fmt_table(rows: list[list[str]], header: list[str]) -> str:
     width = [max(len(str(r[i])) for r in rows + [header]) for i in range(len(header))]
     line = lambda r: "  ".join(str(c).ljust(w) if i == 0 else str(c).rjust(w) for i, (c, w) in enumerate(zip(r, width)))
     return "\n".join([line(header)] + [line(r) for r in rows])
+
+
+def single_model(fitted: Fitted, oof: np.ndarray, names: list[str]) -> str | None:
+    """The run an ensemble equals, or None: with one run, that run; else the run whose OOF predictions
+    the ensemble's combined OOF predictions (before bias/thresholds) reproduce, e.g. hill climbing that
+    kept one model. oof: (M, N, C)."""
+    if len(names) == 1:
+        return names[0]
+    pred = fitted.predict(oof)
+    if pred.shape != oof.shape[1:]:
+        return None
+    for name, p in zip(names, oof):
+        if np.allclose(pred, p, rtol=1e-5, atol=1e-6):
+            return name
+    return None
 
 
 def _num(v) -> str:
@@ -76,15 +92,18 @@ def fold_weights(run) -> dict[str, float] | None:
 
 def write_submission(data: Runs, spec: Spec, cv: CVScore, fitted: Fitted, out_dir: Path,
                      stamp: str, slug: str, command: str, message: str | None = None, prior=None,
-                     target: np.ndarray | None = None, extra: dict | None = None, tag: str = "") -> tuple[Path, str]:
+                     target: np.ndarray | None = None, extra: dict | None = None, tag: str = "",
+                     alone: str | None = None, temperature: float | None = None) -> tuple[Path, str]:
     """Predict test, validate against the sample, write CSV + manifest atomically. -> (path, kaggle cmd).
     message: the Kaggle message (default: method, CV and runs); prior, target: the PriorEstimate and the
     (C,) priors the combined test predictions are adjusted to before bias (class priors); extra: more
-    manifest fields (every method's score, provenance, shift); tag: appended to the method in the file name.
+    manifest fields (every method's score, provenance, shift); tag: appended to the method in the file name;
+    alone: the run this ensemble equals (single_model), recorded as `single_model` and said in the default
+    message; temperature: scales the submitted probabilities (vote --calibrate).
     The values are the replay of the manifest's "recipe" (vote.recipe), so a bundle replays them exactly."""
     fmt = detect_format(data.sample, data.classes, data.id_col, data.sample_path.name)
     recipe = make_recipe(fitted, data.names, data.classes, data.ordinal, {r.name: fold_weights(r) for r in data.runs},
-                         prior, target)
+                         prior, target, temperature)
     values = replay(recipe, data.test)
     frame = build_frame(fmt, data.sample[fmt.id_col], values)
     issues = problems(frame, data.sample, fmt, data.sample_path.name)
@@ -101,21 +120,31 @@ def write_submission(data: Runs, spec: Spec, cv: CVScore, fitted: Fitted, out_di
         "weights": dict(zip(data.names, np.asarray(weights, float).round(6).tolist())),
         "options": {k: v for k, v in spec.options.items() if k != "weights"},
         ("thresholds" if data.ordinal or spec.grade else "bias"): None if fitted.post is None else fitted.post.tolist(),
-        "runs": [{"name": r.name, "dir": str(r.paths.root), "cv": r.metrics.get("cv"),
-                  "oof": {"path": str(r.paths.oof), "sha256": file_hash(r.paths.oof)},
-                  "test": {"path": str(r.paths.test), "sha256": file_hash(r.paths.test)},
+        "runs": [{"name": r.name, "dir": root_relative(r.paths.root), "cv": r.metrics.get("cv"),
+                  "oof": {"path": root_relative(r.paths.oof), "sha256": file_hash(r.paths.oof)},
+                  "test": {"path": root_relative(r.paths.test), "sha256": file_hash(r.paths.test)},
                   "metrics_sha256": file_hash(r.paths.metrics)} for r in data.runs],
         "folds_hash": data.folds_hash,
-        "sample_submission": {"path": str(data.sample_path), "sha256": file_hash(data.sample_path)},
-        "submission": {"path": str(path), "sha256": file_hash(path), "rows": len(frame), "format": fmt.kind},
-        "created_utc": stamp, "command": command, "versions": _versions(), "recipe": recipe,
+        "sample_submission": {"path": root_relative(data.sample_path), "sha256": file_hash(data.sample_path)},
+        "submission": {"path": root_relative(path), "sha256": file_hash(path), "rows": len(frame), "format": fmt.kind},
+        "created_utc": stamp, "command": command, "versions": _versions(), "recipe": recipe, "single_model": alone,
     }
     # issue 13: provenance, every method's score, the kaggle command (artifacts/provenance.py, vote/scoreboard.py,
     # vote/submit.py)
     manifest.update(extra or {})
     for r, run in zip(manifest["runs"], data.runs):
         r["config_sha256"] = file_hash(run.paths.config) if run.paths.config.is_file() else None
-    cmd = kaggle_command(slug, path, message or default_message(name, cv.score, len(data.runs)))
+    cmd = kaggle_command(slug, path, message or default_message(name, cv.score, len(data.runs), alone))
     manifest["kaggle_command"] = cmd
-    atomic_write_json(path.with_suffix(".json"), manifest)
+    atomic_write_json(path.with_suffix(".json"), portable(manifest))  # paths relative to the repository root
     return path, cmd
+
+
+def write_ensemble_oof(data: Runs, values: np.ndarray, submission: Path) -> Path:
+    """The chosen ensemble's held-out OOF probabilities (what the report's gallery and calibration read),
+    as runs/<competition>/votes/<submission stem>.oof.csv. -> its path."""
+    from ensemble.artifacts import probs_frame, write_probs
+    from ensemble.artifacts.paths import CompetitionPaths
+    path = CompetitionPaths(data.runs[0].paths.root.parent).vote_oof(submission.stem)
+    write_probs(path, probs_frame(data.oof_ids, values, data.classes, data.folds))
+    return path

@@ -17,6 +17,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from ensemble.shift.priors import adjust, calibrate
+from ensemble.vote.calibrate import scale
 from ensemble.vote.cv import Fitted, Spec
 from ensemble.vote.methods import get_method
 
@@ -43,12 +44,13 @@ def _plain(value):
 
 def make_recipe(fitted: Fitted, names: Sequence[str], classes: Sequence[str], ordinal: bool,
                 fold_weights: Mapping[str, Mapping[str, float] | None] | None = None,
-                prior=None, target: np.ndarray | None = None) -> dict:
+                prior=None, target: np.ndarray | None = None, temperature: float | None = None) -> dict:
     """The vote `fitted` (a Spec fitted on OOF) as a JSON-able dict.
 
     names: the M runs in stack order; fold_weights: run -> {fold: weight} of the fold predictions
     averaged into its test predictions (None: unknown); prior: the PriorEstimate (shift.priors) and
-    target (C,) the priors the submission is adjusted to (None: no adjustment).
+    target (C,) the priors the submission is adjusted to (None: no adjustment); temperature: scales the
+    finished probabilities (vote --calibrate; None: not scaled).
     """
     spec = fitted.spec
     priors = None
@@ -60,7 +62,8 @@ def make_recipe(fitted: Fitted, names: Sequence[str], classes: Sequence[str], or
             "post_kind": None if fitted.post is None else ("thresholds" if ordinal or spec.grade else "bias"),
             "priors": priors, "models": list(names), "classes": [str(c) for c in classes], "ordinal": bool(ordinal),
             "fold_weights": _plain(dict(fold_weights)) if fold_weights else None,
-            "row_wise": spec.method not in WHOLE_SET_METHODS}
+            "row_wise": spec.method not in WHOLE_SET_METHODS,
+            "temperature": None if temperature is None else float(temperature)}
 
 
 def fitted_from_recipe(recipe: dict) -> Fitted:
@@ -95,8 +98,12 @@ def combined(recipe: dict, stack: np.ndarray) -> np.ndarray:
 
 
 def finish(recipe: dict, pred: np.ndarray) -> np.ndarray:
-    """combined() output -> submission values: (N, C) probabilities (bias applied) or (N,) class indices."""
-    return fitted_from_recipe(recipe).finish(pred, len(recipe["classes"]))
+    """combined() output -> submission values: (N, C) probabilities (bias applied, then the calibration
+    temperature) or (N,) class indices."""
+    values = fitted_from_recipe(recipe).finish(pred, len(recipe["classes"]))
+    if recipe.get("temperature") is not None and values.ndim == 2:
+        values = scale(values, recipe["temperature"])
+    return values
 
 
 def replay(recipe: dict, stack: np.ndarray) -> np.ndarray:

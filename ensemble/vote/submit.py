@@ -20,6 +20,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from ensemble.artifacts import atomic_write_json
+from ensemble.artifacts.provenance import portable
 
 TIMEOUT_S = 600
 OUTPUT_CHARS = 2000  # of kaggle's output kept in the manifest
@@ -39,9 +40,11 @@ def runs_text(n: int) -> str:
     return f"{n} run" + ("" if n == 1 else "s")
 
 
-def default_message(method: str, score: float, n_runs: int) -> str:
-    """The Kaggle message when none is given: 'hillclimb cv 0.9304 (2 runs)'."""
-    return f"{method} cv {score:.4f} ({runs_text(n_runs)})"
+def default_message(method: str, score: float, n_runs: int, alone: str | None = None) -> str:
+    """The Kaggle message when none is given: 'hillclimb cv 0.9304 (2 runs)'; an ensemble equal to one
+    model says which: 'hillclimb cv 0.9304 (2 runs; = strong alone)'."""
+    tail = f"; = {alone} alone" if alone is not None and n_runs > 1 else ""
+    return f"{method} cv {score:.4f} ({runs_text(n_runs)}{tail})"
 
 
 def kaggle_argv(slug: str, path: str | Path, message: str) -> list[str]:
@@ -104,9 +107,9 @@ def submit(slug: str, path: str | Path, message: str, env: dict | None = None) -
         rc, out = None, f"timed out after {TIMEOUT_S} s"
     except OSError as e:
         rc, out = None, str(e)
-    record = {"argv": argv, "executable": exe, "credentials": where, "returncode": rc,
-              "output": out[-OUTPUT_CHARS:], "started_utc": started,
-              "seconds": round(time.perf_counter() - t0, 2)}
+    record = portable({"argv": argv, "executable": Path(exe).name, "credentials": where, "returncode": rc,
+                       "output": out[-OUTPUT_CHARS:], "started_utc": started,
+                       "seconds": round(time.perf_counter() - t0, 2)})  # no absolute path of this machine
     last = out.splitlines()[-1] if out else ""
     if rc == 0:
         return SubmitResult(True, record, f"submitted to Kaggle ({slug}): {last or 'ok'}")
@@ -120,12 +123,11 @@ def submit_chosen(result, slug: str, message: str | None = None, env: dict | Non
     if result.chosen is None:
         return SubmitResult(False, None, "--submit: the best ensemble's submission was not written")
     path, cmd = result.chosen
-    b = result.best_ensemble
-    res = submit(slug, path, message or default_message(b.name, b.cv.score, len(result.runs.runs)), env)
+    res = submit(slug, path, message or result.message(), env)
     if res.record is not None:
         mpath = path.with_suffix(".json")
         manifest = json.loads(mpath.read_text())
         manifest["kaggle_submit"] = res.record
-        atomic_write_json(mpath, manifest)
+        atomic_write_json(mpath, portable(manifest))
     res.command = cmd
     return res

@@ -24,8 +24,10 @@ from ensemble.artifacts.provenance import provenance
 from ensemble.vote import methods as V
 from ensemble.vote.cv import CVScore, Fitted, Spec, cross_validate, model_scores
 from ensemble.vote import shift as S
+from ensemble.vote.calibrate import calibrate_nested, scale
 from ensemble.vote.options import VoteOptions, method_names
-from ensemble.vote.output import report, write_submission
+from ensemble.vote.output import report, single_model, write_ensemble_oof, write_submission
+from ensemble.vote.submit import default_message
 from ensemble.vote.shift import VoteShift
 from ensemble.vote.runs import Runs, load_runs, subset_problem
 from ensemble.vote.scoreboard import vote_scores
@@ -120,6 +122,12 @@ class VoteResult:
     shift: VoteShift | None = None  # issue 12: weighted / test-like CV (runs/<competition>/shift/weights.csv)
     select: str = "cv"
     prior_lines: list[str] = field(default_factory=list)
+    alone: str | None = None  # the run the chosen ensemble equals (one run, or a method that kept one model)
+
+    def message(self) -> str:
+        """The default Kaggle message of the chosen ensemble."""
+        b = self.best_ensemble
+        return default_message(b.name, b.cv.score, len(self.runs.runs), self.alone)
 
     @property
     def best_ensemble(self) -> Ensemble:
@@ -179,20 +187,38 @@ def vote_runs(run_dirs: Sequence[str | Path], options: VoteOptions | None = None
     todo = {"best": [best], "all": range(len(ensembles)), "none": []}[opts.write]
     stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
     prior = {i: S.priors_hook(data, ensembles[i].fitted, opts.priors) for i in sorted({best, *todo})}  # --priors
+    alone = {i: single_model(ensembles[i].fitted, data.oof, data.names) for i in prior}
+    result.alone = alone[best]
+    if result.alone is not None and len(data.runs) > 1:
+        notes.append(f"the chosen ensemble ({ensembles[best].name}) equals one model: {result.alone} alone")
     result.prior_lines = list(prior[best][2]) + [x for i in todo if i != best for x in prior[i][2]]
+    cal, held = None, ensembles[best].cv.oof
+    if opts.calibrate and (held is None or M.get_metric(data.metric).needs != "proba"):
+        notes.append(f"--calibrate: skipped: {data.metric} scores {'labels' if held is not None else 'grades'}; "
+                     "temperature scaling keeps every row's class")
+    elif opts.calibrate:
+        cal = calibrate_nested(held, data.y, data.folds, objective)
+        result.prior_lines.append(cal.line(data.metric))
+    temperature = cal.temperature if cal is not None and cal.applied else None
     base_extra = {**vote_scores(data.names, [r.metrics for r in data.runs], singles, results, best, data.ordinal),
                   **provenance([r.paths.root for r in data.runs])}
     for i in todo:
         e = ensembles[i]
         est, target, _ = prior[i]
         extra = {**base_extra, "select": opts.select, "shift": shift.method(i) if shift else None,
-                 "priors": {**(est.to_dict() if est else {}), "applied": opts.priors}}
+                 "priors": {**(est.to_dict() if est else {}), "applied": opts.priors},
+                 "calibration": cal.to_dict() if cal is not None and i == best else None}
         result.written.append(write_submission(data, e.spec, e.cv, e.fitted, Path(opts.out_dir), stamp,
                                                opts.kaggle or data.competition, command,
                                                opts.message if i == best else None, prior=est, target=target,
-                                               extra=extra, tag="" if target is None else "+priors"))
+                                               extra=extra, tag=("" if target is None else "+priors") + (
+                                                   "+temp" if i == best and temperature else ""),
+                                               alone=alone.get(i), temperature=temperature if i == best else None))
         if i == best:
             result.chosen = result.written[-1]
+            if held is not None:  # the report's gallery and reliability diagram of the chosen ensemble
+                write_ensemble_oof(data, held if temperature is None else scale(held, temperature),
+                                   result.chosen[0])
     result.timings = {"load": t1 - t0, "scores": t2 - t1, "submission": time.perf_counter() - t2}
     return result
 

@@ -22,9 +22,10 @@ BUILDINGS = {442, 483, 497, 538, 663, 698, 832}  # bell cote, castle, church, do
 
 @pytest.fixture(autouse=True)
 def offline(monkeypatch, tmp_path):
-    """No hub, and an empty local weights folder unless a test fills it."""
+    """No hub, an empty hub cache and an empty local weights folder unless a test fills it."""
     monkeypatch.setattr(models, "hub_reachable", lambda: False)
     monkeypatch.setenv("ENSEMBLE_WEIGHTS", str(tmp_path / "weights"))
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf-hub"))
 
 
 def top5(backbone: str, image: str) -> list[int]:
@@ -69,7 +70,8 @@ def test_no_weights_anywhere_says_what_to_do(tmp_path):
     with pytest.raises(RuntimeError) as e:
         build_model("resnet18", 3, pretrained=True)
     assert str(e.value) == (f"could not get pretrained weights for 'resnet18': the timm hub does not answer and "
-                            f"no offline weights were found; put resnet18.safetensors (timm naming) in "
+                            f"no offline weights were found; attach timm's Hugging Face cache (HF_HOME or "
+                            f"HF_HUB_CACHE), put resnet18.safetensors (timm naming) in "
                             f"{tmp_path / 'weights'} (or $ENSEMBLE_WEIGHTS), set pretrained to a local file")
 
 
