@@ -1,7 +1,7 @@
 """A competition's config folder from what init detected: base.yaml, compete.yaml (its `time:` section
 rendered from the one template every competition's comes from) and the model files the candidates name.
 
-    time = time_section("pretrained", tta="[none, hflip]", vote=["--bias", "on"])   # a dict, as in compete.yaml
+    time = time_section("pretrained", tta="[none, hflip]", vote={"bias": "on"})   # a dict, as in compete.yaml
     files = competition_files(detected, "mycomp", root_text="../downloads/mycomp")  # {file name: text}
 """
 from __future__ import annotations
@@ -10,7 +10,7 @@ import string
 from datetime import datetime, timezone
 from importlib import resources
 from pathlib import Path
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import yaml
 
@@ -26,9 +26,9 @@ def _render(text: str, **values) -> str:
 
 
 def time_section(profile: str, *, size: int | None = None, tta: str = DEFAULT_TTA,
-                 vote: Sequence[str] = ()) -> dict:
+                 vote: Mapping[str, object] | None = None) -> dict:
     """The `time:` mapping of compete.yaml for ``profile`` (small: ``size`` px; pretrained: ``tta`` views),
-    with ``vote`` flags when given."""
+    with ``vote`` options (VoteOptions fields) when given."""
     if profile not in PROFILES:
         raise ValueError(f"unknown profile {profile!r}; available: {', '.join(PROFILES)}")
     if profile == "small" and not size:
@@ -36,7 +36,7 @@ def time_section(profile: str, *, size: int | None = None, tta: str = DEFAULT_TT
     text = _render((TEMPLATES / "compete.yaml").read_text(), size=size, tta=tta)
     section = dict(yaml.safe_load(text)["profiles"][profile])
     if vote:
-        section["vote"] = list(vote)
+        section["vote"] = dict(vote)
     return section
 
 
@@ -74,9 +74,9 @@ def input_size(found: Detected) -> int:
     return max(32, -(-found.image_px // 32) * 32) if found.small else 128
 
 
-def vote_flags(metric: str) -> list[str]:
+def vote_options(metric: str) -> dict[str, str]:
     """Per-class bias tuning pays for a class-balanced accuracy (nested CV keeps it honest)."""
-    return ["--bias", "on"] if metric == "balanced_accuracy" else []
+    return {"bias": "on"} if metric == "balanced_accuracy" else {}
 
 
 def base_text(found: Detected, name: str, root_text: str, n_folds: int) -> str:
@@ -123,7 +123,7 @@ def fold_count(found: Detected) -> int:
 def competition_files(found: Detected, name: str, root_text: str) -> dict[str, str]:
     """{file name: text} for configs/<name>/."""
     profile = profile_of(found)
-    time = time_section(profile, size=input_size(found), vote=vote_flags(found.metric))
+    time = time_section(profile, size=input_size(found), vote=vote_options(found.metric))
     files = {"base.yaml": base_text(found, name, root_text, fold_count(found)),
              "compete.yaml": compete_text(time, name, Path(root_text).as_posix())}
     files.update(model_files(profile, name))

@@ -118,7 +118,7 @@ def test_class_folders(tmp_path, capsys, monkeypatch):
     assert base["competition"]["layout"] == "folders" and base["competition"]["test_dir"] == "test_images"
     assert base["loss"] == {"name": "ce", "class_weights": "auto"}
     compete = yaml.safe_load((tmp_path / "configs" / "fl" / "compete.yaml").read_text())
-    assert compete["time"]["vote"] == ["--bias", "on"] and compete["time"]["candidates"][0]["sizes"] == [32]
+    assert compete["time"]["vote"] == {"bias": "on"} and compete["time"]["candidates"][0]["sizes"] == [32]
     _, comp = loaded(tmp_path, "fl", "resnet18.yaml")
     assert comp.classes == ["rose", "tulip"] and list(comp.test["id"]) == ["x0", "x1", "x2", "x3"]
     assert Path(comp.test["path"].iat[0]).is_file()

@@ -5,13 +5,13 @@ import pytest
 import yaml
 
 from conftest import REPO
-from ensemble.compete.run import CompeteFile
+from ensemble.compete.spec import CompeteFile
 from ensemble.config.loader import build
 from ensemble.init.template import model_files, time_section
 
 SHIPPED = [  # competition, profile, parameters (as each compete.yaml's comment above `time:` states them)
     ("demo", "small", dict(size=32)),
-    ("ham10000", "pretrained", dict(tta="[flips]", vote=["--bias", "on"])),
+    ("ham10000", "pretrained", dict(tta="[flips]", vote={"bias": "on"})),
     ("chest_xray", "pretrained", dict(tta="[none, hflip]")),
 ]
 
