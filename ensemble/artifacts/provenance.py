@@ -110,6 +110,13 @@ def root_relative(path: str | os.PathLike, root: str | os.PathLike | None = None
     return os.path.relpath(p, root)
 
 
+def from_root(path: str | os.PathLike, root: str | os.PathLike | None = None) -> Path:
+    """The inverse of :func:`root_relative`: a manifest's path ('runs/x', '../data', '~/x') as a usable one,
+    whatever the working directory. Absolute paths are returned as they are."""
+    p = Path(os.path.expanduser(str(path)))
+    return p if p.is_absolute() else Path(os.path.normpath(Path(root if root is not None else repo_root()) / p))
+
+
 def portable(value, root: str | os.PathLike | None = None):
     """A copy of a JSON-like value in which every absolute path inside a string is made relative to the
     repository root (:func:`root_relative`); git's 'root' becomes '.'. Dicts, lists and tuples recurse."""

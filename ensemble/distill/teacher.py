@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from ensemble.artifacts import file_hash
+from ensemble.artifacts.provenance import from_root
 from ensemble.vote.cv import Spec, cross_validate, fold_scores
 from ensemble.vote.runs import Runs, load_runs
 from ensemble.vote.shift import heldout
@@ -76,11 +77,11 @@ def load_teacher(path: str | Path) -> Teacher:
     try:
         manifest = json.loads(path.read_text())
         runs = manifest["runs"]
-        dirs = [r["dir"] for r in runs]
+        dirs = [from_root(r["dir"]) for r in runs]
     except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as e:
         raise DistillError(f"{path}: not a vote submission manifest ({type(e).__name__}: {e})") from None
     for r in runs:
-        oof = Path(r["oof"]["path"])
+        oof = from_root(r["oof"]["path"])
         if not oof.is_file():
             raise DistillError(f"{path}: run '{r['name']}': {oof} not found (the teacher's OOF probabilities)")
         if file_hash(oof) != r["oof"]["sha256"]:

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from ensemble.artifacts import FoldPaths, RunPaths, atomic_path, atomic_write_json, atomic_write_text, file_hash
-from ensemble.artifacts.provenance import git_state, versions
+from ensemble.artifacts.provenance import from_root, git_state, versions
 from ensemble.config import load_config
 from ensemble.models import build_model, resolve_backbone
 from ensemble.models.weights import load_torch
@@ -77,12 +77,12 @@ def _read_manifest(path: Path) -> dict:
 
 def _check_run(entry: dict, where: Path) -> Path:
     """The run directory of a manifest entry, unchanged since the vote (test predictions' sha256)."""
-    run_dir = Path(entry["dir"])
+    run_dir = from_root(entry["dir"])
     paths = RunPaths(run_dir)
-    test = Path(entry["test"]["path"])
+    test = from_root(entry["test"]["path"])
     if not paths.metrics.is_file() or not test.is_file():
-        raise BundleError(f"{where}: run '{entry['name']}' not found at {run_dir} (export from the folder the vote "
-                          f"ran in)")
+        raise BundleError(f"{where}: run '{entry['name']}' not found at {run_dir} (the manifest's paths are relative to the "
+                          f"repository root)")
     if file_hash(test) != entry["test"]["sha256"]:
         raise BundleError(f"{where}: run '{entry['name']}' changed since the vote ({test} sha256 differs): its "
                           f"models are not those of the submission; vote again and export the new submission")
@@ -91,7 +91,7 @@ def _check_run(entry: dict, where: Path) -> Path:
 
 def _submission_format(manifest: dict, where: Path) -> dict:
     """{kind, id_col, columns} of the submission (from its CSV's header)."""
-    sub = Path(manifest["submission"]["path"])
+    sub = from_root(manifest["submission"]["path"])
     if not sub.is_file():
         raise BundleError(f"{where}: the submission {sub} is missing (its header gives the submission format)")
     with open(sub, encoding="utf-8", newline="") as f:

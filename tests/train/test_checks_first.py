@@ -16,6 +16,7 @@ from conftest import evil_pickle, png_header
 from ensemble.train.__main__ import main as train_main
 
 FAST = ["--set", "stages=[{epochs: 1, train: head, augment: false}]"]
+KEEP = ["--set", "train.keep_last=true"]  # a finished fold keeps last.pt, as a killed one has it
 
 
 # (what the user has, how to make it, --set overrides, the one stderr line: {comp}, {tmp} substituted)
@@ -123,33 +124,33 @@ def test_full_disk_for_the_checkpoints_is_found_before_the_cache(tiny, monkeypat
 
 def test_resume_with_a_truncated_last_pt_is_one_line_and_changes_nothing(tiny, capsys):
     cfg_path, comp, runs = tiny
-    assert train_main(["--cfg", str(cfg_path), "--folds", "0", *FAST]) == 0
+    assert train_main(["--cfg", str(cfg_path), "--folds", "0", *FAST, *KEEP]) == 0
     fold0 = runs / "tiny" / "tinyrun" / "fold0"
     (fold0 / "preds.npz").unlink()  # as if killed during its last epoch
     last = fold0 / "last.pt"
     last.write_bytes(last.read_bytes()[: last.stat().st_size // 2])
     before = {p: p.stat().st_mtime_ns for p in runs.rglob("*") if p.is_file()}
     capsys.readouterr()
-    assert train_main(["--cfg", str(cfg_path), "--folds", "0", "--resume", *FAST]) == 2
+    assert train_main(["--cfg", str(cfg_path), "--folds", "0", "--resume", *FAST, *KEEP]) == 2
     assert capsys.readouterr().err == (f"error: {last}: not a complete checkpoint (File is not a zip file); delete it "
                                        f"to restart fold 0 from its first epoch, or use --fresh to start the run over\n")
     assert {p: p.stat().st_mtime_ns for p in runs.rglob("*") if p.is_file()} == before
     last.unlink()
-    assert train_main(["--cfg", str(cfg_path), "--folds", "0", "--resume", *FAST]) == 0  # the advice works
+    assert train_main(["--cfg", str(cfg_path), "--folds", "0", "--resume", *FAST, *KEEP]) == 0  # the advice works
 
 
 def test_folds_in_parallel_with_one_device_each(tiny, capsys):
     """README, "Folds in parallel": --device differs per process (and so may the progress bar,
     TensorBoard and plots); the second process continues the same run and assembles it."""
     cfg_path, comp, runs = tiny
-    assert train_main(["--cfg", str(cfg_path), "--folds", "0", "--device", "cpu", *FAST]) == 0
+    assert train_main(["--cfg", str(cfg_path), "--folds", "0", "--device", "cpu", *FAST, *KEEP]) == 0
     assert train_main(["--cfg", str(cfg_path), "--folds", "1", "--device", "auto", "--set", "output.plots=false",
-                       "--set", "output.tensorboard=true", "--set", "output.progress=true", *FAST]) == 0
+                       "--set", "output.tensorboard=true", "--set", "output.progress=true", *FAST, *KEEP]) == 0
     run = runs / "tiny" / "tinyrun"
     assert (run / "metrics.json").is_file() and sorted(pd.read_csv(run / "oof.csv")["fold"].unique()) == [0, 1]
     capsys.readouterr()
     # a setting that does change results is still refused, naming it
-    assert train_main(["--cfg", str(cfg_path), "--folds", "1", "--resume", "--set", "input.size=16", *FAST]) == 2
+    assert train_main(["--cfg", str(cfg_path), "--folds", "1", "--resume", "--set", "input.size=16", *FAST, *KEEP]) == 2
     assert capsys.readouterr().err == (f"error: {run} was made with another config (input.size: 24 -> 16); use --set "
                                        f"name=<new run> or --fresh to overwrite it\n")
 

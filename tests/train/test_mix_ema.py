@@ -89,7 +89,8 @@ def test_mix_only_in_stages_with_mix_and_never_on_cached_features(tmp_path):
 def test_ema_weights_differ_from_the_live_ones_and_are_saved_and_predicted(tmp_path):
     data = _inputs()
     lrs = {"backbone": 1e-3, "head": 1e-2}
-    plan = _plan([Stage(1, "all", lrs)], batch_size=4, make_ema=lambda m: WeightEma(m, decay=0.7, warmup=False))
+    plan = _plan([Stage(1, "all", lrs)], batch_size=4, make_ema=lambda m: WeightEma(m, decay=0.7, warmup=False),
+                 keep_last=True)
     model = _model()
     trainer = FoldTrainer(plan, 0, model, data, Precision(torch.device("cpu")), tmp_path / "fold0")
     trainer.run()
@@ -112,7 +113,7 @@ def test_ema_weights_differ_from_the_live_ones_and_are_saved_and_predicted(tmp_p
 
 
 def test_resume_restores_the_ema(tmp_path, monkeypatch):
-    plan = _plan([Stage(3, "all")], make_ema=lambda m: WeightEma(m, decay=0.8, warmup=True))
+    plan = _plan([Stage(3, "all")], make_ema=lambda m: WeightEma(m, decay=0.8, warmup=True), keep_last=True)
     FoldTrainer(plan, 0, _model(), _inputs(), Precision(torch.device("cpu")), tmp_path / "a").run()
     real, calls = fold_mod.train_one_epoch, {"n": 0}
 

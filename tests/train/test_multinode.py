@@ -57,12 +57,13 @@ def files_under(folder: Path) -> list[str]:
 
 def test_separate_runs_folders_train_what_a_shared_one_does(tmp_path):
     comp = make_competition(tmp_path / "comp")
+    KEEP = "--set=train.keep_last=true"  # fold 1's last.pt stays, so --resume below has an epoch to resume at
     cfg = write_configs(tmp_path / "cfg", comp, tmp_path / "unused")
     shared = tmp_path / "shared"
-    codes, outs = two_nodes(cfg, [shared, shared])
+    codes, outs = two_nodes(cfg, [shared, shared], KEEP)
     assert codes == [0, 0], outs
     node0, node1 = tmp_path / "node0", tmp_path / "node1"
-    codes, outs = two_nodes(cfg, [node0, node1])
+    codes, outs = two_nodes(cfg, [node0, node1], KEEP)
     assert codes == [0, 0], outs
     assert "CV accuracy" in outs[0] and "CV accuracy" not in outs[1]  # rank 0 assembles and logs
     for name in ("oof.csv", "test.csv"):
@@ -79,7 +80,7 @@ def test_separate_runs_folders_train_what_a_shared_one_does(tmp_path):
     oof = read_probs(node0 / "tiny/tinyrun/oof.csv")
     for f in ("fold1/preds.npz", "fold1/result.json", "oof.csv", "test.csv", "metrics.json"):
         (node0 / "tiny/tinyrun" / f).unlink()
-    codes, outs = two_nodes(cfg, [node0, node1], "--resume")
+    codes, outs = two_nodes(cfg, [node0, node1], KEEP, "--resume")
     assert codes == [0, 0], outs
     assert "fold 0: already finished, skipped" in outs[0] and "resuming at stage 2 epoch 2" in outs[0]
     np.testing.assert_allclose(read_probs(node0 / "tiny/tinyrun/oof.csv")[CLASSES].to_numpy(),
@@ -87,7 +88,7 @@ def test_separate_runs_folders_train_what_a_shared_one_does(tmp_path):
     assert all(f.startswith("tiny/cache/") for f in files_under(node1))
 
     # a failure on rank 0 alone (its run folder has the folds already) stops rank 1 too, with the same line
-    codes, outs = two_nodes(cfg, [node0, node1])
+    codes, outs = two_nodes(cfg, [node0, node1], KEEP)
     line = (f"error: {node0 / 'tiny/tinyrun'}: fold(s) 0, 1 already exist; pass --resume to continue them or "
             f"--fresh to start over")
     assert codes == [2, 2] and all(line in o for o in outs), outs
