@@ -253,10 +253,10 @@ def run_bench(competition: str, run_dirs: Sequence[Path], folds_csv: Path, *, fo
         M.get_metric(name)
     if not run_dirs:
         raise ValueError("no runs to benchmark")
-    cfg0 = load_config(RunPaths(run_dirs[0]).config) if RunPaths(run_dirs[0]).config.is_file() else None
-    if cfg0 is None:
+    first = RunPaths(run_dirs[0]).config
+    if not first.is_file():
         raise ValueError(f"{run_dirs[0]}: not a run (no config.yaml)")
-    comp = load_competition(cfg0.competition)
+    comp = load_competition(load_config(first).competition)
     n_classes = len(comp.classes)
     if not folds_csv.is_file():
         raise ValueError(f"{folds_csv}: missing (the held-out rows are a fold of the runs' folds.csv)")
