@@ -118,6 +118,28 @@ def shifted_images(paths: Sequence[str], shift: str, sizes: Sequence[int]) -> di
     return out
 
 
+# ---------------------------------------------------------------- second views
+SHARE_GAP = "share_gap"
+
+
+def share_gap(y: np.ndarray, probs: np.ndarray) -> float:
+    """Half the L1 distance between the predicted (argmax) and the true class shares of (N,) labels and
+    (N, C) probabilities: 0 when every class is predicted as often as it occurs, 1 when only absent classes
+    are. A steady AUC beside a growing gap is a shifted threshold (what priors or a bias fix), not lost ranking."""
+    c = probs.shape[1]
+    return 0.5 * float(np.abs(np.bincount(probs.argmax(1), minlength=c) - np.bincount(y, minlength=c)).sum()) / len(y)
+
+
+def check_view(name: str) -> None:
+    """A second view is share_gap or a registered metric (ValueError listing them otherwise)."""
+    if name != SHARE_GAP:
+        M.get_metric(name)
+
+
+def greater_is_better(name: str) -> bool:
+    return name != SHARE_GAP and M.get_metric(name).greater_is_better
+
+
 # ---------------------------------------------------------------- runs and rows
 @dataclass
 class BenchModel:
@@ -238,7 +260,7 @@ def _recorded(run_dir: Path, k: int) -> float | None:
 
 def run_bench(competition: str, run_dirs: Sequence[Path], folds_csv: Path, *, fold: int = 0,
               modes: Sequence[str] = ("none", "bn", "tent"), shifts: Sequence[str] | None = None,
-              also: Sequence[str] = ("roc_auc",), max_rows: int | None = None, seed: int = 0,
+              also: Sequence[str] = ("roc_auc", SHARE_GAP), max_rows: int | None = None, seed: int = 0,
               device: str = "auto") -> BenchResult:
     """Score fold `fold`'s held-out rows of every run, plain and under every shift, per adaptation mode.
     Everything is checked (runs, checkpoints, folds, names) before the first image is decoded."""
@@ -250,7 +272,7 @@ def run_bench(competition: str, run_dirs: Sequence[Path], folds_csv: Path, *, fo
     for name in modes:
         ADAPTERS.get(name)
     for name in also:
-        M.get_metric(name)
+        check_view(name)
     if not run_dirs:
         raise ValueError("no runs to benchmark")
     first = RunPaths(run_dirs[0]).config
@@ -289,7 +311,8 @@ def run_bench(competition: str, run_dirs: Sequence[Path], folds_csv: Path, *, fo
                 t.scores[names[0]].setdefault(shift, {})[mode] = M.score_outputs(metric, t.model.task, yv, out,
                                                                                  n_classes)
                 for m in also:
-                    t.scores[m].setdefault(shift, {})[mode] = M.score(m, yv, out)
+                    t.scores[m].setdefault(shift, {})[mode] = share_gap(yv, out) if m == SHARE_GAP else M.score(
+                        m, yv, out)
             if shift == PLAIN and "none" in outs:
                 stored = _stored(t.model.run_dir, fold, rows)
                 t.reproduced = None if stored is None else float(np.abs(stored - outs["none"]).max())
@@ -328,7 +351,7 @@ def format_tables(res: BenchResult, command: str = "") -> str:
         for metric in res.metrics:
             sc = t.scores[metric]
             ref = sc[PLAIN].get("none", sc[PLAIN][res.modes[0]])
-            better = M.get_metric(metric).greater_is_better
+            better = greater_is_better(metric)
             out += ["", f"**{metric}**", "", "| shift | " + " | ".join(res.modes) + " |",
                     "|---|" + "---|" * len(res.modes)]
             for s in res.shifts:
@@ -402,8 +425,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fold", type=int_at_least(0), default=0, help="the held-out fold (default 0)")
     p.add_argument("--adapt", default="none,bn,tent", help="adaptation modes, comma-separated (default none,bn,tent)")
     p.add_argument("--shifts", default="", help=f"shifts to score beside plain (default all: {', '.join(list(SHIFTS)[1:])})")
-    p.add_argument("--also", default="roc_auc", help="second-view metrics, comma-separated (default roc_auc; "
-                                                     "'' for none; dropped for ordinal runs)")
+    p.add_argument("--also", default=f"roc_auc,{SHARE_GAP}",
+                   help=f"second views, comma-separated: metrics, or {SHARE_GAP} (how far the predicted class shares "
+                        f"are from the true ones); default roc_auc,{SHARE_GAP}; '' for none; dropped for ordinal runs")
     p.add_argument("--max-rows", type=int_at_least(2), help="score a class-stratified subsample of the fold's rows")
     p.add_argument("--seed", type=int, default=0, help="seed of the --max-rows subsample")
     p.add_argument("--threads", type=int_at_least(1), help="torch and OpenCV CPU threads")
@@ -440,7 +464,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         for name in _names(a.adapt) or ["none"]:
             ADAPTERS.get(name)
         for name in _names(a.also):
-            M.get_metric(name)
+            check_view(name)
         variants = [parse_variant(v) for v in a.train]
         if variants and not a.cfg:
             raise ValueError("--train needs --cfg (the config the variants start from)")

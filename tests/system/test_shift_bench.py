@@ -127,7 +127,7 @@ def test_bench_table_has_every_shift_and_adaptation(trained, tmp_path, capsys):
     n0 = int((folds["fold"] == 0).sum())
     assert f"{n0} of the fold's {n0} held-out rows" in text
     labels = [s.label for s in sb.SHIFTS.values()]
-    for metric in ("accuracy", "roc_auc"):
+    for metric in ("accuracy", "roc_auc", "share_gap"):
         table = _table(text, "tex", metric)
         assert table["shift"] == ["none", "bn", "tent"]
         assert list(table) == ["shift", *labels, "**mean of 12 shifts**", "worst shift"]
@@ -139,6 +139,16 @@ def test_bench_table_has_every_shift_and_adaptation(trained, tmp_path, capsys):
     # the unshifted, unadapted predictions are those the fold stored for its validation rows
     dp = float(re.search(r"max \|dp\| ([0-9.]+e[+-][0-9]+)", text).group(1))
     assert dp < 1e-5
+    assert _table(text, "tex", "accuracy")["plain"][0] == "1.0000"  # every held-out row right: no gap
+    assert _table(text, "tex", "share_gap")["plain"][0] == "0.0000"
+
+
+def test_share_gap_is_the_distance_of_the_predicted_class_shares():
+    y = np.array([0, 0, 0, 1, 1, 2])
+    eye = np.eye(3)
+    assert sb.share_gap(y, eye[y]) == 0.0
+    assert sb.share_gap(y, eye[[1, 1, 1, 1, 1, 1]]) == pytest.approx(4 / 6)  # 1/2 (|0 - 3| + |6 - 2| + |0 - 1|) / 6
+    assert sb.share_gap(y, eye[[1, 0, 0, 0, 1, 2]]) == 0.0  # a swap keeps the shares: the gap is not an error rate
 
 
 def test_train_variant_trains_fold_0_on_the_same_folds(trained, tmp_path, capsys):
@@ -198,6 +208,7 @@ def _other_folds(runs: Path, run_dir: Path, tmp: Path) -> Path:
     (["--runs", "tex", "--fold", "1"], "error: {runs}/texture/tex/fold1/best.pt: missing (fold 1 of run 'tex'"),
     (["--runs", "tex", "--fold", "2"], "error: --fold 2: {runs}/texture/folds.csv has folds 0..1"),
     (["--runs", "tex", "--also", "roc_aux"], "error: unknown metric 'roc_aux'"),
+    (["--runs", "tex", "--also", "share_gap,log_los"], "error: unknown metric 'log_los'"),
     (["other-folds", "--runs", "tex"], "error: {runs}/texture/tex/run.json: the run was trained on another folds.csv"),
 ])
 def test_bad_input_is_one_line_and_exit_2(trained, tmp_path, capsys, args, expected):
