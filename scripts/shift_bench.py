@@ -1,5 +1,6 @@
-"""Acquisition-shift benchmark: a fold's held-out rows scored plain and under fixed camera-like shifts, per
-test-time adaptation, so what helps on a test set taken differently is decided on labels you have.
+"""Acquisition-shift benchmark: a fold's held-out rows scored plain and under fixed camera-like shifts.
+
+Per test-time adaptation and per run, so what helps on a test set taken differently is decided on labels you have.
 
     python scripts/shift_bench.py --competition chest_xray --runs efficientnet_lite0-t60m \\
         --max-rows 600 --threads 1 --out shift_bench.md
