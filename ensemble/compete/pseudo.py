@@ -66,12 +66,22 @@ def write_pseudo(job: Job, result) -> Path | None:
     ids = data.sample[data.id_col].astype(str).tolist()
     frame = pl.frame(ids, [where[i] for i in ids], spec.weight, spec.labels == "hard")
     path = job.paths.root / PSEUDO_CSV
-    same = path.is_file() and pd.read_csv(path, dtype={"id": str, "path": str}).round(6).equals(frame.round(6))
+    same = path.is_file() and _same_rows(pd.read_csv(path, dtype={"id": str, "path": str}), frame)
     if not same:  # unchanged: the file (and its hash) the second round may have started with stays
         atomic_write_csv(path, frame, float_format="%.7g")
     logger.info(f"{LABEL_STEP}: {pl.n} of {len(ids)} test rows ({spec.labels} labels, weight {spec.weight:g}) "
                 f"{'unchanged in' if same else '->'} {path}")
     return path
+
+
+def _same_rows(old, new) -> bool:
+    """The same ids, paths and (to the CSV's 7 digits) numbers."""
+    import numpy as np
+    if list(old.columns) != list(new.columns) or len(old) != len(new):
+        return False
+    text = ["id", "path"]
+    return old[text].equals(new[text]) and np.allclose(old.drop(columns=text).to_numpy(np.float64),
+                                                       new.drop(columns=text).to_numpy(np.float64), rtol=1e-6, atol=1e-7)
 
 
 def label_step(job: Job) -> Step:
