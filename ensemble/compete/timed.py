@@ -272,9 +272,11 @@ def compete_time(competition: str, time_text: str, *, configs_dir: str = "config
     logger.info(f"== plan for {time_text} ({plan.available_s / 60:.1f} min to train after setup, vote, report and "
                 f"reserve)\n{format_plan(plan)}")
     if ts.pseudo is not None and not plan.rerun:
-        logger.info(f"pseudo-labels: the second round (retraining {', '.join(ts.pseudo.chosen([c.label for c in ts.candidates]))} on "
-                    f"pseudo-labelled test rows, then a second vote) does not fit in {time_text} beside the first; "
-                    f"it is skipped")
+        chosen = ts.pseudo.chosen([e.name for e in plan.entries])
+        logger.info(f"pseudo-labels: the second round (retraining {', '.join(chosen)} on pseudo-labelled test rows, "
+                    f"then a second vote) does not fit in {time_text} beside the first; it is skipped" if chosen else
+                    f"pseudo-labels: none of pseudo.models ({', '.join(ts.pseudo.models)}) is planned; the second "
+                    f"round is skipped")
     if plan_only:
         return None
 
