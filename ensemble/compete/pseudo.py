@@ -80,8 +80,8 @@ def _same_rows(old, new) -> bool:
     if list(old.columns) != list(new.columns) or len(old) != len(new):
         return False
     text = ["id", "path"]
-    return old[text].equals(new[text]) and np.allclose(old.drop(columns=text).to_numpy(np.float64),
-                                                       new.drop(columns=text).to_numpy(np.float64), rtol=1e-6, atol=1e-7)
+    numbers = [old.drop(columns=text).to_numpy(np.float64), new.drop(columns=text).to_numpy(np.float64)]
+    return old[text].equals(new[text]) and np.allclose(*numbers, rtol=1e-6, atol=1e-7)
 
 
 def label_step(job: Job) -> Step:

@@ -221,7 +221,8 @@ def _on_time(step: Step, job: Job, state: RunState, rerun: bool = False) -> Step
         trained = [e for e in plan.entries if state.actual_s.get(e.name) and e.name != step.name]
         ratio = max(1.0, sum(state.actual_s[e.name] for e in trained) / sum(e.est_seconds for e in trained)
                     ) if trained else 1.0
-        after = plan.rerun_steps.get(VOTE_STEP, 0.0) + plan.tail.get("report", 0.0) if rerun else sum(plan.tail.values())
+        after = (plan.rerun_steps.get(VOTE_STEP, 0.0) + plan.tail.get("report", 0.0)) if rerun else \
+            sum(plan.tail.values())
         end_s = state.elapsed_s + ratio * (step.estimate or 0.0) + after
         first = not rerun and list(job.cfgs).index(step.name) == 0
         if not first and end_s > state.budget_s and (job.pseudo_file is not None or not rerun):

@@ -45,44 +45,36 @@ class ClassThreshold:
         return (f"pseudo-labels: {self.name}: threshold {self.threshold:.3f}, OOF precision {self.precision:.3f} "
                 f"({self.oof_rows} OOF rows), {self.taken} test rows")
 
-    def to_dict(self) -> dict:
-        return {"class": self.name, "threshold": self.threshold, "precision": self.precision,
-                "oof_rows": self.oof_rows, "taken": self.taken, "best": self.best, "best_threshold": self.best_threshold}
 
-    @classmethod
-    def from_dict(cls, d: dict) -> "ClassThreshold":
-        return cls(d["class"], d["threshold"], d["precision"], d["oof_rows"], d["taken"], d.get("best"),
-                   d.get("best_threshold"))
+def _curve(conf: np.ndarray, correct: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Each distinct value of conf as a threshold, highest first -> (thresholds, correct rows and rows
+    at or above each). Equal values are never split: a threshold takes them all."""
+    order = np.argsort(-np.asarray(conf, np.float64), kind="stable")
+    c, ok = np.asarray(conf, np.float64)[order], np.asarray(correct, bool)[order]
+    ends = np.r_[c[1:] != c[:-1], True][:len(c)]
+    return c[ends], np.cumsum(ok)[ends], np.arange(1, len(c) + 1)[ends]
 
 
 def class_threshold(conf: np.ndarray, correct: np.ndarray, precision: float) -> tuple[float, float, int] | None:
     """conf (n,): a class's probability on the OOF rows predicted as it; correct (n,) bool: their label
     is that class. -> (threshold, precision of the rows with conf >= threshold, their count) for the
     lowest threshold whose precision is >= `precision`, or None when none is."""
-    if len(conf) == 0:
-        return None
-    order = np.argsort(-np.asarray(conf, np.float64), kind="stable")
-    c, ok = np.asarray(conf, np.float64)[order], np.asarray(correct, bool)[order]
-    n = np.arange(1, len(c) + 1)
-    hits = np.cumsum(ok)
-    closes = np.r_[c[1:] != c[:-1], True]  # a threshold takes every row with an equal value: ends of ties only
-    passing = np.flatnonzero(closes & (hits >= precision * n - PRECISION_TOL))
+    t, hits, n = _curve(conf, correct)
+    passing = np.flatnonzero(hits >= precision * n - PRECISION_TOL)
     if not len(passing):
         return None
     i = passing[-1]  # the lowest threshold that passes
-    return float(c[i]), float(hits[i] / n[i]), int(n[i])
+    return float(t[i]), float(hits[i] / n[i]), int(n[i])
 
 
 def _best(conf: np.ndarray, correct: np.ndarray) -> tuple[float | None, float | None]:
     """The highest precision any threshold gives, and the lowest threshold that gives it."""
-    if len(conf) == 0:
+    t, hits, n = _curve(conf, correct)
+    if len(t) == 0:
         return None, None
-    order = np.argsort(-conf, kind="stable")
-    c, ok = conf[order], correct[order]
-    prec = np.cumsum(ok) / np.arange(1, len(c) + 1)
-    prec = np.where(np.r_[c[1:] != c[:-1], True], prec, -1.0)
-    i = len(prec) - 1 - int(np.argmax(prec[::-1]))
-    return float(prec[i]), float(c[i])
+    prec = hits / n
+    i = int(np.flatnonzero(prec == prec.max())[-1])
+    return float(prec[i]), float(t[i])
 
 
 @dataclass

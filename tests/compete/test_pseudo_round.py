@@ -114,7 +114,8 @@ def test_when_nothing_passes_the_round_is_skipped_with_one_line(tiny_job, tmp_pa
         "pseudo-labels: no pseudo-labels (no class reaches OOF precision 0.95); the second round is skipped and the "
         "first vote stands"]
     assert sum(line.startswith("== vote") for line in lines) == 1  # no second vote
-    assert not (tmp_path / "runs" / "tiny" / "pseudo.csv").exists() and not (tmp_path / "runs" / "tiny" / "m-pseudo").exists()
+    comp_dir = tmp_path / "runs" / "tiny"
+    assert not (comp_dir / "pseudo.csv").exists() and not (comp_dir / "m-pseudo").exists()
     assert job.result.vote is job.result.first_vote and list(job.cfgs) == ["m"]
 
 
@@ -239,4 +240,5 @@ def test_a_second_round_model_that_would_end_past_the_budget_is_left_out(tiny_jo
         state.elapsed_s = 400.0
         step.run(None)  # 650 s > 600 s
     assert ran == ["m-pseudo"] and list(job.cfgs) == ["m"]
-    assert "warning: m-pseudo is left out: the job runs behind its plan and would end at 10.8 min of 10.0" in caplog.text
+    assert "warning: m-pseudo is left out: the job runs behind its plan and would end at 10.8 min of 10.0" \
+        in caplog.text
