@@ -3,7 +3,9 @@
 A budget of configs/<NAME>/compete.yaml (ensemble.compete.spec) names the models and their recipes.
 Steps (ensemble.compete.steps; each resumes where it stopped when the command runs again):
 duplicates -> train/test shift -> (tune +) train every model on all folds -> vote with every method,
-keep the best by nested CV -> report. Runs are named `<model>-<budget>` so budgets never overwrite each other.
+keep the best by nested CV -> (with `pseudo:` a second round on pseudo-labelled test rows, voted again;
+ensemble.compete.pseudo) -> report. Runs are named `<model>-<budget>` (second round: `<model>-<budget>-pseudo`)
+so budgets never overwrite each other.
 """
 from __future__ import annotations
 
@@ -43,7 +45,7 @@ def compete(competition: str, budget: str, *, configs_dir: str = "configs", extr
         return _tuned(folder / by_name[name].cfg, cfg, b, model_overrides(by_name[name], b, budget, extra))
 
     job = Job(competition, cfgs, next(iter(cfgs.values())), b.dups, b.shift, vote, submit,
-              tune if b.tune is not None else None)
+              tune if b.tune is not None else None, pseudo=b.pseudo)
     run_steps(job_steps(job), bar=not quiet, started=t0)  # one line for the whole budget (compete/progress.py)
     logger.info(f"compete {competition} --budget {budget}: done in {time.perf_counter() - t0:.0f}s")
     return job.result

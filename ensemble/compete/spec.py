@@ -10,10 +10,13 @@ anything is written or trained).
         dups: true                                                   # near-duplicates before folds
         shift: embeddings                                            # train/test shift: embeddings|stats|off
         vote: {bias: "on", methods: "hillclimb,mean"}                # VoteOptions fields
+        pseudo: {labels: soft, weight: 0.5, precision: 0.95}        # optional: a pseudo-label round
     time:                               # --time 60m: candidates the planner chooses from (timeplan)
       candidates:
         - {cfg: efficientnet_lite0.yaml, sizes: [128, 160], head_epochs: 2, train: 5}
         - {cfg: efficientnet_lite0.yaml, name: efficientnet_lite0-scratch, twin: efficientnet_lite0}
+      twins: required                 # plan every twin (default optional: a twin only when time is left)
+      pseudo: true                     # the pseudo-label round, planned into the budget (PseudoSpec)
 """
 from __future__ import annotations
 
@@ -22,7 +25,7 @@ from pathlib import Path
 from typing import Callable, Literal, Sequence
 
 from ensemble.config import ConfigError, build, load_config, read_yaml
-from ensemble.config.ranges import NON_NEGATIVE_INT, POSITIVE_INT, UNIT_OPEN, check_values, stage_count
+from ensemble.config.ranges import NON_NEGATIVE_INT, POSITIVE, POSITIVE_INT, UNIT_OPEN, check_values, stage_count
 from ensemble.registry import Registry
 from ensemble.vote.options import VoteOptionError, VoteOptions
 
@@ -39,6 +42,32 @@ def _vote_section(value):
 
 VOTE = {"parse": _vote_section}
 SHIFT = {"parse": lambda v: "off" if v is False else v}  # YAML 1.1 reads an unquoted `off` as false
+PSEUDO = {"parse": lambda v: {} if v is True else (None if v is False else v)}  # `pseudo: true`: the defaults
+PSEUDO_SUFFIX = "-pseudo"  # a second-round model's name: <model>-pseudo (its run: <first run>-pseudo)
+
+
+@dataclass(frozen=True)
+class PseudoSpec:
+    """`pseudo:` of a budget or of `time:`: after the first vote, the test rows the chosen ensemble labels
+    with OOF precision >= `precision` (per class) join every fold's training part of a second round
+    (`models`, retrained as <model>-pseudo), then everything is voted again. labels: the ensemble's
+    probabilities (soft) or its class (hard); weight: each pseudo row's weight in the loss; max_fraction:
+    at most this share of the test rows (the most confident)."""
+
+    labels: Literal["soft", "hard"] = "soft"
+    weight: float = 0.5
+    precision: float = 0.95
+    max_fraction: float = 1.0
+    models: Literal["all"] | list[str] = "all"
+
+    def chosen(self, names: Sequence[str]) -> list[str]:
+        """The models of `names` that get a second round, in their order."""
+        return list(names) if self.models == "all" else [n for n in names if n in self.models]
+
+
+_UNIT_LEFT_OPEN = ((lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v <= 1),
+                   "a number in (0, 1]")
+PSEUDO_RANGES = {"weight": POSITIVE, "precision": _UNIT_LEFT_OPEN, "max_fraction": _UNIT_LEFT_OPEN}
 
 
 @dataclass(frozen=True)
@@ -67,6 +96,7 @@ class Budget:
     dups: bool = True
     shift: ShiftCheck = field(default="embeddings", metadata=SHIFT)
     vote: VoteOptions = field(default_factory=VoteOptions, metadata=VOTE)
+    pseudo: PseudoSpec | None = field(default=None, metadata=PSEUDO)
 
     def entries(self) -> list[ModelEntry]:
         return [m if isinstance(m, ModelEntry) else ModelEntry(m) for m in self.models]
@@ -105,6 +135,8 @@ class TimeSpec:
     max_epochs: int = 15
     max_models: int = 4
     reserve: float = 0.08
+    twins: Literal["optional", "required"] = "optional"  # required: the plan keeps room for every twin
+    pseudo: PseudoSpec | None = field(default=None, metadata=PSEUDO)
 
 
 TIME_RANGES = {  # time: numbers (ensemble.config.ranges)
@@ -162,13 +194,33 @@ def _first_repeat(names: Sequence[str]) -> str | None:
     return next((n for i, n in enumerate(names) if n in names[:i]), None)
 
 
+def _check_pseudo(p: PseudoSpec | None, key: str, names: Sequence[str], path: Path) -> None:
+    """The numbers of `pseudo:` and its models (names of the budget's models or time candidates); a
+    second-round name (<model>-pseudo) may not be a model of its own."""
+    if p is None:
+        return
+    for name, (ok, expected) in PSEUDO_RANGES.items():
+        value = getattr(p, name)
+        if not ok(value):
+            raise ConfigError(f"{path}: key '{key}.{name}' expected {expected}, got {type(value).__name__} {value!r}")
+    unknown = [m for m in (p.models if p.models != "all" else []) if m not in names]
+    if unknown:
+        raise ConfigError(f"{path}: key '{key}.models': unknown model '{unknown[0]}'; models: {', '.join(names)}")
+    clash = next((n for n in p.chosen(names) if n + PSEUDO_SUFFIX in names), None)
+    if clash:
+        raise ConfigError(f"{path}: '{clash}{PSEUDO_SUFFIX}' is a model and the name of {clash}'s pseudo-label "
+                          f"round; rename it")
+
+
 def _check_budgets(spec: CompeteFile, path: Path) -> None:
     for name, b in spec.budgets.items():
         _check_vote(b.vote, f"budgets.{name}.vote", path)
-        twice = _first_repeat([e.label for e in b.entries()])
+        labels = [e.label for e in b.entries()]
+        twice = _first_repeat(labels)
         if twice:
             raise ConfigError(f"{path}: budgets.{name}: two models are named '{twice}' (they would train into "
                               f"one run); give one a name:")
+        _check_pseudo(b.pseudo, f"budgets.{name}.pseudo", labels, path)
 
 
 def _check_time(spec: CompeteFile, folder: Path, path: Path) -> None:
@@ -182,6 +234,7 @@ def _check_time(spec: CompeteFile, folder: Path, path: Path) -> None:
     twice = _first_repeat(names)
     if twice:
         raise ConfigError(f"{path}: two time candidates are named '{twice}'; give one a name:")
+    _check_pseudo(t.pseudo, "time.pseudo", names, path)
     for i, c in enumerate(t.candidates):
         if c.twin and c.twin not in names[:i]:
             raise ConfigError(f"{path}: candidate '{c.label}' names twin '{c.twin}', which is not a candidate "

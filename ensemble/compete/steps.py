@@ -8,7 +8,7 @@ right after it (compete --time's top-up); every step resumes (training skips fin
 duplicates and the shift check are reused), so running a job again continues it. The progress line
 and the --time plan read the same list. Adding a step to every compete job is one factory here (its
 run and, for --time, its cost) and one line in `setup_steps` or `final_steps`; steps that use the
-first vote (pseudo-labels, a second vote) go after `vote_step` in `final_steps`.
+first vote go after `vote_step` in `final_steps`, as the pseudo-label round does (ensemble.compete.pseudo).
 """
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ from typing import Callable, Sequence
 from ensemble.artifacts import atomic_write_json
 from ensemble.artifacts.paths import CompetitionPaths
 from ensemble.compete.progress import PlanProgress, epochs_of
-from ensemble.compete.spec import ShiftCheck
+from ensemble.compete.spec import PseudoSpec, ShiftCheck
 from ensemble.compete.timeplan import Plan
 from ensemble.vote.options import VoteOptions
 
@@ -68,9 +68,11 @@ class Costing:
 class CompeteResult:
     """What a compete job did: the vote, the Kaggle call (with --submit) and the report page."""
 
-    vote: object | None = None  # VoteResult
+    vote: object | None = None  # VoteResult (the last vote: the second one after a pseudo-label round)
     submitted: object | None = None  # SubmitResult
     report: Path | None = None
+    first_vote: object | None = None  # VoteResult of the first vote, when a pseudo-label round follows it
+    pseudo: object | None = None  # PseudoLabels (ensemble.vote.pseudo) of the pseudo-label round
 
 
 @dataclass
@@ -92,6 +94,10 @@ class Job:
     costing: Costing | None = None  # prices the steps not in `estimates` (--time, while planning)
     trained: dict = field(default_factory=dict)  # model name -> the Config it trained (tuned or not)
     result: CompeteResult = field(default_factory=CompeteResult)
+    pseudo: PseudoSpec | None = None  # the pseudo-label round after the first vote (None: no round)
+    reruns: list[str] | None = None  # its models (None: pseudo.models of cfgs; --time: the planned ones)
+    rerun_set: dict[str, list[str]] = field(default_factory=dict)  # second-round model -> overrides (--time)
+    pseudo_file: Path | None = None  # the pseudo-labelled rows, once the round's first step wrote some
 
     @property
     def paths(self) -> CompetitionPaths:
@@ -191,34 +197,47 @@ def train_step(job: Job, name: str) -> Step:
 # ----------------------------------------------------------------------------- after the models
 
 
+def vote_job(job: Job, what: str = "") -> object:
+    """Vote every run of job.cfgs (trained or tuned); -> the VoteResult (also job.result.vote)."""
+    from ensemble.vote.voter import vote_runs
+    cfgs = [job.trained.get(n, c) for n, c in job.cfgs.items()]
+    logger.info(f"== vote{what} ({len(cfgs)} runs, every method, best by nested CV)")
+    result = job.result.vote = vote_runs([c.run_dir for c in cfgs], job.vote)
+    logger.info(result.summary())
+    return result
+
+
+def submit_vote(job: Job, result) -> None:
+    """With --submit: send the vote's written best submission to Kaggle."""
+    if not job.submit:
+        return
+    from ensemble.vote.submit import submit_chosen
+    sent = job.result.submitted = submit_chosen(result, job.vote.kaggle or job.competition, job.vote.message)
+    for line in sent.lines():
+        (logger.info if sent.done else logger.warning)(line)
+    if not sent.done:
+        logger.warning("the submission is written but was not sent to Kaggle (see above)")
+
+
+def vote_cost(job: Job, c: Costing, n_models: int) -> float:
+    """Stacking's logistic regressions dominate: one per fold and one on every row, K more for the
+    shift-weighted scores when the shift check ran, twice with bias tuning; each takes about
+    rows x classes x 2.4e-4 s (weak models converge slowly). Then the test priors' 200 bootstrap EM
+    runs. The constants are the demo's on a busy 2-core machine (a loaded CPU is the case that overruns)."""
+    fits = (2 * c.folds + 1 if job.shift != "off" else c.folds + 1) * (2 if job.vote.bias == "on" else 1)
+    stacking = fits * 2.4e-4 * c.n_train * c.n_classes * (1 + 0.25 * (n_models - 1))
+    return 3.0 + stacking + 5.4e-6 * c.n_test * c.n_classes * 200
+
+
 def vote_step(job: Job) -> Step:
     """Vote the trained runs (every method unless compete.yaml's vote: says otherwise; the best by
-    nested CV written), then send it to Kaggle with --submit."""
+    nested CV written), then send it to Kaggle with --submit (after the pseudo-label round, if any)."""
     def run(progress: PlanProgress) -> None:
-        from ensemble.vote.submit import submit_chosen
-        from ensemble.vote.voter import vote_runs
-        cfgs = [job.trained.get(n, c) for n, c in job.cfgs.items()]
-        logger.info(f"== vote ({len(cfgs)} runs, every method, best by nested CV)")
-        result = job.result.vote = vote_runs([c.run_dir for c in cfgs], job.vote)
-        logger.info(result.summary())
-        if job.submit:
-            sent = job.result.submitted = submit_chosen(result, job.vote.kaggle or job.competition, job.vote.message)
-            for line in sent.lines():
-                (logger.info if sent.done else logger.warning)(line)
-            if not sent.done:
-                logger.warning("the submission is written but was not sent to Kaggle (see above)")
+        result = vote_job(job)
+        if job.pseudo is None:
+            submit_vote(job, result)
 
-    def cost(c: Costing) -> float:
-        """Stacking's logistic regressions dominate: one per fold and one on every row, K more for the
-        shift-weighted scores when the shift check ran, twice with bias tuning; each takes about
-        rows x classes x 2.4e-4 s (weak models converge slowly). Then the test priors' 200 bootstrap EM
-        runs. The constants are the demo's on a busy 2-core machine (a loaded CPU is the case that overruns)."""
-        n = max(c.n_models, len(job.cfgs))
-        fits = (2 * c.folds + 1 if job.shift != "off" else c.folds + 1) * (2 if job.vote.bias == "on" else 1)
-        stacking = fits * 2.4e-4 * c.n_train * c.n_classes * (1 + 0.25 * (n - 1))
-        return 3.0 + stacking + 5.4e-6 * c.n_test * c.n_classes * 200
-
-    return Step("vote", job.estimate("vote", cost), run)
+    return Step("vote", job.estimate("vote", lambda c: vote_cost(job, c, max(c.n_models, len(job.cfgs)))), run)
 
 
 def report_step(job: Job) -> Step:
@@ -237,7 +256,8 @@ def report_step(job: Job) -> Step:
 
 def final_steps(job: Job) -> list[Step]:
     """The steps after the models, in order. Steps that use the first vote go right after it."""
-    return [vote_step(job), report_step(job)]
+    from ensemble.compete.pseudo import pseudo_steps
+    return [vote_step(job), *pseudo_steps(job), report_step(job)]
 
 
 def job_steps(job: Job) -> list[Step]:

@@ -18,6 +18,12 @@ check when nothing needs it); when not even the smallest plan fits, one line say
 that works. The plan (printed, never over the budget, saved as runs/<NAME>/compete-t<TIME>.json) then
 runs as one step list; every fold is limited to its share (`train.time_limit`). Running the same
 command again resumes the saved plan. At the end: plan vs actual.
+
+`twins: required` plans every `twin:` candidate with the model it twins (room is kept for them first).
+`pseudo:` (ensemble.compete.pseudo) reserves the second round in the plan: the first round gets the
+largest share with which the retrained models (the same recipe on up to max_fraction x the test rows
+more per fold), the labelling and the second vote still fit; when none does, one line says the round
+is skipped.
 """
 from __future__ import annotations
 
@@ -29,10 +35,12 @@ from pathlib import Path
 from typing import Sequence
 
 from ensemble.compete.measure import full_measure_seconds, measure_candidates, measure_eval, measure_images
-from ensemble.compete.spec import BUILDERS, ShiftCheck, TimeSpec, time_spec
+from ensemble.compete.spec import BUILDERS, PSEUDO_SUFFIX, ShiftCheck, TimeSpec, time_spec
 from ensemble.compete.steps import (CompeteResult, Costing, Job, RunState, Step, final_steps, job_steps, job_vote,
                                     run_steps, setup_steps, train_step)
-from ensemble.compete.timeplan import Entry, Plan, Workload, format_plan, make_plan, parse_duration, top_up
+from ensemble.compete.pseudo import ROUND_STEPS, VOTE_STEP
+from ensemble.compete.timeplan import (Entry, Plan, Rerun, Workload, format_plan, make_plan, parse_duration,
+                                       top_up)
 from ensemble.config import load_config
 
 logger = logging.getLogger(__name__)
@@ -99,6 +107,8 @@ def plan_time(ts: TimeSpec, cfgs: dict, job: Job, comp, budget_s: float, started
     full_s = full_measure_seconds(ts.candidates, cfgs, speeds, build_s)
     needed = any(c.folds.strategy == "test_like" for c in cfgs.values()) or job.vote.select != "cv"
     ladder = setup_ladder(ts, needed)
+    p = ts.pseudo
+    models = None if p is None or p.models == "all" else tuple(p.models)
 
     def plan_with(s: Setup, measure_s: float, fallback: bool) -> Plan:
         """The plan after setup `s`; vote and report priced for m models, m from the most down to 1
@@ -107,11 +117,14 @@ def plan_time(ts: TimeSpec, cfgs: dict, job: Job, comp, budget_s: float, started
         for m in range(costing.n_models, 0, -1):
             j = replace(job, dups=s.dups, shift=s.shift, costing=replace(costing, n_models=m))
             setup = {MEASURE: measure_s, **{st.name: st.estimate for st in setup_steps(j)}}
+            after = {st.name: st.estimate for st in final_steps(j)}
+            rerun = None if p is None else Rerun(int(p.max_fraction * len(comp.test) + 1e-9), models,
+                                                 {k: v for k, v in after.items() if k in ROUND_STEPS})
             plan = make_plan(ts.candidates, speeds, replace(w, cached=in_cache), budget_s, folds=options,
                              reserve=ts.reserve, reserve_s=0.0, setup=setup,
-                             tail={st.name: st.estimate for st in final_steps(j)}, min_epochs=ts.min_epochs,
+                             tail={k: v for k, v in after.items() if k not in ROUND_STEPS}, min_epochs=ts.min_epochs,
                              target_epochs=ts.target_epochs, max_epochs=ts.max_epochs, max_models=m,
-                             fallback=fallback and m == 1)
+                             fallback=fallback and m == 1, twins=ts.twins, rerun=rerun)
             if plan.entries:
                 break
         return plan
@@ -149,15 +162,15 @@ def _table(plan: Plan, cfgs: dict, actual: dict[str, float], twins: dict[str, st
     from ensemble.artifacts.paths import RunPaths
     rows = [["step", "est. min", "actual min", "CV"]]
     cv = {}
-    for e in plan.entries:
-        if e.name not in cfgs:  # left out: the job ran behind its plan
-            rows.append([e.name, f"{e.est_seconds / 60:.1f}", "-", "left out"])
+    for e in [*plan.entries, *plan.rerun]:
+        if e.name not in cfgs:  # left out: the job ran behind its plan (or no pseudo-labels for a second round)
+            rows.append([e.name, f"{e.est_seconds / 60:.1f}", "-", "left out" if e in plan.entries else "not trained"])
             continue
         path = RunPaths(cfgs[e.name].run_dir).metrics
         cv[e.name] = json.loads(path.read_text())["cv"] if path.exists() else float("nan")
         rows.append([e.name, f"{e.est_seconds / 60:.1f}", f"{actual.get(e.name, float('nan')) / 60:.1f}",
                      f"{cv[e.name]:.4f}"])
-    for name, est in [*plan.setup.items(), *plan.tail.items()]:
+    for name, est in [*plan.setup.items(), *plan.tail.items(), *plan.rerun_steps.items()]:
         rows.append([name, f"{est / 60:.1f}", f"{actual.get(name, float('nan')) / 60:.1f}", ""])
     widths = [max(len(r[i]) for r in rows) for i in range(4)]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
@@ -180,7 +193,7 @@ def _top_up_step(job: Job, state: RunState, ts: TimeSpec, comp, cfg_of) -> Step:
     left (timeplan.top_up) and run them next (each followed by this step again)."""
     def run(progress) -> list[Step] | None:
         plan = state.plan
-        left_s = state.budget_s * (1 - ts.reserve) - state.elapsed_s - sum(plan.tail.values())
+        left_s = state.budget_s * (1 - ts.reserve) - state.elapsed_s - sum(plan.tail.values()) - plan.rerun_seconds
         w = Workload(len(comp.train), len(comp.test), job.setup_cfg.folds.n, _views(job.setup_cfg))
         entries = top_up(plan, ts.candidates, state.actual_s, w, left_s, min_epochs=ts.min_epochs,
                          target_epochs=ts.target_epochs, max_epochs=ts.max_epochs,
@@ -198,19 +211,25 @@ def _top_up_step(job: Job, state: RunState, ts: TimeSpec, comp, cfg_of) -> Step:
     return Step("top up", 0.0, run, "plan more models if time is left")
 
 
-def _on_time(step: Step, job: Job, state: RunState) -> Step:
+def _on_time(step: Step, job: Job, state: RunState, rerun: bool = False) -> Step:
     """A model's train step that is dropped when the job runs behind its plan so far that the model
     (its estimate scaled by how the trained models compared with theirs), vote and report would end
-    past the budget. The first model always trains: a vote needs one."""
+    past the budget. The first model always trains: a vote needs one. rerun: a second-round model
+    (pseudo-labels), followed by the second vote and the report; the first round never waits for it."""
     def run(progress):
-        trained = [e for e in state.plan.entries if state.actual_s.get(e.name) and e.name != step.name]
+        plan = state.plan
+        trained = [e for e in plan.entries if state.actual_s.get(e.name) and e.name != step.name]
         ratio = max(1.0, sum(state.actual_s[e.name] for e in trained) / sum(e.est_seconds for e in trained)
                     ) if trained else 1.0
-        end_s = state.elapsed_s + ratio * (step.estimate or 0.0) + sum(state.plan.tail.values())
-        if list(job.cfgs).index(step.name) > 0 and end_s > state.budget_s:
+        after = (plan.rerun_steps.get(VOTE_STEP, 0.0) + plan.tail.get("report", 0.0)) if rerun else \
+            sum(plan.tail.values())
+        end_s = state.elapsed_s + ratio * (step.estimate or 0.0) + after
+        first = not rerun and list(job.cfgs).index(step.name) == 0
+        if not first and end_s > state.budget_s and (job.pseudo_file is not None or not rerun):
             logger.warning(f"warning: {step.name} is left out: the job runs behind its plan and would end at "
                            f"{end_s / 60:.1f} min of {state.budget_s / 60:.1f} with it")
-            del job.cfgs[step.name]
+            if not rerun:
+                del job.cfgs[step.name]
             return None
         return step.run(progress)
 
@@ -241,7 +260,7 @@ def compete_time(competition: str, time_text: str, *, configs_dir: str = "config
     if builder:
         BUILDERS[builder](Path(first.competition.root))
     comp = load_competition(first.competition)
-    job = Job(competition, {}, first, ts.dups, ts.shift, vote, submit)  # priced while planning
+    job = Job(competition, {}, first, ts.dups, ts.shift, vote, submit, pseudo=ts.pseudo)  # priced while planning
     state_file = first.competition_dir / f"compete-{label}.json"
     if state_file.exists():
         state = RunState.load(state_file)
@@ -253,13 +272,26 @@ def compete_time(competition: str, time_text: str, *, configs_dir: str = "config
     plan = state.plan
     logger.info(f"== plan for {time_text} ({plan.available_s / 60:.1f} min to train after setup, vote, report and "
                 f"reserve)\n{format_plan(plan)}")
+    if ts.pseudo is not None and not plan.rerun:
+        chosen = ts.pseudo.chosen([e.name for e in plan.entries])
+        logger.info(f"pseudo-labels: the second round (retraining {', '.join(chosen)} on pseudo-labelled test rows, "
+                    f"then a second vote) does not fit in {time_text} beside the first; it is skipped" if chosen else
+                    f"pseudo-labels: none of pseudo.models ({', '.join(ts.pseudo.models)}) is planned; the second "
+                    f"round is skipped")
     if plan_only:
         return None
 
-    job = Job(competition, {}, first, state.dups, state.shift, vote, submit, estimates={**plan.setup, **plan.tail})
+    job = Job(competition, {}, first, state.dups, state.shift, vote, submit,
+              estimates={**plan.setup, **plan.tail, **plan.rerun_steps, **{e.name: e.est_seconds for e in plan.rerun}},
+              pseudo=ts.pseudo if plan.rerun else None, reruns=[e.name[:-len(PSEUDO_SUFFIX)] for e in plan.rerun],
+              rerun_set={e.name: [f"train.time_limit={e.fold_limit:.0f}"] for e in plan.rerun})
     for e in plan.entries:
         _add_model(job, e, cfg_of)
-    steps = [_on_time(s, job, state) if s.name in job.cfgs else s for s in job_steps(job)]
+    for e in plan.rerun:
+        job.notes[e.name] = f", est. {e.est_seconds / 60:.1f} min"
+    reruns = {e.name for e in plan.rerun}
+    steps = [_on_time(s, job, state) if s.name in job.cfgs else _on_time(s, job, state, rerun=True)
+             if s.name in reruns else s for s in job_steps(job)]
     last = max(i for i, step in enumerate(steps) if step.name in job.cfgs)
     steps.insert(last + 1, _top_up_step(job, state, ts, comp, cfg_of))
     state.save(state_file)

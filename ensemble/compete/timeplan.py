@@ -16,7 +16,11 @@ Allocation: the most candidates (in priority order, up to ``max_models``) that e
 ``min_epochs`` at their smallest size in an equal share; each then takes the largest size at which
 ``target_epochs`` still fit, and as many epochs as fit (at most ``max_epochs``). A twin (same
 backbone, e.g. scratch vs pretrained) gets its twin's size and as many epochs as fit in its twin's
-time, so the two compare at equal time. When the first candidate alone does not get ``min_epochs``,
+time, so the two compare at equal time; with ``twins="required"`` every twin and the model it twins
+are planned (room is kept for them first; the other candidates fill what is left). A second round
+(``Rerun``: pseudo-labels) retrains some planned models with the same recipe on more rows per fold;
+its cost is reserved by giving the first round the largest time with which both rounds fit (when
+none does, the plan has no second round). When the first candidate alone does not get ``min_epochs``,
 the first one that does is planned; when none does, the first one whose smallest recipe fits (head
 epochs on cached features only, else one epoch) gets what fits; when none fits, BudgetError says
 the smallest budget that works. A plan never exceeds its budget.
@@ -28,8 +32,9 @@ import re
 from dataclasses import asdict, dataclass, field, replace
 from typing import Sequence
 
-from ensemble.compete.spec import Candidate
+from ensemble.compete.spec import PSEUDO_SUFFIX, Candidate
 
+MAX_BUDGET_S = 30 * 24 * 3600.0  # a month: the largest budget searched for one that holds every twin
 _DURATION = re.compile(r"\s*(\d+(?:\.\d+)?)\s*(s|sec|m|min|h)?\s*")
 
 
@@ -75,6 +80,7 @@ class Workload:
     overhead: float = 1.15
     cache_s: float = 0.0  # decoding + resizing every image into the cache of one image size
     cached: tuple[int, ...] = ()  # image sizes whose cache exists already
+    extra: float = 0.0  # rows that join every fold's training part (pseudo-labelled test images)
 
     @property
     def n_val(self) -> float:
@@ -82,7 +88,7 @@ class Workload:
 
     @property
     def n_fit(self) -> float:
-        return self.n_train - self.n_val
+        return self.n_train - self.n_val + self.extra
 
 
 @dataclass(frozen=True)
@@ -113,6 +119,18 @@ class Entry:
 
 
 @dataclass(frozen=True)
+class Rerun:
+    """A second round to plan (pseudo-labels): the planned models named in ``models`` (None: all) train
+    again with their recipe and up to ``extra`` more rows in every fold's training part, as
+    ``<name><suffix>``; ``steps``: the round's other steps (step -> seconds: labelling, the second vote)."""
+
+    extra: float
+    models: tuple[str, ...] | None = None
+    steps: dict[str, float] = field(default_factory=dict)
+    suffix: str = PSEUDO_SUFFIX
+
+
+@dataclass(frozen=True)
 class Plan:
     budget_s: float
     available_s: float  # for the models: after setup, vote, report and the reserve
@@ -120,16 +138,23 @@ class Plan:
     speeds: dict[str, dict]
     setup: dict[str, float] = field(default_factory=dict)  # step -> estimated seconds, before the models
     tail: dict[str, float] = field(default_factory=dict)  # step -> estimated seconds, after them (vote, report)
+    rerun: list[Entry] = field(default_factory=list)  # the second round's models (pseudo-labels)
+    rerun_steps: dict[str, float] = field(default_factory=dict)  # its other steps: labelling, the second vote
 
     @property
     def est_seconds(self) -> float:
-        """The models' estimated seconds."""
+        """The (first round's) models' estimated seconds."""
         return sum(e.est_seconds for e in self.entries)
 
     @property
+    def rerun_seconds(self) -> float:
+        """The second round's estimated seconds: its models and steps."""
+        return sum(e.est_seconds for e in self.rerun) + sum(self.rerun_steps.values())
+
+    @property
     def total_seconds(self) -> float:
-        """Everything the plan estimates: setup, models, vote and report."""
-        return sum(self.setup.values()) + self.est_seconds + sum(self.tail.values())
+        """Everything the plan estimates: setup, models, vote, report and a second round."""
+        return sum(self.setup.values()) + self.est_seconds + sum(self.tail.values()) + self.rerun_seconds
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -137,7 +162,8 @@ class Plan:
     @classmethod
     def from_dict(cls, d: dict) -> "Plan":
         return cls(d["budget_s"], d["available_s"], [Entry(**e) for e in d["entries"]], d["speeds"],
-                   d.get("setup", {}), d.get("tail", {}))
+                   d.get("setup", {}), d.get("tail", {}), [Entry(**e) for e in d.get("rerun", [])],
+                   d.get("rerun_steps", {}))
 
     def entry(self, name: str) -> Entry | None:
         return next((e for e in self.entries if e.name == name), None)
@@ -197,7 +223,8 @@ def make_plan(candidates: list[Candidate], speeds: dict[str, Speed], w: Workload
               folds: Sequence[int] = (), reserve: float = 0.08, reserve_s: float = 30.0,
               setup: dict[str, float] | None = None, tail: dict[str, float] | None = None, min_epochs: int = 2,
               target_epochs: int = 5, max_epochs: int = 15, max_models: int = 4, limit_slack: float = 1.05,
-              twin_time: dict[str, tuple[int, float]] | None = None, fallback: bool = True) -> Plan:
+              twin_time: dict[str, tuple[int, float]] | None = None, fallback: bool = True,
+              twins: str = "optional", rerun: Rerun | None = None) -> Plan:
     """Choose folds, models, sizes and epochs that fit ``budget_s`` (see the module docstring).
 
     folds: fold counts to try in order (default: w.folds); the first with which the first
@@ -205,23 +232,55 @@ def make_plan(candidates: list[Candidate], speeds: dict[str, Speed], w: Workload
     setup, tail: estimated seconds of the steps before and after the models (paid first).
     twin_time: {name: (size, seconds)} of models planned before, for twins of theirs.
     fallback: when no candidate gets ``min_epochs``, plan the first whose smallest recipe fits (raises
-    BudgetError when none does); else return a plan without entries.
+    BudgetError when none does; TwinsError when twins are required); else return a plan without entries.
+    twins: "required" plans every twin and the model it twins (max_models grows to hold them).
+    rerun: a second round to reserve time for (the plan's ``rerun``; none when it does not fit).
     """
     setup, tail = dict(setup or {}), dict(tail or {})
     fixed = budget_s * reserve + reserve_s + sum(setup.values()) + sum(tail.values())
     available = budget_s - fixed
     options = list(folds) or [w.folds]
-    for n in options:
-        w = replace(w, folds=n)
-        c = candidates[0]
-        if _fit(c, speeds[c.label], w, available, target_epochs, max_epochs, set(w.cached))[1] >= target_epochs:
-            break
+    required = required_twins(candidates) if twins == "required" else set()
+
+    def first_round(share: float) -> tuple[Workload, list[Entry]]:
+        ww = w
+        for n in options:
+            ww = replace(w, folds=n)
+            c = candidates[0]
+            if _fit(c, speeds[c.label], ww, share, target_epochs, max_epochs, set(ww.cached))[1] >= target_epochs:
+                break
+        if share <= 0:
+            return ww, []
+        return ww, _allocate(candidates, speeds, ww, share, min_epochs, target_epochs, max_epochs,
+                             max(max_models, len(required)), limit_slack, twin_time or {}, required)
+
     plan = Plan(budget_s, available, [], {k: asdict(v) for k, v in speeds.items()}, setup, tail)
-    if available > 0:
-        plan = replace(plan, entries=_allocate(candidates, speeds, w, available, min_epochs, target_epochs, max_epochs,
-                                               max_models, limit_slack, twin_time or {}))
+    w, entries = first_round(available)
+    plan = replace(plan, entries=entries)
+    if entries and rerun is not None:
+        both = _with_rerun(first_round, speeds, rerun, available, limit_slack)
+        if both is not None:
+            w, first, second = both
+            copies = {e.name: plan.speeds[e.name[:-len(rerun.suffix)]] for e in second}  # same model, same speed
+            plan = replace(plan, entries=first, rerun=second, rerun_steps=dict(rerun.steps),
+                           speeds={**plan.speeds, **copies})
     if plan.entries or not fallback:
         return plan
+    if required:  # the smallest budget that holds every twin (bisection: more budget, more room)
+        def holds(b: float) -> bool:
+            return bool(make_plan(candidates, speeds, w, b, folds=folds, reserve=reserve, reserve_s=reserve_s,
+                                  setup=setup, tail=tail, min_epochs=min_epochs, target_epochs=target_epochs,
+                                  max_epochs=max_epochs, max_models=max_models, limit_slack=limit_slack,
+                                  fallback=False, twins="required").entries)
+        lo, hi = budget_s, 2 * budget_s
+        while not holds(hi) and hi < MAX_BUDGET_S:
+            lo, hi = hi, 2 * hi
+        if holds(hi):
+            for _ in range(30):
+                mid = (lo + hi) / 2
+                lo, hi = (lo, mid) if holds(mid) else (mid, hi)
+        names = sorted(required, key=[c.label for c in candidates].index)
+        raise TwinsError(budget_s, hi if holds(hi) else None, names, min_epochs)
     w = replace(w, folds=min(options))  # not even one model gets min_epochs: the smallest recipe that fits
     for c in candidates:
         size, e = _fit(c, speeds[c.label], w, available, 1, max_epochs, set(w.cached))
@@ -233,14 +292,89 @@ def make_plan(candidates: list[Candidate], speeds: dict[str, Speed], w: Workload
     raise BudgetError(budget_s, needed, smallest, needed - smallest.est_seconds)
 
 
+class TwinsError(ValueError):
+    """``twins: required`` and the budget does not hold every twin and its model at ``min_epochs``;
+    ``needed_s``: the smallest budget that does (None: none does, a twin never gets min_epochs in its
+    model's time)."""
+
+    def __init__(self, budget_s: float, needed_s: float | None, names: list[str], min_epochs: int):
+        self.budget_s, self.needed_s = budget_s, needed_s
+        fix = (f"use --time {duration_text(needed_s)} or more" if needed_s is not None else
+               "no budget does (a twin never gets them in its model's time)")
+        super().__init__(f"time.twins: required: a budget of {duration_text(budget_s)} does not hold "
+                         f"{', '.join(names)} with {min_epochs} epochs each; {fix}, or set time.twins: optional")
+
+
+def required_twins(candidates: Sequence[Candidate]) -> set[str]:
+    """The labels of every candidate with a twin and of the candidates they twin (chains included)."""
+    by_label = {c.label: c for c in candidates}
+    out: set[str] = set()
+    for c in candidates:
+        while c is not None and c.twin:
+            out |= {c.label, c.twin}
+            c = by_label.get(c.twin)
+    return out
+
+
+def rerun_entries(entries: Sequence[Entry], speeds: dict[str, Speed], w: Workload, rerun: Rerun,
+                  limit_slack: float = 1.05) -> list[Entry]:
+    """The second round of ``entries``: the models ``rerun`` names, same recipe, ``rerun.extra`` more rows
+    in every fold's training part (their images come from the test cache: no cache is built)."""
+    out = []
+    for e in entries:
+        if rerun.models is not None and e.name not in rerun.models:
+            continue
+        total, train = fold_cost(speeds[e.name].at(e.size), replace(w, folds=e.folds, extra=rerun.extra),
+                                 e.head_epochs, e.epochs)
+        out.append(replace(e, name=e.name + rerun.suffix, est_seconds=total * e.folds,
+                           fold_limit=math.ceil(train * limit_slack)))
+    return out
+
+
+def _with_rerun(first_round, speeds, rerun: Rerun, available: float, limit_slack: float):
+    """The first round in the largest share of ``available`` with which its second round fits too:
+    -> (workload, first-round entries, second-round entries), or None when no share does. A share
+    too small plans no model; one too large leaves no room: bisection between the two."""
+    fixed = sum(rerun.steps.values())
+
+    def attempt(share: float):
+        w, first = first_round(share)
+        if not first:
+            return -1, None
+        second = rerun_entries(first, speeds, w, rerun, limit_slack)
+        used = sum(e.est_seconds for e in first) + sum(e.est_seconds for e in second) + fixed
+        return (0, (w, first, second)) if second and used <= available + 1e-9 else (1 if second else -1, None)
+
+    lo, hi, best = 0.0, available - fixed, None
+    if hi <= 0:
+        return None
+    status, found = attempt(hi)
+    if status == 0:
+        return found
+    for _ in range(40):
+        mid = (lo + hi) / 2
+        status, found = attempt(mid)
+        if status == 0:
+            best, lo = found, mid
+        elif status < 0:
+            lo = mid
+        else:
+            hi = mid
+        if hi - lo < 0.5:
+            break
+    return best
+
+
 def _allocate(candidates, speeds, w: Workload, available: float, min_epochs: int, target_epochs: int,
               max_epochs: int, max_models: int, limit_slack: float,
-              twin_time: dict[str, tuple[int, float]]) -> list[Entry]:
+              twin_time: dict[str, tuple[int, float]], required: set[str] = frozenset()) -> list[Entry]:
     chosen: list[tuple[Candidate, int, int]] = []
-    for m in range(min(len(candidates), max_models), 0, -1):
+    others = [c for c in candidates if c.label not in required]
+    for m in range(min(len(candidates), max_models), max(len(required), 1) - 1, -1):
         share = available / m
         chosen, cached = [], set(w.cached)
-        for c in candidates[:m]:
+        keep = required | {c.label for c in others[:m - len(required)]}  # the twins first, then priority order
+        for c in (c for c in candidates if c.label in keep):
             twin = next((x for x in chosen if x[0].label == c.twin), None)
             if twin is not None or c.twin in twin_time:  # the twin's size, and the epochs that fit in its time
                 if twin is not None:
@@ -261,6 +395,8 @@ def _allocate(candidates, speeds, w: Workload, available: float, min_epochs: int
         if len(chosen) == m:
             break
     else:  # the first candidate alone does not get min_epochs: the first one that does (twins need theirs)
+        if required:
+            return []
         single = ((c, *_fit(c, speeds[c.label], w, available, target_epochs, max_epochs, set(w.cached)))
                   for c in candidates if not c.twin)
         chosen = [next((x for x in single if x[2] >= min_epochs), None)]
@@ -297,16 +433,17 @@ def top_up(plan: Plan, candidates: list[Candidate], actual_s: dict[str, float], 
 
 
 def format_plan(plan: Plan) -> str:
-    """The plan as a table: one row per model, then the setup, vote and report steps and the total."""
+    """The plan as a table: one row per model (the second round's after the first's), then the setup,
+    vote and report steps (and the second round's) and the total."""
     rows = [["model", "size", "folds", "epochs (head+partial+rest)", "rest trains", "train img/s", "fold limit s",
              "est. min"]]
-    for e in plan.entries:
+    for e in [*plan.entries, *plan.rerun]:
         sp = Speed(**plan.speeds[e.name]).at(e.size)
         partial = 1 if e.partial and e.epochs > 1 else 0
         rows.append([e.name, str(e.size), str(e.folds), f"{e.head_epochs}+{partial}+{e.epochs - partial}",
                      "all" if e.train == "all" else f"last {e.train}", f"{sp.train:.1f}",
                      f"{e.fold_limit:.0f}", f"{e.est_seconds / 60:.1f}"])
-    for name, seconds in [*plan.setup.items(), *plan.tail.items()]:
+    for name, seconds in [*plan.setup.items(), *plan.tail.items(), *plan.rerun_steps.items()]:
         rows.append([name, "", "", "", "", "", "", f"{seconds / 60:.1f}"])
     rows.append(["total", "", "", "", "", "", "", f"{plan.total_seconds / 60:.1f} of {plan.budget_s / 60:.1f}"])
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]

@@ -5,7 +5,7 @@ import pytest
 
 from conftest import REPO
 from ensemble.compete.__main__ import main
-from ensemble.compete.spec import load_budget, load_compete_file, time_spec
+from ensemble.compete.spec import PseudoSpec, load_budget, load_compete_file, time_spec
 from ensemble.config import ConfigError
 from ensemble.vote.options import VoteOptions
 
@@ -47,12 +47,36 @@ BUDGET = "budgets:\n  cpu:\n    models: [a.yaml]\n"
      "time: expected min_epochs <= target_epochs <= max_epochs, got 6, 5, 15"),
     ("time:\n  candidates: [{cfg: a.yaml, sizes: []}]\n",
      "key 'time.candidates.0.sizes' expected at least one image size, got list []"),
+    ("time:\n  candidates: [{cfg: a.yaml}]\n  twins: always\n",
+     "key 'time.twins' expected one of 'optional', 'required', got str 'always'"),
+    (BUDGET + "    pseudo: {models: [b]}\n", "key 'budgets.cpu.pseudo.models': unknown model 'b'; models: a"),
+    (BUDGET + "    pseudo: {weight: 0}\n", "key 'budgets.cpu.pseudo.weight' expected a number > 0, got float 0.0"),
+    (BUDGET + "    pseudo: {precision: 1.2}\n",
+     "key 'budgets.cpu.pseudo.precision' expected a number in (0, 1], got float 1.2"),
+    (BUDGET + "    pseudo: {labels: fuzzy}\n",
+     "key 'budgets.cpu.pseudo.labels' expected one of 'soft', 'hard', got str 'fuzzy'"),
+    ("time:\n  candidates: [{cfg: a.yaml}]\n  pseudo: {max_fraction: 0}\n",
+     "key 'time.pseudo.max_fraction' expected a number in (0, 1], got float 0.0"),
+    ("time:\n  candidates: [{cfg: a.yaml}, {cfg: b.yaml, name: a-pseudo}]\n  pseudo: {models: [a]}\n",
+     "'a-pseudo' is a model and the name of a's pseudo-label round; rename it"),
 ])
 def test_bad_compete_yaml_is_one_line_naming_file_and_key(tmp_path, text, message):
     path = _file(tmp_path, text)
     with pytest.raises(ConfigError) as e:
         load_compete_file("x", tmp_path)
     assert str(e.value).startswith(f"{path}: ") and message in str(e.value), str(e.value)
+
+
+def test_pseudo_and_twins_are_off_by_default_and_true_means_the_defaults(tmp_path):
+    _file(tmp_path, BUDGET + "time:\n  candidates: [{cfg: a.yaml}]\n")
+    assert load_budget("x", "cpu", tmp_path)[1].pseudo is None
+    assert time_spec("x", tmp_path)[1].pseudo is None and time_spec("x", tmp_path)[1].twins == "optional"
+    _file(tmp_path, BUDGET + "    pseudo: true\ntime:\n  candidates: [{cfg: a.yaml}]\n  twins: required\n"
+                             "  pseudo: {labels: hard, weight: 1, precision: 0.9, models: [a]}\n")
+    assert load_budget("x", "cpu", tmp_path)[1].pseudo == PseudoSpec()
+    ts = time_spec("x", tmp_path)[1]
+    assert ts.twins == "required" and ts.pseudo == PseudoSpec("hard", 1, 0.9, 1.0, ["a"])
+    assert ts.pseudo.chosen(["b", "a"]) == ["a"] and PseudoSpec().chosen(["b", "a"]) == ["b", "a"]
 
 
 def test_vote_section_is_vote_options_and_yaml_on_off_mean_the_words(tmp_path):

@@ -1,11 +1,12 @@
 """The time-budget planner: durations, cost model, allocation (pure functions, no training)."""
+import math
 from dataclasses import replace
 
 import pytest
 
 from ensemble.compete.spec import Candidate
-from ensemble.compete.timeplan import (BudgetError, Entry, Plan, Speed, Workload, duration_text, fold_cost,
-                                       format_plan, make_plan, parse_duration, top_up)
+from ensemble.compete.timeplan import (BudgetError, Entry, Plan, Rerun, Speed, TwinsError, Workload, duration_text,
+                                       fold_cost, format_plan, make_plan, parse_duration, required_twins, top_up)
 
 W = Workload(n_train=6000, n_test=1500, folds=5, views=2, overhead=1.0)
 SPEEDS = {"a": Speed(128, 30.0, 150.0), "b": Speed(128, 30.0, 150.0), "a-scratch": Speed(128, 30.0, 150.0),
@@ -178,3 +179,75 @@ def test_when_the_first_candidate_gets_too_few_epochs_the_first_that_gets_enough
     (fast,) = plan.entries
     assert fast.name == "fast" and 1 <= fast.epochs < 40 and plan.est_seconds <= 1800.0
     assert 5 * fold_cost(slow["fast"], W, 0, fast.epochs + 1)[0] > 1800.0
+
+
+def test_required_twins_are_planned_first_and_compare_at_equal_time():
+    cands = [Candidate("a.yaml", name="a", sizes=[128], head_epochs=2), Candidate("b.yaml", name="b"),
+             Candidate("fast.yaml", name="fast"), Candidate("a.yaml", name="a-scratch", twin="a")]
+    kw = dict(reserve=0.0, reserve_s=0.0, min_epochs=3, target_epochs=5, max_models=2)
+    optional = make_plan(cands, SPEEDS, W, 4 * 3600.0, **kw)
+    assert [e.name for e in optional.entries] == ["a", "b"]  # priority order: no room for the twin
+    required = make_plan(cands, SPEEDS, W, 4 * 3600.0, twins="required", **kw)
+    a, twin = required.entries
+    assert (a.name, twin.name) == ("a", "a-scratch") and twin.size == a.size and twin.epochs >= 3
+    assert twin.est_seconds <= a.est_seconds  # equal time: the twin fits in a's time ...
+    assert 5 * fold_cost(SPEEDS["a-scratch"].at(a.size), W, 0, twin.epochs + 1)[0] > a.est_seconds  # ... and no more
+    roomy = make_plan(cands, SPEEDS, W, 4 * 3600.0, twins="required", **{**kw, "max_models": 3})
+    assert [e.name for e in roomy.entries] == ["a", "b", "a-scratch"]  # the rest fill in priority order
+    assert required_twins(cands) == {"a", "a-scratch"}
+    chain = [*cands, Candidate("a.yaml", name="a-tiny", twin="a-scratch")]
+    assert required_twins(chain) == {"a", "a-scratch", "a-tiny"}
+
+
+def test_required_twins_that_do_not_fit_name_the_budget_that_holds_them():
+    cands = [Candidate("a.yaml", name="a"), Candidate("a.yaml", name="a-scratch", twin="a")]
+    kw = dict(reserve=0.0, reserve_s=0.0, min_epochs=3, target_epochs=3)
+    two_models = 2 * 5 * fold_cost(SPEEDS["a"], W, 0, 3)[0]  # both at 3 epochs
+    with pytest.raises(TwinsError) as e:
+        make_plan(cands, SPEEDS, W, two_models - 60, twins="required", **kw)
+    assert e.value.needed_s == pytest.approx(two_models, abs=1.0)
+    assert str(e.value) == (f"time.twins: required: a budget of {duration_text(two_models - 60)} does not hold a, "
+                            f"a-scratch with 3 epochs each; use --time {duration_text(e.value.needed_s)} or more, or "
+                            f"set time.twins: optional")
+    plan = make_plan(cands, SPEEDS, W, two_models + 1, twins="required", **kw)
+    assert [(x.name, x.epochs) for x in plan.entries] == [("a", 3), ("a-scratch", 3)]
+    optional = make_plan(cands, SPEEDS, W, two_models - 60, **kw)
+    assert [x.name for x in optional.entries] == ["a"]  # optional: the twin waits for time left over
+
+
+def test_the_second_round_is_reserved_so_both_rounds_fit():
+    cands = [Candidate("a.yaml", name="a", head_epochs=2), Candidate("b.yaml", name="b")]
+    kw = dict(reserve=0.0, reserve_s=0.0, min_epochs=2, target_epochs=4, max_epochs=12, tail={"vote": 20.0})
+    rerun = Rerun(extra=1500, models=("a",), steps={"pseudo-labels": 5.0, "vote again": 40.0})
+    alone = make_plan(cands, SPEEDS, W, 6 * 3600.0, **kw)
+    plan = make_plan(cands, SPEEDS, W, 6 * 3600.0, rerun=rerun, **kw)
+    (second,) = plan.rerun
+    first = plan.entry("a")
+    assert second.name == "a-pseudo" and (second.size, second.head_epochs, second.epochs) == (
+        first.size, first.head_epochs, first.epochs)  # the same recipe ...
+    w = replace(W, extra=1500)  # ... on 1500 more training rows per fold (no image cache to build)
+    assert second.est_seconds == pytest.approx(5 * fold_cost(SPEEDS["a"].at(first.size), w, 2, first.epochs)[0])
+    assert second.fold_limit == math.ceil(fold_cost(SPEEDS["a"].at(first.size), w, 2, first.epochs)[1] * 1.05)
+    assert plan.rerun_steps == rerun.steps and plan.speeds["a-pseudo"] == plan.speeds["a"]
+    assert plan.est_seconds + plan.rerun_seconds <= plan.available_s + 1e-6
+    assert plan.total_seconds <= plan.budget_s + 1e-6
+    assert sum(e.epochs for e in plan.entries) < sum(e.epochs for e in alone.entries)  # the first round pays
+    assert Plan.from_dict(plan.to_dict()) == plan
+    lines = format_plan(plan).splitlines()
+    assert [r.split()[0] for r in lines[1:]] == ["a", "b", "a-pseudo", "vote", "pseudo-labels", "vote", "total"]
+    a_min = 5 * fold_cost(SPEEDS["a"], W, 2, 2)[0]  # `a` at min_epochs: room for it, not for its second round
+    tight = make_plan(cands, SPEEDS, W, a_min + 30.0, rerun=rerun, **kw)
+    assert [(e.name, e.epochs) for e in tight.entries] == [("a", 2)] and tight.rerun == [] and tight.rerun_steps == {}
+
+
+@pytest.mark.parametrize("budget", [900, 1800, 3600, 7200])
+def test_plans_with_a_second_round_never_exceed_their_budget(budget):
+    cands = [Candidate("a.yaml", name="a", sizes=[128, 160], head_epochs=2, train=5),
+             Candidate("b.yaml", name="b", sizes=[128]), Candidate("fast.yaml", name="fast")]
+    rerun = Rerun(extra=1500, steps={"pseudo-labels": 5.0, "vote again": 60.0})
+    plan = make_plan(cands, SPEEDS, replace(W, cache_s=40.0), budget, folds=[5, 3], reserve=0.08, reserve_s=0.0,
+                     setup={"duplicates": 15.0}, tail={"vote": 25.0, "report": 5.0}, min_epochs=2,
+                     target_epochs=4, rerun=rerun)
+    assert plan.entries and plan.total_seconds + 0.08 * budget <= budget + 1e-6
+    if plan.rerun:
+        assert [e.name for e in plan.rerun] == [e.name + "-pseudo" for e in plan.entries]
