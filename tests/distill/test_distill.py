@@ -16,6 +16,7 @@ from ensemble.distill.teacher import newest_submission, recipe
 from ensemble.train import fold as fold_mod
 from ensemble.train.setup import competition_folds, write_labels
 from ensemble.vote.cv import Spec
+from ensemble.vote.options import VoteOptions
 from ensemble.vote.voter import vote_runs
 
 CLASSES = ["cat", "dog", "fox"]
@@ -49,7 +50,7 @@ def _fake_run(cfg_path, name: str, strength: float, seed: int):
 def ensemble_of_two(tiny, tmp_path):
     cfg_path, comp, runs = tiny
     dirs = [_fake_run(cfg_path, "resnet18-a", 1.5, 0), _fake_run(cfg_path, "resnet18-b", 2.0, 1)]
-    vote = vote_runs(dirs, "hillclimb", bias="on", out_dir=tmp_path / "subs", write="all")
+    vote = vote_runs(dirs, VoteOptions(methods="hillclimb", bias="on", out_dir=str(tmp_path / "subs"), write="all"))
     best = next(e for e in vote.ensembles if e.name == "hillclimb+bias")  # the recipe that fits the most
     manifest = next(p for p, _ in vote.written if p.name.startswith("hillclimb+bias")).with_suffix(".json")
     return cfg_path, comp, runs, dirs, (best, manifest)
@@ -117,7 +118,7 @@ def test_distill_trains_a_student_on_the_ensembles_soft_labels(ensemble_of_two, 
                  "ensemble (2 runs)"):
         assert line in out, line
     # a normal run: vote takes it beside the ensemble's runs
-    again = vote_runs([*dirs, student], "mean", write="none")
+    again = vote_runs([*dirs, student], VoteOptions(methods="mean", write="none"))
     assert again.runs.names == ["resnet18-a", "resnet18-b", "resnet18-a-distill"]
 
 

@@ -18,6 +18,7 @@ from conftest import make_competition, write_configs
 from ensemble.config import load_config
 from ensemble.predict.export import export_bundle
 from ensemble.train.run import train_run
+from ensemble.vote.options import VoteOptions
 from ensemble.vote.voter import vote_runs
 
 CLASSES = ["cat", "dog", "fox"]
@@ -75,12 +76,13 @@ def trained(tmp_path_factory) -> Trained:
     b = train_run(load_config(cfg, [*HEAD, "name=mnv3", "model.backbone=mobilenetv3_small_050",
                                      "augment.eval=[{name: Sharpen, alpha: [0.2, 0.2], lightness: [1.0, 1.0], p: 1.0}]"]))
     subs = root / "submissions"
-    vote_runs([a.run_dir, b.run_dir], "all", weights="2,1", bias="on", write="all", out_dir=subs)
-    vote_runs([a.run_dir, b.run_dir], "mean,stacking", bias="off", write="all", out_dir=subs, priors="estimated")
+    vote_runs([a.run_dir, b.run_dir], VoteOptions(weights="2,1", bias="on", write="all", out_dir=str(subs)))
+    vote_runs([a.run_dir, b.run_dir], VoteOptions(methods="mean,stacking", bias="off", write="all", out_dir=str(subs),
+                                               priors="estimated"))
     ord_comp = make_competition(root / "data" / "tinyord", n_per_class=10, n_test=10)
     o = train_run(load_config(cfg, [*HEAD, "name=ord", "competition.name=tinyord", f"competition.root={ord_comp}",
                                      "competition.task=ordinal", "competition.metric=qwk", "loss.name=mse"]))
-    vote_runs([o.run_dir], "mean", bias="on", write="all", out_dir=subs)
+    vote_runs([o.run_dir], VoteOptions(methods="mean", bias="on", write="all", out_dir=str(subs)))
     _CACHE["t"] = Trained(root, comp, [a.run_dir, b.run_dir], subs / "tiny", ord_comp, o.run_dir, subs / "tinyord")
     return _CACHE["t"]
 

@@ -98,11 +98,11 @@ def test_an_ensemble_equal_to_one_model_says_so(tmp_path, monkeypatch, capsys):
 
 
 def test_vote_over_one_run_is_that_model(tmp_path, monkeypatch, capsys):
-    from ensemble.vote.voter import vote_runs
+    from ensemble.vote.voter import VoteOptions, vote_runs
     monkeypatch.chdir(tmp_path)
     comp = make_competition(tmp_path / "data" / "tiny")
     run = make_run(tmp_path / "runs", comp, "only", 2.0, seed=0)
-    result = vote_runs([run], "mean")
+    result = vote_runs([run], VoteOptions(methods="mean"))
     assert result.alone == "only" and result.message() == f"mean cv {result.best_ensemble.cv.score:.4f} (1 run)"
     page = report.build_report("tiny", "runs", "submissions", tmp_path / "site").read_text()
     assert "One run was voted: the submission is only alone (an ensemble of one)." in page
