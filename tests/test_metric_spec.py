@@ -17,7 +17,7 @@ from ensemble.data.competition import load_competition
 from ensemble.config import ConfigError, dump_config, load_config
 from ensemble.metric_spec import MetricSpec, parse
 from ensemble.plugins import PluginError, load_plugins
-from ensemble.vote.voter import build_specs, decodes_grades, make_objective
+from ensemble.vote.voter import build_specs, decodes_grades
 
 CLASSES = ["AKIEC", "BCC", "MEL", "NV"]
 
@@ -132,7 +132,8 @@ def test_auc_over_a_subset_equals_sklearn_on_those_columns():
     spec = M.bind_metric({"name": "roc_auc", "classes": ["MEL", "NV"]}, CLASSES)
     want = np.mean([roc_auc_score(y == c, p[:, c]) for c in (2, 3)])
     assert M.score(spec, y, p) == pytest.approx(want, abs=1e-12)
-    assert M.score_outputs(spec, "classification", y, p, 4) == pytest.approx(want, abs=1e-12)
+    assert spec.score_outputs("classification", y, p) == pytest.approx(want, abs=1e-12)
+    assert spec.score(y, p) == pytest.approx(want, abs=1e-12) and spec.higher_is_better
     assert M.score("roc_auc", y, p) == pytest.approx(roc_auc_score(y, p, multi_class="ovr"))
     # all classes with equal weights is the plain metric
     assert M.score(M.bind_metric("roc_auc[classes=AKIEC,BCC,MEL,NV]", CLASSES), y, p) == pytest.approx(M.score("roc_auc", y, p))
@@ -180,7 +181,8 @@ def test_auc_defaults_to_the_sample_submissions_subset(tmp_path):
                                      f"classes: [melanoma, nevus, seborrheic_keratosis]}}\n")
     comp = load_competition(load_config(tmp_path / "c.yaml").competition)
     assert comp.classes == ["melanoma", "nevus", "seborrheic_keratosis"]
-    assert str(comp.metric) == "roc_auc[classes=melanoma,seborrheic_keratosis]" and comp.metric.bound
+    assert str(comp.metric) == "roc_auc[classes=melanoma,seborrheic_keratosis]"
+    assert comp.metric.classes == ("melanoma", "nevus", "seborrheic_keratosis")
 
 
 def test_unknown_class_in_config_is_a_competition_error(tmp_path):
@@ -231,7 +233,7 @@ def write_plugin(tmp_path, body: str, name: str = "my_metric.py"):
     return path
 
 
-def test_plugin_metric_through_score_outputs_and_config(tmp_path):
+def test_plugin_metric_bound_with_parameters_and_in_the_config(tmp_path):
     name = f"fbeta_{uuid.uuid4().hex[:8]}"
     path = write_plugin(tmp_path, f"""
         from sklearn.metrics import fbeta_score
@@ -245,9 +247,9 @@ def test_plugin_metric_through_score_outputs_and_config(tmp_path):
     y, p = data(seed=2)
     from sklearn.metrics import fbeta_score
     want = fbeta_score(y, p.argmax(1), beta=2, average="macro")
-    assert M.score_outputs(f"{name}[beta=2]", "classification", y, p, 4) == pytest.approx(want)
-    assert M.score_outputs({"name": name, "beta": 2}, "classification", y, p, 4) == pytest.approx(want)
-    assert M.score_outputs(name, "classification", y, p, 4) == pytest.approx(f1_score(y, p.argmax(1), average="macro"))
+    assert M.bind_metric(f"{name}[beta=2]", CLASSES).score_outputs("classification", y, p) == pytest.approx(want)
+    assert M.bind_metric({"name": name, "beta": 2}, CLASSES).score(y, p) == pytest.approx(want)
+    assert M.bind_metric(name, CLASSES).score(y, p) == pytest.approx(f1_score(y, p.argmax(1), average="macro"))
     (tmp_path / "c.yaml").write_text(f"competition: {{name: c, root: r, metric: {{name: {name}, beta: 0.5}}}}\n")
     assert load_config(tmp_path / "c.yaml").competition.metric == f"{name}[beta=0.5]"
     with pytest.raises(ValueError) as e:
@@ -261,7 +263,7 @@ def test_plugin_metric_through_score_outputs_and_config(tmp_path):
     ("from ensemble.metrics import register_metric\n"
      "@register_metric('accuracy', greater_is_better=True, needs='label')\n"
      "def acc(y, pred, n_classes):\n    return 1.0\n",
-     "import failed: ValueError: metric 'accuracy' is already registered (by ensemble.metrics); choose another name"),
+     "import failed: ValueError: metric 'accuracy' is already registered (by ensemble.metrics.builtin); choose another name"),
     ("from ensemble.metrics import register_metric\n"
      "@register_metric('two_args', greater_is_better=True, needs='label')\n"
      "def f(y, pred):\n    return 1.0\n",
@@ -312,7 +314,7 @@ def ordinal_problem(n=500, c=5, seed=0):
 
 def test_expected_grade_with_thresholds_beats_argmax_for_qwk():
     y, oof, folds = ordinal_problem()
-    obj = make_objective("qwk", 5)
+    obj = V.Objective(M.bind_metric("qwk", range(5)))
     argmax, _ = V.cross_validate(V.Spec("mean"), oof, y, folds, obj)
     grade, fitted = V.cross_validate(V.Spec("mean", tune=True, grade=True), oof, y, folds, obj)
     assert grade.score >= argmax.score + 0.1  # nested: thresholds fitted on the other folds
@@ -323,8 +325,9 @@ def test_expected_grade_with_thresholds_beats_argmax_for_qwk():
 
 
 def test_grade_variants_only_for_grade_metrics_on_class_probabilities():
-    assert decodes_grades("qwk", ordinal=False) and not decodes_grades("qwk", ordinal=True)
-    assert not decodes_grades("balanced_accuracy", ordinal=False)
+    qwk = M.bind_metric("qwk", CLASSES)
+    assert decodes_grades(qwk, ordinal=False) and not decodes_grades(qwk, ordinal=True)
+    assert not decodes_grades(M.bind_metric("balanced_accuracy", CLASSES), ordinal=False)
     specs, _ = build_specs("mean,hillclimb", None, "auto", False, 10, 1.0, grades=True)
     assert [s.name() for s in specs] == ["mean", "mean+grade", "mean+grade+thr",
                                          "hillclimb", "hillclimb+grade", "hillclimb+grade+thr"]

@@ -25,7 +25,6 @@ from ensemble.artifacts import CompetitionPaths, RunPaths, atomic_write_csv, ato
 from ensemble.artifacts.io import NoSpaceError
 from ensemble.cli import capture_logs
 from ensemble.config import CompetitionCfg, Config, dump_config, load_config, parse_overrides
-from ensemble.metrics import get_metric
 from ensemble.train import train_run
 from ensemble.tune.outputs import best_config_path, trials_frame, write_plots
 from ensemble.tune.space import TuneSpec, decode, defaults, load_tuning, sample, scale_epochs
@@ -222,14 +221,12 @@ def _parse(overrides: Sequence[str]) -> dict:
 
 def fold_score(run_dir: Path, competition: CompetitionCfg, folds: Sequence[int]) -> float:
     """The metric over the val rows of the trained folds (their preds.npz), like metrics.json's cv."""
-    from ensemble.metrics import score_outputs
     from ensemble.data.competition import load_competition
     comp = load_competition(competition)
     parts = [np.load(RunPaths(run_dir).preds(k)) for k in folds]
     idx = np.concatenate([p["val_idx"] for p in parts])
     out = np.concatenate([p["val"] for p in parts])
-    return float(score_outputs(comp.metric, competition.task, comp.train["y"].to_numpy()[idx], out,
-                               len(comp.classes)))
+    return float(comp.metric.score_outputs(competition.task, comp.train["y"].to_numpy()[idx], out))
 
 
 @dataclasses.dataclass
@@ -267,7 +264,7 @@ def tune_model(cfg_path: str | Path, *, overrides: Sequence[str] = (), trials: i
         check_fold_counts(comp.train["y"].to_numpy(), cfg.folds.n, comp.classes,
                           merge_groups(comp.train["group"] if cfg.competition.group_col else None))
     folds = list(folds) if folds else (spec.folds or list(range(cfg.folds.n)))
-    direction = "maximize" if get_metric(cfg.competition.metric).greater_is_better else "minimize"
+    direction = "maximize" if comp.metric.higher_is_better else "minimize"
     tune_dir = CompetitionPaths(cfg.competition_dir).tune
     storage, where = open_storage(storage, tune_dir)
     name = study or f"{cfg.competition.name}/{cfg.run_name}"

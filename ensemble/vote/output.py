@@ -10,7 +10,7 @@ import numpy as np
 from ensemble.artifacts import atomic_write_json, file_hash, inside
 from ensemble.artifacts.provenance import portable, root_relative
 from ensemble.vote.cv import CVScore, Fitted, Spec, error_correlation
-from ensemble.vote.methods import Objective
+from ensemble.vote.objective import Objective
 from ensemble.vote.recipe import make_recipe, replay
 from ensemble.vote.runs import Runs
 from ensemble.vote.submission import SubmissionError, build_frame, detect_format, problems, write_frame
@@ -50,7 +50,7 @@ def report(data: Runs, objective: Objective, singles, results, best: int) -> str
     for i, (spec, cv, _) in enumerate(results):
         rows.append([("* " if i == best else "  ") + spec.name(ordinal), f"{cv.score:.4f}", f"{cv.std:.4f}",
                      "nested" if spec.fits else "fold mean", "" if cv.in_sample is None else f"{cv.in_sample:.4f}", ""])
-    direction = "higher" if objective.greater_is_better else "lower"
+    direction = "higher" if objective.higher_is_better else "lower"
     out = [f"{data.competition}: {runs_text(len(names))}, {len(np.unique(data.folds))} folds, OOF {len(data.y)} rows, "
            f"test {data.test.shape[1]} rows; {data.metric} ({direction} is better)",
            "cv = mean of per-fold scores; nested = fitted on K-1 folds, scored on the held-out fold; "
@@ -115,7 +115,7 @@ def write_submission(data: Runs, spec: Spec, cv: CVScore, fitted: Fitted, out_di
     write_frame(path, frame)
     weights = fitted.state.get("weights", np.full(len(data.runs), 1 / len(data.runs)))
     manifest = {
-        "competition": data.competition, "method": name, "metric": data.metric,
+        "competition": data.competition, "method": name, "metric": data.metric.text,
         "cv": {"score": cv.score, "std": cv.std, "folds": cv.folds, "in_sample": cv.in_sample, "nested": spec.fits},
         "weights": dict(zip(data.names, np.asarray(weights, float).round(6).tolist())),
         "options": {k: v for k, v in spec.options.items() if k != "weights"},

@@ -16,7 +16,7 @@ import pandas as pd
 from ensemble.artifacts import RunPaths, competition_cfg, file_hash, read_metrics, read_probs, split_probs
 from ensemble.artifacts.paths import RunsError
 from ensemble.artifacts.paths import find_runs  # noqa: F401 (re-exported: vote's run discovery)
-from ensemble.metrics import bind_metric
+from ensemble.metrics import BoundMetric, bind_metric
 from ensemble.vote.submission import SUM_TOL, examples as _ex, id_differences, read_sample, same_ids
 
 REQUIRED_KEYS = ("run", "competition", "metric", "classes", "folds_hash")
@@ -39,7 +39,7 @@ class Runs:
     runs: list[Run]
     competition: str
     classes: list[str]
-    metric: str  # text form, bound to `classes` (an AUC on a subset sample names its classes)
+    metric: BoundMetric  # bound to `classes` (an AUC on a subset sample names its classes); str(): its text
     ordinal: bool
     folds_hash: str
     oof_ids: np.ndarray  # (N,) str
@@ -208,12 +208,12 @@ def _frame(run: Run, which: str, columns: list[str]) -> pd.DataFrame:
     return df
 
 
-def run_metric(run: Run, info: LabelsAndSample) -> str:
+def run_metric(run: Run, info: LabelsAndSample) -> BoundMetric:
     """metrics.json's metric, checked against the registry and the classes; an AUC with no class
     parameters is restricted to the sample submission's columns when they are a subset (as in training)."""
     scored = [str(c) for c in info.sample.columns if str(c) != info.id_col]
     try:
-        return bind_metric(run.metrics["metric"], info.classes, scored).text
+        return bind_metric(run.metrics["metric"], info.classes, scored)
     except ValueError as e:
         raise RunsError(f"run '{run.name}': metrics.json metric: {e}") from None
 

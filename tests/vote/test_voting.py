@@ -2,9 +2,10 @@
 import numpy as np
 import pytest
 from sklearn.linear_model import LogisticRegression
-from sklearn.metrics import accuracy_score, balanced_accuracy_score, cohen_kappa_score
+from sklearn.metrics import accuracy_score
 
 from ensemble import vote as V
+from ensemble.metrics import bind_metric
 
 # 3 models x 4 rows x 3 classes
 A = [[0.6, 0.3, 0.1], [0.2, 0.5, 0.3], [0.1, 0.1, 0.8], [0.45, 0.35, 0.2]]
@@ -13,19 +14,20 @@ C = [[0.2, 0.7, 0.1], [0.45, 0.25, 0.3], [0.2, 0.2, 0.6], [0.5, 0.1, 0.4]]
 STACK = np.array([A, B, C], dtype=np.float32)
 
 
+def objective(metric, n_classes):
+    return V.Objective(bind_metric(metric, [f"c{i}" for i in range(n_classes)]))
+
+
 def acc_objective(n_classes=3):
-    return V.Objective(lambda y, p: accuracy_score(y, p.argmax(1)), accuracy_score, True, n_classes)
+    return objective("accuracy", n_classes)
 
 
 def bal_objective(n_classes=3):
-    return V.Objective(lambda y, p: balanced_accuracy_score(y, p.argmax(1)), balanced_accuracy_score,
-                       True, n_classes)
+    return objective("balanced_accuracy", n_classes)
 
 
 def qwk_objective(n_classes):
-    def qwk(y, labels):
-        return cohen_kappa_score(y, labels, weights="quadratic")
-    return V.Objective(lambda y, p: qwk(y, p.argmax(1)), qwk, True, n_classes)
+    return objective("qwk", n_classes)
 
 
 def combine(name, stack=STACK, **state):
