@@ -111,7 +111,8 @@ class HeadCfg:
 class ModelCfg:
     backbone: str = field(default="resnet18", metadata={"parse": _names("backbone")})  # friendly or timm name
     pretrained: bool | str = False
-    weights_map: Literal["identity", "by_order"] = "identity"  # how a `pretrained` file's keys map to timm's
+    # how a `pretrained` file's keys map to timm's (ensemble.models.weights.KEY_MAPPINGS)
+    weights_map: str = field(default="identity", metadata={"parse": _names("weights_map")})
     drop_rate: float = field(default=0.0, metadata={"range": UNIT_OPEN})
     drop_path_rate: float = field(default=0.0, metadata={"range": UNIT_OPEN})
     head: HeadCfg = field(default_factory=HeadCfg)
@@ -144,7 +145,7 @@ class OptimCfg:
 
 @dataclass(frozen=True)
 class ScheduleCfg:
-    name: str = field(default="cosine", metadata={"parse": _names("schedule")})
+    name: str = field(default="cosine", metadata={"parse": _names("scheduler")})
     warmup_epochs: float = field(default=0.0, metadata={"range": NON_NEGATIVE})
     min_lr_ratio: float = field(default=0.01, metadata={"range": UNIT_CLOSED})
     step_size: int = field(default=5, metadata={"range": POSITIVE_INT})
