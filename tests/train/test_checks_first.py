@@ -123,19 +123,20 @@ def test_full_disk_for_the_checkpoints_is_found_before_the_cache(tiny, monkeypat
 
 def test_resume_with_a_truncated_last_pt_is_one_line_and_changes_nothing(tiny, capsys):
     cfg_path, comp, runs = tiny
-    assert train_main(["--cfg", str(cfg_path), "--folds", "0", *FAST]) == 0
+    keep_last = ["--set", "train.keep_last=true"]  # last.pt stays after the fold finishes
+    assert train_main(["--cfg", str(cfg_path), "--folds", "0", *FAST, *keep_last]) == 0
     fold0 = runs / "tiny" / "tinyrun" / "fold0"
     (fold0 / "preds.npz").unlink()  # as if killed during its last epoch
     last = fold0 / "last.pt"
     last.write_bytes(last.read_bytes()[: last.stat().st_size // 2])
     before = {p: p.stat().st_mtime_ns for p in runs.rglob("*") if p.is_file()}
     capsys.readouterr()
-    assert train_main(["--cfg", str(cfg_path), "--folds", "0", "--resume", *FAST]) == 2
+    assert train_main(["--cfg", str(cfg_path), "--folds", "0", "--resume", *FAST, *keep_last]) == 2
     assert capsys.readouterr().err == (f"error: {last}: not a complete checkpoint (File is not a zip file); delete it "
                                        f"to restart fold 0 from its first epoch, or use --fresh to start the run over\n")
     assert {p: p.stat().st_mtime_ns for p in runs.rglob("*") if p.is_file()} == before
     last.unlink()
-    assert train_main(["--cfg", str(cfg_path), "--folds", "0", "--resume", *FAST]) == 0  # the advice works
+    assert train_main(["--cfg", str(cfg_path), "--folds", "0", "--resume", *FAST, *keep_last]) == 0  # the advice works
 
 
 def test_folds_in_parallel_with_one_device_each(tiny, capsys):
