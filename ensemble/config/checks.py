@@ -101,6 +101,21 @@ def _check_mix(cfg, source: Callable[[str], str]) -> None:
                           f"(MixUp or CutMix on), got {mix.mixup_alpha} and {mix.cutmix_alpha}")
 
 
+def check_argument(function: str, name: str, value, rng=None, *, registry=None) -> None:
+    """One argument of a library function (train_run, tune_model), checked at its start in the config
+    loader's words: `tune_model: argument 'sampler': unknown sampler 'tpee'; available: tpe, random` or
+    `train_run: argument 'folds' expected fold numbers 0..4 (folds.n=5), got list [7]`. rng: a Range
+    (ensemble.config.ranges); registry: the Registry a name must be in. None is never checked (the
+    default). Raises ConfigError."""
+    if value is None:
+        return
+    if registry is not None:
+        if not isinstance(value, str) or value not in registry:
+            raise ConfigError(f"{function}: argument '{name}': {registry.unknown(value)}")
+    elif not rng.ok(value):
+        raise ConfigError(f"{function}: argument '{name}' expected {rng.expected}, got {type(value).__name__} {value!r}")
+
+
 def check_config(cfg, source: Callable[[str], str]) -> None:
     """Names, the fields' ranges, the stages' `train: k`, augment.mix and the pretrained file of a built
     Config (see check_fields)."""

@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 
 @dataclass(frozen=True)
@@ -32,11 +32,20 @@ def int_at_least(n: int, expected: str | None = None) -> Range:
     return Range(lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= n, expected or f"an integer >= {n}")
 
 
+def fold_numbers(n: int) -> Range:
+    """Folds of a config with folds.n = n: distinct integers 0..n-1."""
+    ok = lambda v: (isinstance(v, Sequence) and not isinstance(v, str) and len(set(v)) == len(v)
+                    and all(isinstance(k, int) and not isinstance(k, bool) and 0 <= k < n for k in v))
+    return Range(ok, f"distinct fold numbers 0..{n - 1} (folds.n={n})")
+
+
 def not_empty(expected: str) -> Range:
     """A list with at least one item ("at least one stage")."""
     return Range(lambda v: len(v) > 0, expected)
 
 
+BOOL = Range(lambda v: isinstance(v, bool), "true or false")
+INTEGER = Range(lambda v: isinstance(v, int) and not isinstance(v, bool), "an integer")
 POSITIVE_INT = int_at_least(1)
 NON_NEGATIVE_INT = int_at_least(0)
 NON_NEGATIVE = Range(lambda v: number(v) and v >= 0, "a number >= 0")

@@ -9,7 +9,6 @@ competition's folds.csv and labels.csv.
 """
 from __future__ import annotations
 
-import dataclasses
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +19,8 @@ import torch
 
 from ensemble.artifacts import RunPaths
 from ensemble.config import Config, ConfigError, dump_config, to_dict
+from ensemble.config.checks import check_argument
+from ensemble.config.ranges import BOOL, fold_numbers
 from ensemble.data.augment import build_transforms
 from ensemble.data.competition import check_single_rows, load_competition
 from ensemble.data.imagefiles import check_image_files
@@ -96,6 +97,16 @@ def _soft_inputs(cfg: Config, comp) -> SoftInputs:
         raise ConfigError(str(e)) from None
 
 
+def _check_arguments(cfg: Config, folds, flags: dict[str, bool]) -> None:
+    """train_run's arguments, checked before anything is read or written (ConfigError)."""
+    if not isinstance(cfg, Config):
+        raise ConfigError(f"train_run: argument 'cfg' expected a Config (load_config(path)), "
+                          f"got {type(cfg).__name__} {cfg!r}")
+    check_argument("train_run", "folds", folds, fold_numbers(cfg.folds.n))
+    for name, value in flags.items():
+        check_argument("train_run", name, value, BOOL)
+
+
 def train_run(cfg: Config, *, folds: Sequence[int] | None = None, resume: bool = False, fresh: bool = False,
               assemble_only: bool = False, on_epoch=None, dist: DistEnv = SINGLE) -> RunResult:
     """Train the given folds (default all) of `cfg` and assemble the run when every fold is done.
@@ -106,6 +117,8 @@ def train_run(cfg: Config, *, folds: Sequence[int] | None = None, resume: bool =
     epoch (tuning reports/prunes there). dist: under torchrun, every rank calls this; rank 0 alone
     writes files and broadcasts what the others need (ensemble.train.ranks), so nodes need not share runs/.
     """
+    _check_arguments(cfg, folds, {"resume": resume, "fresh": fresh, "assemble_only": assemble_only})
+
     def log_(msg: str) -> None:
         if dist.is_main:
             logger.info(msg)

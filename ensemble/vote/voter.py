@@ -152,8 +152,11 @@ def vote_runs(run_dirs: Sequence[str | Path], options: VoteOptions | None = None
     Every spec's score is honest: fold mean, nested (fitted on K-1 folds, scored on the held-out
     one) for specs that fit anything on the OOF stack (M, N, C).
     """
+    if isinstance(run_dirs, (str, Path)) or not run_dirs:
+        raise ValueError(f"vote_runs: argument 'run_dirs' expected a list of run directories (at least one), "
+                         f"got {type(run_dirs).__name__} {run_dirs!r}")
     if options is not None and not isinstance(options, VoteOptions):
-        raise TypeError(f"vote_runs: options expected a VoteOptions (e.g. VoteOptions(methods='mean')), "
+        raise TypeError(f"vote_runs: argument 'options' expected a VoteOptions (e.g. VoteOptions(methods='mean')), "
                         f"got {type(options).__name__} {options!r}")
     opts = (options or VoteOptions()).check()
     command = command or opts.command(run_dirs)
