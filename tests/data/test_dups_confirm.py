@@ -117,8 +117,8 @@ def test_complete_linkage_never_chains(pairs, strength, groups, refused):
 
 def test_embedding_cosine_confirms_copies_with_packaged_weights(lookalikes, monkeypatch, tmp_path):
     """efficientnet_lite0's ImageNet weights from the installed package (no hub, no local folder)."""
-    from ensemble.models import backbones as models
-    monkeypatch.setattr(models, "hub_reachable", lambda: False)
+    from ensemble.models import backbones
+    monkeypatch.setattr(backbones, "hub_reachable", lambda: False)
     monkeypatch.setenv("ENSEMBLE_WEIGHTS", str(tmp_path / "weights"))
     strs = [str(p) for p in lookalikes.values()]
     embed, seen = embedder(), {}
@@ -150,8 +150,8 @@ def test_cli_bad_thresholds(tmp_path, capsys, args, message):
 
 
 def test_cli_without_weights_is_one_line(tmp_path, capsys, monkeypatch):
-    from ensemble.models import backbones as models
-    monkeypatch.setattr(models, "hub_reachable", lambda: False)
+    from ensemble.models import backbones
+    monkeypatch.setattr(backbones, "hub_reachable", lambda: False)
     monkeypatch.setenv("ENSEMBLE_WEIGHTS", str(tmp_path / "weights"))
     monkeypatch.setattr("ensemble.dups.EMBED_BACKBONE", "resnet18")  # no package ships resnet18 weights
     comp = make_competition(tmp_path / "comp", n_per_class=2, n_test=1, size=32)
