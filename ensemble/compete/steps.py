@@ -195,7 +195,7 @@ def vote_step(job: Job) -> Step:
     """Vote the trained runs (every method unless compete.yaml's vote: says otherwise; the best by
     nested CV written), then send it to Kaggle with --submit."""
     def run(progress: PlanProgress) -> None:
-        from ensemble.vote.submit import submit_chosen
+        from ensemble.vote.kaggle import submit_chosen
         from ensemble.vote.voter import vote_runs
         cfgs = [job.trained.get(n, c) for n, c in job.cfgs.items()]
         logger.info(f"== vote ({len(cfgs)} runs, every method, best by nested CV)")

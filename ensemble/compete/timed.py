@@ -63,13 +63,13 @@ class Setup:
         return "; ".join(parts)
 
 
-def setup_ladder(ts: TimeSpec, shift_needed: bool) -> list[Setup]:
+def setup_ladder(spec: TimeSpec, shift_needed: bool) -> list[Setup]:
     """compete.yaml's setup first, then cheaper ones: statistics instead of embeddings, the quick speeds
     only, no shift check (only when neither folds nor vote need it)."""
-    shifts = [ts.shift, *(["stats"] if ts.shift == "embeddings" else [])]
-    ladder = [Setup(ts.dups, s, True) for s in shifts] + [Setup(ts.dups, shifts[-1], False)]
-    if ts.shift != "off" and not shift_needed:
-        ladder.append(Setup(ts.dups, "off", False))
+    shifts = [spec.shift, *(["stats"] if spec.shift == "embeddings" else [])]
+    ladder = [Setup(spec.dups, s, True) for s in shifts] + [Setup(spec.dups, shifts[-1], False)]
+    if spec.shift != "off" and not shift_needed:
+        ladder.append(Setup(spec.dups, "off", False))
     return ladder
 
 
@@ -79,26 +79,26 @@ def _cached(comp, cache_dir: Path, sizes) -> tuple[int, ...]:
     return tuple(s for s in sorted(set(sizes)) if all(cache_paths(p, s, cache_dir)[0].exists() for p in lists))
 
 
-def plan_time(ts: TimeSpec, cfgs: dict, job: Job, comp, budget_s: float, started: float) -> tuple[Plan, Setup]:
+def plan_time(spec: TimeSpec, cfgs: dict, job: Job, comp, budget_s: float, started: float) -> tuple[Plan, Setup]:
     """Measure (nothing is written), price every step, climb down the setup ladder until the plan fits.
     Raises BudgetError (timeplan) when not even the smallest plan fits."""
     first = job.setup_cfg
-    speeds, build_s = measure_candidates(ts.candidates, cfgs, len(comp.classes), quick=True)
+    speeds, build_s = measure_candidates(spec.candidates, cfgs, len(comp.classes), quick=True)
     rates = measure_images(comp.train["path"].tolist() + comp.test["path"].tolist(), first.input.size)
-    embed = measure_eval("efficientnet_lite0", first.input.size) if ts.shift == "embeddings" else None
-    sizes = {first.input.size, *(s for c in ts.candidates for s in c.sizes)}
+    embed = measure_eval("efficientnet_lite0", first.input.size) if spec.shift == "embeddings" else None
+    sizes = {first.input.size, *(s for c in spec.candidates for s in c.sizes)}
     cached = _cached(comp, job.paths.cache, sizes)
-    options = ts.folds or [first.folds.n]
+    options = spec.folds or [first.folds.n]
     if job.paths.folds.exists():  # every model of a competition shares one folds.csv
         import pandas as pd
         options = [int(pd.read_csv(job.paths.folds, usecols=["fold"])["fold"].max()) + 1]
     costing = Costing(len(comp.train), len(comp.test), len(comp.classes), rates.decode_s, rates.hash_s, rates.stats_s,
-                      embed, cached, min(ts.max_models, len(ts.candidates)), max(options))
+                      embed, cached, min(spec.max_models, len(spec.candidates)), max(options))
     workers = max(2, first.train.num_workers)
     w = Workload(len(comp.train), len(comp.test), first.folds.n, _views(first), cache_s=costing.cache_s(None, workers))
-    full_s = full_measure_seconds(ts.candidates, cfgs, speeds, build_s)
+    full_s = full_measure_seconds(spec.candidates, cfgs, speeds, build_s)
     needed = any(c.folds.strategy == "test_like" for c in cfgs.values()) or job.vote.select != "cv"
-    ladder = setup_ladder(ts, needed)
+    ladder = setup_ladder(spec, needed)
 
     def plan_with(s: Setup, measure_s: float, fallback: bool) -> Plan:
         """The plan after setup `s`; vote and report priced for m models, m from the most down to 1
@@ -107,10 +107,10 @@ def plan_time(ts: TimeSpec, cfgs: dict, job: Job, comp, budget_s: float, started
         for m in range(costing.n_models, 0, -1):
             j = replace(job, dups=s.dups, shift=s.shift, costing=replace(costing, n_models=m))
             setup = {MEASURE: measure_s, **{st.name: st.estimate for st in setup_steps(j)}}
-            plan = make_plan(ts.candidates, speeds, replace(w, cached=in_cache), budget_s, folds=options,
-                             reserve=ts.reserve, reserve_s=0.0, setup=setup,
-                             tail={st.name: st.estimate for st in final_steps(j)}, min_epochs=ts.min_epochs,
-                             target_epochs=ts.target_epochs, max_epochs=ts.max_epochs, max_models=m,
+            plan = make_plan(spec.candidates, speeds, replace(w, cached=in_cache), budget_s, folds=options,
+                             reserve=spec.reserve, reserve_s=0.0, setup=setup,
+                             tail={st.name: st.estimate for st in final_steps(j)}, min_epochs=spec.min_epochs,
+                             target_epochs=spec.target_epochs, max_epochs=spec.max_epochs, max_models=m,
                              fallback=fallback and m == 1)
             if plan.entries:
                 break
@@ -129,7 +129,7 @@ def plan_time(ts: TimeSpec, cfgs: dict, job: Job, comp, budget_s: float, started
         chosen = ladder[-1]
         plan = plan_with(chosen, spent, fallback=True)  # raises BudgetError when nothing fits
     if chosen.full_measure:
-        speeds, _ = measure_candidates(ts.candidates, cfgs, len(comp.classes))
+        speeds, _ = measure_candidates(spec.candidates, cfgs, len(comp.classes))
         plan = plan_with(chosen, time.perf_counter() - started, fallback=True)
     shrunk = chosen.describe(ladder[0])
     if shrunk:
@@ -175,16 +175,16 @@ def _add_model(job: Job, e: Entry, cfg_of) -> None:
     job.estimates[e.name] = e.est_seconds
 
 
-def _top_up_step(job: Job, state: RunState, ts: TimeSpec, comp, cfg_of) -> Step:
+def _top_up_step(job: Job, state: RunState, spec: TimeSpec, comp, cfg_of) -> Step:
     """After the last planned model: when it ran faster than estimated, plan more models into the time
     left (timeplan.top_up) and run them next (each followed by this step again)."""
     def run(progress) -> list[Step] | None:
         plan = state.plan
-        left_s = state.budget_s * (1 - ts.reserve) - state.elapsed_s - sum(plan.tail.values())
+        left_s = state.budget_s * (1 - spec.reserve) - state.elapsed_s - sum(plan.tail.values())
         w = Workload(len(comp.train), len(comp.test), job.setup_cfg.folds.n, _views(job.setup_cfg))
-        entries = top_up(plan, ts.candidates, state.actual_s, w, left_s, min_epochs=ts.min_epochs,
-                         target_epochs=ts.target_epochs, max_epochs=ts.max_epochs,
-                         max_models=ts.max_models - len(plan.entries))
+        entries = top_up(plan, spec.candidates, state.actual_s, w, left_s, min_epochs=spec.min_epochs,
+                         target_epochs=spec.target_epochs, max_epochs=spec.max_epochs,
+                         max_models=spec.max_models - len(plan.entries))
         if not entries:
             return None
         logger.info(f"== ahead of the plan ({left_s / 60:.1f} min left): adding\n"
@@ -193,7 +193,7 @@ def _top_up_step(job: Job, state: RunState, ts: TimeSpec, comp, cfg_of) -> Step:
         for e in entries:
             _add_model(job, e, cfg_of)
         return [*(_on_time(train_step(job, e.name), job, state) for e in entries),
-                _top_up_step(job, state, ts, comp, cfg_of)]
+                _top_up_step(job, state, spec, comp, cfg_of)]
 
     return Step("top up", 0.0, run, "plan more models if time is left")
 
@@ -229,25 +229,25 @@ def compete_time(competition: str, time_text: str, *, configs_dir: str = "config
     started = time.perf_counter() if started is None else started
     extra = [*extra, *(["output.progress=false"] if quiet else [])]
     budget_s = parse_duration(time_text)
-    folder, ts, builder = time_spec(competition, configs_dir)
+    folder, spec, builder = time_spec(competition, configs_dir)
     label = time_label(time_text)
-    vote = job_vote(ts.vote, competition, submit=submit, kaggle=kaggle, message=message)
+    vote = job_vote(spec.vote, competition, submit=submit, kaggle=kaggle, message=message)
 
     def cfg_of(name: str, cfg_file: str, overrides: Sequence[str]):
-        return load_config(folder / cfg_file, [*ts.set, *overrides, *extra, f"name={name}-{label}"])
+        return load_config(folder / cfg_file, [*spec.set, *overrides, *extra, f"name={name}-{label}"])
 
-    cfgs = {c.label: cfg_of(c.label, c.cfg, c.set) for c in ts.candidates}
-    first = cfgs[ts.candidates[0].label]
+    cfgs = {c.label: cfg_of(c.label, c.cfg, c.set) for c in spec.candidates}
+    first = cfgs[spec.candidates[0].label]
     if builder:
         BUILDERS[builder](Path(first.competition.root))
     comp = load_competition(first.competition)
-    job = Job(competition, {}, first, ts.dups, ts.shift, vote, submit)  # priced while planning
+    job = Job(competition, {}, first, spec.dups, spec.shift, vote, submit)  # priced while planning
     state_file = first.competition_dir / f"compete-{label}.json"
     if state_file.exists():
         state = RunState.load(state_file)
         logger.info(f"resuming the plan in {state_file} ({state.elapsed_s / 60:.1f} min spent before)")
     else:
-        plan, setup = plan_time(ts, cfgs, job, comp, budget_s, started)
+        plan, setup = plan_time(spec, cfgs, job, comp, budget_s, started)
         state = RunState(time_text, budget_s, plan, setup.dups, setup.shift,
                          actual_s={MEASURE: time.perf_counter() - started}, planned_s=plan.total_seconds)
     plan = state.plan
@@ -261,10 +261,10 @@ def compete_time(competition: str, time_text: str, *, configs_dir: str = "config
         _add_model(job, e, cfg_of)
     steps = [_on_time(s, job, state) if s.name in job.cfgs else s for s in job_steps(job)]
     last = max(i for i, step in enumerate(steps) if step.name in job.cfgs)
-    steps.insert(last + 1, _top_up_step(job, state, ts, comp, cfg_of))
+    steps.insert(last + 1, _top_up_step(job, state, spec, comp, cfg_of))
     state.save(state_file)
     run_steps(steps, bar=not quiet, started=started, state=state, state_file=state_file)
-    twins = {c.label: c.twin for c in ts.candidates if c.twin}
+    twins = {c.label: c.twin for c in spec.candidates if c.twin}
     logger.info(f"== plan vs actual\n{_table(state.plan, job.cfgs, state.actual_s, twins)}\n"
                 f"compete {competition} --time {time_text}: {state.elapsed_s / 60:.1f} min of "
                 f"{budget_s / 60:.1f} ({100 * state.elapsed_s / budget_s:.0f}% of the budget)")

@@ -20,7 +20,7 @@ from typing import Mapping, Sequence, Union
 import numpy as np
 from sklearn.exceptions import UndefinedMetricWarning
 
-from ensemble.metric_spec import CLASS_PARAMS, MetricSpec, check_param_type, parse as parse_spec, trial_call
+from ensemble.metric_spec import CLASS_PARAMS, MetricSpec, check_param_type, parse, trial_call
 from ensemble.metrics.arrays import check_labels, check_probs, ordinal_labels
 from ensemble.metrics.registered import METRICS, Metric
 
@@ -42,7 +42,7 @@ def quiet():
 def _resolve(metric: MetricLike) -> tuple[MetricSpec, Metric]:
     if isinstance(metric, BoundMetric):
         return metric.spec, metric.entry
-    spec = parse_spec(metric)
+    spec = parse(metric)
     m = METRICS.get(spec.name)
     accepted = m.params if spec.params else ()
     if spec.params and "*" not in accepted:

@@ -77,7 +77,7 @@ def assemble_run(run_dir: Path, *, fmt: str, ids: np.ndarray, test_ids: np.ndarr
         # training time of all folds, whichever processes and resumes they ran in
         "wall_seconds": float(sum(r["seconds"] for r in results.values())),
     }
-    from ensemble.shift.scores import shift_cv  # issue 12: weighted and test-like CV when shift/weights.csv exists
+    from ensemble.shift.scores import shift_cv  # weighted and test-like CV when shift/weights.csv exists
     shift = shift_cv(run_dir.parent, ids[done], y[done], oof[done], metric, task)
     if shift is not None:
         out["shift"] = shift

@@ -85,7 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def serve_dashboard(args: argparse.Namespace) -> int:
-    """--dashboard (issue 13): the storage tuning would use, served by tune/dashboard.py."""
+    """--dashboard: the storage tuning would use, served by tune/dashboard.py."""
     from ensemble.artifacts.paths import CompetitionPaths
     from ensemble.tune.dashboard import serve
     from ensemble.tune.study import open_storage

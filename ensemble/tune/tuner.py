@@ -298,10 +298,10 @@ def tune_model(cfg_path: str | Path, *, overrides: Sequence[str] = (), trials: i
     tuner = Tuner(path, cfg, spec, folds, opened, where, list(overrides), best_path,
                   keep_checkpoints, verbose, storage=storage)
     n = trials or spec.trials
-    from ensemble.tune.dashboard import command as dashboard_command
+    from ensemble.tune import dashboard
     log(f"[{cfg.run_name}] study '{name}' in {where}: {direction} {cfg.competition.metric} on fold(s) "
         f"{','.join(map(str, folds))}, {n} trials, pruner {pruner_name}, "
-        f"{tuner.counts()['finished']} finished trial(s) so far\n[{cfg.run_name}] dashboard: {dashboard_command(where)}  "
+        f"{tuner.counts()['finished']} finished trial(s) so far\n[{cfg.run_name}] dashboard: {dashboard.command(where)}  "
         f"(or python -m ensemble.tune --cfg {path} --dashboard, in another terminal)")
     tuner.run(n, timeout)
     best = tuner._best()

@@ -4,7 +4,8 @@
     result.best_ensemble.name, result.best_ensemble.cv.score, result.written   # -> submissions/ham10000/*.csv + .json
 
 The runs are aligned by id (vote.runs), each method spec is fitted and scored by nested CV
-(vote.cv), and the best (or every) spec is written as a validated submission (vote.output).
+(vote.cv), and the best (or every) spec is written as a validated submission with its manifest
+(vote.manifest); vote.scoreboard holds every score (the printed report, the manifest's scores).
 """
 from __future__ import annotations
 
@@ -26,11 +27,11 @@ from ensemble.vote.methods import METHODS, check_weights, get_method
 from ensemble.vote.objective import Objective
 from ensemble.vote.calibrate import calibrate_nested, scale
 from ensemble.vote.options import VoteOptions, method_names
-from ensemble.vote.output import report, single_model, write_ensemble_oof, write_submission
-from ensemble.vote.submit import default_message
+from ensemble.vote.kaggle import default_message
+from ensemble.vote.manifest import single_model, write_ensemble_oof, write_submission
 from ensemble.vote.shift import VoteShift, choose, priors_hook, vote_shift
 from ensemble.vote.runs import Runs, load_runs, subset_problem
-from ensemble.vote.scoreboard import vote_scores
+from ensemble.vote.scoreboard import report, vote_scores
 from ensemble.vote.submission import SubmissionError, check_file, detect_format, read_sample
 
 logger = logging.getLogger(__name__)
@@ -101,12 +102,13 @@ class Ensemble:
 
 @dataclass
 class VoteResult:
-    """What vote_runs found and wrote. ensembles are in spec order; best indexes them."""
+    """What vote_runs found and wrote. ensembles are in spec order; best_index is the chosen one's
+    position in it (best_ensemble: that Ensemble, with .name and .cv)."""
     runs: Runs
     objective: Objective
     singles: list[CVScore]  # each run alone (fold mean)
     ensembles: list[Ensemble]
-    best: int
+    best_index: int
     notes: list[str] = field(default_factory=list)
     written: list[tuple[Path, str]] = field(default_factory=list)  # (submission CSV, kaggle command)
     chosen: tuple[Path, str] | None = None  # the best ensemble's entry of written (None: not written)
@@ -123,7 +125,7 @@ class VoteResult:
 
     @property
     def best_ensemble(self) -> Ensemble:
-        return self.ensembles[self.best]
+        return self.ensembles[self.best_index]
 
     def summary(self) -> str:
         """What `python -m ensemble.vote` prints: the report, the notes and each written file with its
@@ -134,8 +136,8 @@ class VoteResult:
     def report(self) -> str:
         """The score table, error correlations, weights and fitted bias/thresholds (text)."""
         return report(self.runs, self.objective, self.singles,
-                      [(e.spec, e.cv, e.fitted) for e in self.ensembles], self.best) + "\n" + (
-            self.shift.table(self.best, self.select) if self.shift else
+                      [(e.spec, e.cv, e.fitted) for e in self.ensembles], self.best_index) + "\n" + (
+            self.shift.table(self.best_index, self.select) if self.shift else
             f"note: no train/test shift weights: python -m ensemble.shift --competition {self.runs.competition} "
             "adds weighted and test-like CV") + "".join("\n" + line for line in self.prior_lines)
 

@@ -1,4 +1,4 @@
-"""Near-duplicate confirmation (issue 11, item 5): look-alikes sharing one layout are not grouped,
+"""Near-duplicate confirmation: look-alikes sharing one layout are not grouped,
 copies are; groups never grow by chaining; real images from ../shared/datasets when present."""
 from __future__ import annotations
 

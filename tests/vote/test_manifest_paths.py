@@ -14,7 +14,7 @@ from conftest import REPO
 from ensemble.artifacts import provenance as P
 from ensemble.report import page as report
 from test_report import tables
-from test_submit import fake_kaggle, voted  # noqa: F401  (fixture)
+from test_kaggle import fake_kaggle, voted  # noqa: F401  (fixture)
 from test_vote_cli import make_competition, make_run
 
 ABSOLUTE = re.compile(r"""(^|[\s'"=(\[,])/[A-Za-z0-9_.~-]""")  # a path from the file system root
