@@ -1,5 +1,5 @@
 """One registry type for every pluggable name: backbones, weight sources, losses, metrics, optimizers,
-schedules, augmentation presets, TTA views, vote methods (and pruners, hashes, activations, key maps).
+schedulers, augmentation presets, TTA views, vote methods (and pruners, hashes, activations, weights maps).
 
     LOSSES = Registry("loss")
 
@@ -106,15 +106,16 @@ class Registry(Mapping, Generic[T]):
         return list(self._items)
 
 
-# Where each registry lives: the config loader imports the owning module only when it checks a name
-# (config/ itself imports no torch).
+# Where each registry lives, under its own kind (Registry(kind)): the config loader imports the owning
+# module only when it checks a name (config/ itself imports no torch).
 _OWNERS = {
     "backbone": ("ensemble.models.backbones", "BACKBONES"),
     "activation": ("ensemble.models.heads", "ACTIVATIONS"),
+    "weights_map": ("ensemble.models.weights", "KEY_MAPPINGS"),
     "loss": ("ensemble.train.losses", "LOSSES"),
     "optimizer": ("ensemble.train.optim", "OPTIMIZERS"),
-    "schedule": ("ensemble.train.optim", "SCHEDULERS"),
-    "augmentation preset": ("ensemble.data.augment", "PRESETS"),
+    "scheduler": ("ensemble.train.optim", "SCHEDULERS"),
+    "preset": ("ensemble.data.augment", "PRESETS"),
     "metric": ("ensemble.metrics", "METRICS"),
     "TTA view": ("ensemble.train.tta", "TTA_VIEWS"),
     "vote method": ("ensemble.vote.methods", "METHODS"),
@@ -123,7 +124,8 @@ _OWNERS = {
 
 
 def lookup(kind: str) -> Registry:
-    """The registry of `kind` (one of the keys of _OWNERS), importing its module on first use."""
+    """The registry of `kind` (one of the keys of _OWNERS, spelt as the registry names itself in
+    messages), importing its module on first use."""
     module, attr = _OWNERS[kind]
     return getattr(importlib.import_module(module), attr)
 

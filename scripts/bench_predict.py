@@ -32,7 +32,7 @@ sys.path.insert(0, str(REPO))
 from ensemble.predict import Predictor, read_bundle  # noqa: E402
 from ensemble.predict.sources import list_images  # noqa: E402
 from ensemble.predict.writer import output_format, write_predictions  # noqa: E402
-from ensemble.train.engine import predict as predict_batches  # noqa: E402
+from ensemble.train import engine  # noqa: E402
 
 
 def model_only(p: Predictor, n: int, batch_size: int) -> tuple[float, float]:
@@ -42,7 +42,7 @@ def model_only(p: Predictor, n: int, batch_size: int) -> tuple[float, float]:
                                                 dtype=torch.uint8, generator=g) for m in p.models}
     models = [m for m in p.models if m.nets]  # a model the vote gives weight 0 is not run by predict either
     for m in models:  # warm-up
-        predict_batches(m.nets[0][1], [(batches[m.spec.input_size], None)], p.prec, tta=m.spec.tta,
+        engine.predict(m.nets[0][1], [(batches[m.spec.input_size], None)], p.prec, tta=m.spec.tta,
                         activation=m.spec.activation)
     t0, c0, done = time.perf_counter(), time.process_time(), 0
     while done < n:
@@ -50,7 +50,7 @@ def model_only(p: Predictor, n: int, batch_size: int) -> tuple[float, float]:
         for m in models:
             x = batches[m.spec.input_size][:k]
             for _, net in m.nets:
-                predict_batches(net, [(x, None)], p.prec, tta=m.spec.tta, activation=m.spec.activation)
+                engine.predict(net, [(x, None)], p.prec, tta=m.spec.tta, activation=m.spec.activation)
         done += k
     return n / (time.perf_counter() - t0), n / (time.process_time() - c0)
 

@@ -34,9 +34,9 @@ import numpy as np
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from ensemble.data import dups as D  # noqa: E402
-from ensemble.data import dups_confirm as C  # noqa: E402
-from ensemble.data import dups_geometry as G  # noqa: E402
+from ensemble.data import dups  # noqa: E402
+from ensemble.data import dups_confirm  # noqa: E402
+from ensemble.data import dups_geometry  # noqa: E402
 
 SETS = {"ham10000": ("image", "lesion_id", ".jpg"), "chest_xray": ("id", "patient", ".jpeg")}
 FAMILIES = ("pos", "pos_framed", "pos_camera", "neg", "lookalike", "lookalike_camera")
@@ -97,14 +97,14 @@ def variants(src: Path, out: Path, img: np.ndarray | None = None) -> dict[str, P
 
 def score(paths: list[str], i: np.ndarray, j: np.ndarray, embed, family: str, kinds, seconds: dict) -> pd.DataFrame:
     """Every check's score of pairs (paths[i], paths[j]) -> one row per pair."""
-    h = D.hash_images(paths, "phash", workers=1)
-    det, cos = C.pair_scores(paths, i, j, embed, workers=1)
+    h = dups.hash_images(paths, "phash", workers=1)
+    det, cos = dups_confirm.pair_scores(paths, i, j, embed, workers=1)
     t = time.perf_counter()
-    inl, ratio, kp = G.geometry_scores(paths, i, j, workers=1)
+    inl, ratio, kp = dups_geometry.geometry_scores(paths, i, j, workers=1)
     seconds["geometry"] += time.perf_counter() - t
     seconds["pairs"] += len(i)
     return pd.DataFrame({"family": family, "kind": kinds, "a": np.asarray(paths)[i], "b": np.asarray(paths)[j],
-                         "grey32": D.thumb_corr(h.thumbs, i, j), "detail": det, "cos": cos, "inliers": inl,
+                         "grey32": dups.thumb_corr(h.thumbs, i, j), "detail": det, "cos": cos, "inliers": inl,
                          "ratio": ratio, "keypoints": kp})
 
 
@@ -117,8 +117,8 @@ def measure_set(root: Path, id_col: str, group_col: str, ext: str, args, embed, 
     grp = df[group_col].to_numpy()
     out = []
     t0 = time.perf_counter()
-    h = D.hash_images(paths, "phash", workers=1)
-    i, j, _, _ = D.near_pairs(h.hashes, args.threshold, h.ok)
+    h = dups.hash_images(paths, "phash", workers=1)
+    i, j, _, _ = dups.near_pairs(h.hashes, args.threshold, h.ok)
     keep = (grp[i] != grp[j]) & (h.sha1[i] != h.sha1[j])
     rows = np.unique(np.concatenate([i[keep], j[keep]]))  # score the candidates only: index them anew
     at = {int(r): k for k, r in enumerate(rows)}
@@ -145,8 +145,8 @@ def measure_set(root: Path, id_col: str, group_col: str, ext: str, args, embed, 
             cv2.imwrite(str(p), cv2.cvtColor(fundus_frame(decode(paths[r])[0], artefacts=CAMERA[family]),
                                              cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 95])
             fp.append(str(p))
-        hf = D.hash_images(fp, "phash", workers=1)
-        i, j, d, _ = D.near_pairs(hf.hashes, 64, hf.ok)
+        hf = dups.hash_images(fp, "phash", workers=1)
+        i, j, d, _ = dups.near_pairs(hf.hashes, 64, hf.ok)
         k = np.lexsort((rng.random(len(d)), d))[:args.max_pairs]  # the closest pairs first, ties at random
         print(f"{root.name}: {len(fp)} {family} images of different {group_col}s: {int((d <= args.threshold).sum())} "
               f"of {len(d)} pairs within pHash {args.threshold}; scoring the {len(k)} closest (distance "
@@ -170,9 +170,9 @@ def rules(p: pd.DataFrame, embedded: bool) -> dict[str, np.ndarray]:
     """Each rule's verdict per pair: the confirmation before (detail, cosine) and now (+ geometry),
     the geometry alone, and the whole pipeline (the 32 px thumbnail gate first) before and now."""
     cos = p["cos"].to_numpy() if embedded else np.full(len(p), np.nan)
-    corr = C.confirmed(p["detail"].to_numpy(), cos)
-    geo = G.geometry_confirmed(p["inliers"].to_numpy(), p["ratio"].to_numpy(), p["keypoints"].to_numpy())
-    gate = p["grey32"].to_numpy() >= D.DEFAULT_MIN_CORR
+    corr = dups_confirm.confirmed(p["detail"].to_numpy(), cos)
+    geo = dups_geometry.geometry_confirmed(p["inliers"].to_numpy(), p["ratio"].to_numpy(), p["keypoints"].to_numpy())
+    gate = p["grey32"].to_numpy() >= dups.DEFAULT_MIN_CORR
     low = p["grey32"].to_numpy() >= LOW_GATE
     return {"detail" + ("+cos" if embedded else "") + " (before)": corr, "geometry alone": geo,
             "detail" + ("+cos" if embedded else "") + "+geometry (now)": corr & geo,
@@ -194,9 +194,9 @@ def report(p: pd.DataFrame, embedded: bool, seconds: dict | None) -> None:
     fam = p["family"].to_numpy()
     pos = np.char.startswith(fam.astype(str), "pos")
     negs = [f for f in FAMILIES if not f.startswith("pos")]
-    print(f"\nrules (thumbnail >= {D.DEFAULT_MIN_CORR}, detail >= {C.DEFAULT_MIN_DETAIL}"
-          + (f", cosine >= {C.DEFAULT_MIN_COS}" if embedded else "")
-          + f"; geometry: inliers >= {G.DEFAULT_MIN_INLIERS} and ratio >= {G.DEFAULT_MIN_INLIER_RATIO}); "
+    print(f"\nrules (thumbnail >= {dups.DEFAULT_MIN_CORR}, detail >= {dups_confirm.DEFAULT_MIN_DETAIL}"
+          + (f", cosine >= {dups_confirm.DEFAULT_MIN_COS}" if embedded else "")
+          + f"; geometry: inliers >= {dups_geometry.DEFAULT_MIN_INLIERS} and ratio >= {dups_geometry.DEFAULT_MIN_INLIER_RATIO}); "
           f"positives confirmed (recall), negatives confirmed, precision over all pairs:")
     print(f"  {'rule':34s} {'recall':>16s}  " + "  ".join(f"{f:>16s}" for f in negs) + f"  {'precision':>9s}")
     for name, ok in rules(p, embedded).items():
@@ -218,7 +218,7 @@ def main() -> int:
     ap.add_argument("--max-pairs", type=int, default=300, help="look-alike pairs scored per set (random subset)")
     ap.add_argument("--max-images", type=int, default=0, help="hash only the first N train images per set (0: all)")
     ap.add_argument("--no-embed", action="store_true")
-    ap.add_argument("--threshold", type=int, default=D.DEFAULT_THRESHOLD, help="pHash distance of candidates")
+    ap.add_argument("--threshold", type=int, default=dups.DEFAULT_THRESHOLD, help="pHash distance of candidates")
     ap.add_argument("--seed", type=int, default=0, help="which images are copied and framed (0: the figures' draw)")
     ap.add_argument("--pairs-csv", help="also write every pair's scores here")
     ap.add_argument("--from-csv", help="print the report from a --pairs-csv file of an earlier run (no scoring)")

@@ -9,15 +9,15 @@ import pytest
 import yaml
 from sklearn.metrics import f1_score, recall_score, roc_auc_score
 
-from ensemble import metrics as M
-from ensemble import vote as V
+from ensemble.metrics import METRICS, bind_metric, get_metric, metric_text, parse_metric, score, score_labels
+from ensemble.vote import Objective, Spec, cross_validate, expected_grade
 from ensemble.artifacts import RunPaths, atomic_write_json, file_hash, probs_frame, write_probs
 from ensemble.train.assemble import assemble_run
 from ensemble.data.competition import load_competition
 from ensemble.config import ConfigError, dump_config, load_config
 from ensemble.metric_spec import MetricSpec, parse
 from ensemble.plugins import PluginError, load_plugins
-from ensemble.vote.voter import build_specs, decodes_grades, make_objective
+from ensemble.vote.voter import build_specs, decodes_grades
 
 CLASSES = ["AKIEC", "BCC", "MEL", "NV"]
 
@@ -44,15 +44,15 @@ def data(n=200, c=4, seed=0):
     ({"name": "macro_f1", "classes": [0, 2]}, "macro_f1[classes=0,2]"),
 ])
 def test_text_form_is_canonical_and_round_trips(value, text):
-    spec = M.parse_metric(value)
-    assert spec.text == str(spec) == text == M.metric_text(text)
+    spec = parse_metric(value)
+    assert spec.text == str(spec) == text == metric_text(text)
     assert parse(text) == spec and hash(parse(text)) == hash(spec)
 
 
 def test_binding_puts_classes_in_class_order():
-    spec = M.bind_metric("roc_auc[classes=NV,MEL;weights=2,1]", CLASSES)
+    spec = bind_metric("roc_auc[classes=NV,MEL;weights=2,1]", CLASSES)
     assert spec.text == "roc_auc[classes=MEL,NV;weights=1,2]" and spec.classes == tuple(CLASSES)
-    assert M.bind_metric({"name": "roc_auc", "classes": ["NV", "MEL"]}, CLASSES) == M.bind_metric(
+    assert bind_metric({"name": "roc_auc", "classes": ["NV", "MEL"]}, CLASSES) == bind_metric(
         "roc_auc[classes=MEL,NV]", CLASSES)
 
 
@@ -68,7 +68,7 @@ def test_config_accepts_a_mapping_and_stores_the_text(tmp_path):
 
 # ---------------------------------------------------------------- bad input
 def _available():
-    return ", ".join(M.METRICS)
+    return ", ".join(METRICS)
 
 
 BAD = [
@@ -103,7 +103,7 @@ BAD = [
 def test_bad_metric_input(value, message):
     message = message() if callable(message) else message
     with pytest.raises(ValueError) as e:
-        M.bind_metric(value, CLASSES)
+        bind_metric(value, CLASSES)
     assert str(e.value) == message
 
 
@@ -119,56 +119,57 @@ def test_bad_metric_in_config_names_file_and_key(tmp_path):
 def test_scoring_a_spec_that_names_classes_needs_binding():
     y, p = data()
     with pytest.raises(ValueError) as e:
-        M.score("roc_auc[classes=MEL,NV]", y, p)
+        score("roc_auc[classes=MEL,NV]", y, p)
     assert str(e.value) == ("metric 'roc_auc[classes=MEL,NV]' names classes: bind it to the competition's "
                             "classes first (MetricSpec.bind or metrics.bind_metric)")
     with pytest.raises(ValueError, match=r"weights has 3 values, expected 4 \(one per class: 0, 1, 2, 3\)"):
-        M.score("roc_auc[weights=1,2,3]", y, p)  # a weight list needs no names, but one per class
+        score("roc_auc[weights=1,2,3]", y, p)  # a weight list needs no names, but one per class
 
 
 # ---------------------------------------------------------------- numbers
 def test_auc_over_a_subset_equals_sklearn_on_those_columns():
     y, p = data()
-    spec = M.bind_metric({"name": "roc_auc", "classes": ["MEL", "NV"]}, CLASSES)
+    spec = bind_metric({"name": "roc_auc", "classes": ["MEL", "NV"]}, CLASSES)
     want = np.mean([roc_auc_score(y == c, p[:, c]) for c in (2, 3)])
-    assert M.score(spec, y, p) == pytest.approx(want, abs=1e-12)
-    assert M.score_outputs(spec, "classification", y, p, 4) == pytest.approx(want, abs=1e-12)
-    assert M.score("roc_auc", y, p) == pytest.approx(roc_auc_score(y, p, multi_class="ovr"))
+    assert score(spec, y, p) == pytest.approx(want, abs=1e-12)
+    assert spec.score_outputs("classification", y, p) == pytest.approx(want, abs=1e-12)
+    assert spec.score(y, p) == pytest.approx(want, abs=1e-12) and spec.higher_is_better
+    assert score("roc_auc", y, p) == pytest.approx(roc_auc_score(y, p, multi_class="ovr"))
     # all classes with equal weights is the plain metric
-    assert M.score(M.bind_metric("roc_auc[classes=AKIEC,BCC,MEL,NV]", CLASSES), y, p) == pytest.approx(M.score("roc_auc", y, p))
+    assert score(bind_metric("roc_auc[classes=AKIEC,BCC,MEL,NV]", CLASSES), y, p) == pytest.approx(score("roc_auc", y, p))
 
 
 def test_weighted_per_class_metrics():
     y, p = data(seed=1)
     pred = p.argmax(1)
     rec = recall_score(y, pred, average=None)
-    spec = M.bind_metric({"name": "balanced_accuracy", "weights": {"MEL": 2, "NV": 1}}, CLASSES)
-    assert M.score(spec, y, p) == pytest.approx((2 * rec[2] + rec[3]) / 3)
-    assert M.score_labels(spec, y, pred) == pytest.approx((2 * rec[2] + rec[3]) / 3)
+    spec = bind_metric({"name": "balanced_accuracy", "weights": {"MEL": 2, "NV": 1}}, CLASSES)
+    assert score(spec, y, p) == pytest.approx((2 * rec[2] + rec[3]) / 3)
+    assert score_labels(spec, y, pred) == pytest.approx((2 * rec[2] + rec[3]) / 3)
     # support weights reproduce sklearn's average="weighted"
     support = np.bincount(y, minlength=4).tolist()
-    f1w = M.bind_metric({"name": "macro_f1", "weights": support}, CLASSES)
-    assert M.score(f1w, y, p) == pytest.approx(f1_score(y, pred, average="weighted"))
-    aucw = M.bind_metric("roc_auc[classes=BCC,NV;weights=3,1]", CLASSES)
+    f1w = bind_metric({"name": "macro_f1", "weights": support}, CLASSES)
+    assert score(f1w, y, p) == pytest.approx(f1_score(y, pred, average="weighted"))
+    aucw = bind_metric("roc_auc[classes=BCC,NV;weights=3,1]", CLASSES)
     aucs = [roc_auc_score(y == c, p[:, c]) for c in range(4)]
-    assert M.score(aucw, y, p) == pytest.approx((3 * aucs[1] + aucs[3]) / 4)
-    assert M.score("macro_f1[weights=1,1,1,1]", y, p) == pytest.approx(M.score("macro_f1", y, p))
+    assert score(aucw, y, p) == pytest.approx((3 * aucs[1] + aucs[3]) / 4)
+    assert score("macro_f1[weights=1,1,1,1]", y, p) == pytest.approx(score("macro_f1", y, p))
 
 
 def test_a_class_absent_from_the_rows_is_left_out_and_weights_renormalised():
     y = np.array([0, 0, 1, 1])  # MEL (2) and NV (3) absent
     pred = np.array([0, 1, 1, 1])
-    spec = M.bind_metric({"name": "balanced_accuracy", "weights": {"AKIEC": 1, "BCC": 3, "MEL": 5}}, CLASSES)
-    assert M.score_labels(spec, y, pred, 4) == pytest.approx((1 * 0.5 + 3 * 1.0) / 4)
-    assert np.isnan(M.score_labels(M.bind_metric("balanced_accuracy[classes=MEL,NV]", CLASSES), y, pred, 4))
+    spec = bind_metric({"name": "balanced_accuracy", "weights": {"AKIEC": 1, "BCC": 3, "MEL": 5}}, CLASSES)
+    assert score_labels(spec, y, pred, 4) == pytest.approx((1 * 0.5 + 3 * 1.0) / 4)
+    assert np.isnan(score_labels(bind_metric("balanced_accuracy[classes=MEL,NV]", CLASSES), y, pred, 4))
 
 
 def test_auc_defaults_to_the_sample_submissions_subset(tmp_path):
-    assert M.bind_metric("roc_auc", CLASSES, scored=["MEL", "NV"]).text == "roc_auc[classes=MEL,NV]"
-    assert M.bind_metric("roc_auc", CLASSES, scored=CLASSES).text == "roc_auc"
-    assert M.bind_metric("roc_auc[classes=NV]", CLASSES, scored=["MEL", "NV"]).text == "roc_auc[classes=NV]"
-    assert M.bind_metric("log_loss", CLASSES, scored=["MEL", "NV"]).text == "log_loss"
-    assert M.bind_metric("roc_auc", CLASSES, scored=["label"]).text == "roc_auc"  # a label column
+    assert bind_metric("roc_auc", CLASSES, scored=["MEL", "NV"]).text == "roc_auc[classes=MEL,NV]"
+    assert bind_metric("roc_auc", CLASSES, scored=CLASSES).text == "roc_auc"
+    assert bind_metric("roc_auc[classes=NV]", CLASSES, scored=["MEL", "NV"]).text == "roc_auc[classes=NV]"
+    assert bind_metric("log_loss", CLASSES, scored=["MEL", "NV"]).text == "log_loss"
+    assert bind_metric("roc_auc", CLASSES, scored=["label"]).text == "roc_auc"  # a label column
     # ISIC 2017: three classes, the sample scores two of them (in its own column order)
     root = tmp_path / "isic"
     root.mkdir()
@@ -180,7 +181,8 @@ def test_auc_defaults_to_the_sample_submissions_subset(tmp_path):
                                      f"classes: [melanoma, nevus, seborrheic_keratosis]}}\n")
     comp = load_competition(load_config(tmp_path / "c.yaml").competition)
     assert comp.classes == ["melanoma", "nevus", "seborrheic_keratosis"]
-    assert str(comp.metric) == "roc_auc[classes=melanoma,seborrheic_keratosis]" and comp.metric.bound
+    assert str(comp.metric) == "roc_auc[classes=melanoma,seborrheic_keratosis]"
+    assert comp.metric.classes == ("melanoma", "nevus", "seborrheic_keratosis")
 
 
 def test_unknown_class_in_config_is_a_competition_error(tmp_path):
@@ -217,10 +219,10 @@ def test_metrics_json_stores_the_spec_text(tmp_path):
 def _registry_restored():
     """Plugin metrics registered by a test do not outlive it (other tests list the registry)."""
     from ensemble import plugins
-    metrics, loaded = dict(M.METRICS), dict(plugins._LOADED)
+    metrics, loaded = dict(METRICS), dict(plugins._LOADED)
     yield
-    M.METRICS.clear()
-    M.METRICS.update(metrics)
+    METRICS.clear()
+    METRICS.update(metrics)
     plugins._LOADED.clear()
     plugins._LOADED.update(loaded)
 
@@ -231,7 +233,7 @@ def write_plugin(tmp_path, body: str, name: str = "my_metric.py"):
     return path
 
 
-def test_plugin_metric_through_score_outputs_and_config(tmp_path):
+def test_plugin_metric_bound_with_parameters_and_in_the_config(tmp_path):
     name = f"fbeta_{uuid.uuid4().hex[:8]}"
     path = write_plugin(tmp_path, f"""
         from sklearn.metrics import fbeta_score
@@ -245,13 +247,13 @@ def test_plugin_metric_through_score_outputs_and_config(tmp_path):
     y, p = data(seed=2)
     from sklearn.metrics import fbeta_score
     want = fbeta_score(y, p.argmax(1), beta=2, average="macro")
-    assert M.score_outputs(f"{name}[beta=2]", "classification", y, p, 4) == pytest.approx(want)
-    assert M.score_outputs({"name": name, "beta": 2}, "classification", y, p, 4) == pytest.approx(want)
-    assert M.score_outputs(name, "classification", y, p, 4) == pytest.approx(f1_score(y, p.argmax(1), average="macro"))
+    assert bind_metric(f"{name}[beta=2]", CLASSES).score_outputs("classification", y, p) == pytest.approx(want)
+    assert bind_metric({"name": name, "beta": 2}, CLASSES).score(y, p) == pytest.approx(want)
+    assert bind_metric(name, CLASSES).score(y, p) == pytest.approx(f1_score(y, p.argmax(1), average="macro"))
     (tmp_path / "c.yaml").write_text(f"competition: {{name: c, root: r, metric: {{name: {name}, beta: 0.5}}}}\n")
     assert load_config(tmp_path / "c.yaml").competition.metric == f"{name}[beta=0.5]"
     with pytest.raises(ValueError) as e:
-        M.get_metric({"name": name, "gamma": 1})
+        get_metric({"name": name, "gamma": 1})
     assert str(e.value) == f"metric '{name}' takes no parameter 'gamma'; parameters: beta"
 
 
@@ -261,7 +263,7 @@ def test_plugin_metric_through_score_outputs_and_config(tmp_path):
     ("from ensemble.metrics import register_metric\n"
      "@register_metric('accuracy', greater_is_better=True, needs='label')\n"
      "def acc(y, pred, n_classes):\n    return 1.0\n",
-     "import failed: ValueError: metric 'accuracy' is already registered (by ensemble.metrics); choose another name"),
+     "import failed: ValueError: metric 'accuracy' is already registered (by ensemble.metrics.builtin); choose another name"),
     ("from ensemble.metrics import register_metric\n"
      "@register_metric('two_args', greater_is_better=True, needs='label')\n"
      "def f(y, pred):\n    return 1.0\n",
@@ -312,19 +314,20 @@ def ordinal_problem(n=500, c=5, seed=0):
 
 def test_expected_grade_with_thresholds_beats_argmax_for_qwk():
     y, oof, folds = ordinal_problem()
-    obj = make_objective("qwk", 5)
-    argmax, _ = V.cross_validate(V.Spec("mean"), oof, y, folds, obj)
-    grade, fitted = V.cross_validate(V.Spec("mean", tune=True, grade=True), oof, y, folds, obj)
+    obj = Objective(bind_metric("qwk", range(5)))
+    argmax, _ = cross_validate(Spec("mean"), oof, y, folds, obj)
+    grade, fitted = cross_validate(Spec("mean", tune=True, grade=True), oof, y, folds, obj)
     assert grade.score >= argmax.score + 0.1  # nested: thresholds fitted on the other folds
     assert fitted.post.shape == (4,) and np.all(np.diff(fitted.post) > 0)
     labels = fitted.finish(fitted.predict(oof), 5)
     assert labels.shape == (500,) and set(np.unique(labels)) <= set(range(5))
-    assert V.expected_grade(np.array([[0.5, 0.0, 0.5], [0.0, 2.0, 2.0]])).ravel().tolist() == [1.0, 1.5]
+    assert expected_grade(np.array([[0.5, 0.0, 0.5], [0.0, 2.0, 2.0]])).ravel().tolist() == [1.0, 1.5]
 
 
 def test_grade_variants_only_for_grade_metrics_on_class_probabilities():
-    assert decodes_grades("qwk", ordinal=False) and not decodes_grades("qwk", ordinal=True)
-    assert not decodes_grades("balanced_accuracy", ordinal=False)
+    qwk = bind_metric("qwk", CLASSES)
+    assert decodes_grades(qwk, ordinal=False) and not decodes_grades(qwk, ordinal=True)
+    assert not decodes_grades(bind_metric("balanced_accuracy", CLASSES), ordinal=False)
     specs, _ = build_specs("mean,hillclimb", None, "auto", False, 10, 1.0, grades=True)
     assert [s.name() for s in specs] == ["mean", "mean+grade", "mean+grade+thr",
                                          "hillclimb", "hillclimb+grade", "hillclimb+grade+thr"]

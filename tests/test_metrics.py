@@ -111,3 +111,22 @@ def test_is_better():
 def test_bad_input(call, message):
     with pytest.raises(ValueError, match=message):
         call()
+
+
+def test_bound_metric_scores_like_the_registry_and_binds_once():
+    from ensemble.metrics import BoundMetric, bind_metric
+    m = bind_metric("balanced_accuracy", ["a", "b", "c"])
+    assert isinstance(m, BoundMetric) and str(m) == m.text == "balanced_accuracy" and m.n_classes == 3
+    assert m.higher_is_better and m.balanced and not m.grades and m.needs == "label"
+    assert m.score(Y8, PROBS8) == pytest.approx(0.6666667) == m.score_labels(Y8, PRED8)
+    assert m.score_outputs("classification", Y8, PROBS8) == pytest.approx(0.6666667)
+    np.testing.assert_allclose(m.per_class(Y8, PROBS8), [1.0, 0.5, 0.5])  # recall of each class
+    assert bind_metric(m, ["a", "b", "c"]) is m  # already bound to these classes: not resolved again
+    loss = bind_metric("log_loss", ["a", "b", "c"])
+    assert not loss.higher_is_better and loss.is_better(0.2, 0.3) and not loss.is_better(0.3, 0.2)
+    assert loss.is_better(0.3, None) and not loss.is_better(float("nan"), 0.3)
+    with pytest.raises(ValueError, match="metric 'log_loss' has no per-class scores; metrics that have: "
+                                         "balanced_accuracy, macro_f1, roc_auc"):
+        loss.per_class(Y8, PROBS8)
+    qwk = bind_metric("qwk", ["0", "1", "2"])  # ordinal outputs (N, 1) are cut at k + 0.5
+    assert qwk.score_outputs("ordinal", [0, 1, 2], np.array([[0.2], [1.6], [2.4]])) == pytest.approx(0.8)

@@ -31,10 +31,11 @@ def test_register_get_list_and_refuse_duplicates():
     assert reg.get("zzz", None) is None
 
 
-@pytest.mark.parametrize("kind", ["backbone", "activation", "loss", "optimizer", "schedule", "augmentation preset",
-                                  "metric", "TTA view", "vote method"])
-def test_every_registry_is_one_type(kind):
-    assert isinstance(lookup(kind), Registry) and len(lookup(kind)) > 0
+@pytest.mark.parametrize("kind", ["backbone", "activation", "weights_map", "loss", "optimizer", "scheduler", "preset",
+                                  "metric", "TTA view", "vote method", "adaptation"])
+def test_every_registry_is_one_type_looked_up_by_its_own_name(kind):
+    """The name the config loader looks a registry up by is the one its messages use."""
+    assert isinstance(lookup(kind), Registry) and len(lookup(kind)) > 0 and lookup(kind).kind == kind
 
 
 TYPOS = [
@@ -52,6 +53,8 @@ TYPOS = [
     ("augment.eval=[{name: Flipp}]", "key 'augment.eval': spec[0]: unknown augmentation 'Flipp'; did you mean"),
     ("competition.metric=acuracy", "key 'competition.metric': unknown metric 'acuracy'; available: accuracy, "),
     ("predict.tta=[hflp]", "key 'predict.tta': unknown TTA view 'hflp'; available: none, hflip, "),
+    ("model.weights_map=by_ordr", "key 'model.weights_map': unknown weights_map 'by_ordr'; available: identity, "
+                                  "by_order (did you mean 'by_order'?)"),
     ("optim.lr.head=-0.001", "key 'optim.lr.head': a learning rate must be > 0, got -0.001"),
     ("stages=[{epochs: 1, lr: {backbone: 0}}]", "key 'stages.0.lr.backbone': a learning rate must be > 0, got 0"),
 ]

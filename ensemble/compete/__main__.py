@@ -11,7 +11,7 @@ STARTED = time.perf_counter()  # python -m ensemble.compete: --time counts impor
 from ensemble.cli import add_verbosity, setup_logging  # noqa: E402
 from ensemble.compete.run import compete  # noqa: E402
 from ensemble.plugins import add_plugin_argument, load_plugins  # noqa: E402
-from ensemble.vote.submit import add_submit_arguments  # noqa: E402
+from ensemble.vote.kaggle import add_submit_arguments  # noqa: E402
 
 DESCRIPTION = '`python -m ensemble.compete --competition NAME --budget smoke|cpu|gpu`: Kaggle folder -> submission.'  # --help's first line, as before the package split
 

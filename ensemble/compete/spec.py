@@ -25,7 +25,9 @@ from pathlib import Path
 from typing import Callable, Literal, Sequence
 
 from ensemble.config import ConfigError, build, load_config, read_yaml
-from ensemble.config.ranges import NON_NEGATIVE_INT, POSITIVE, POSITIVE_INT, UNIT_OPEN, check_values, stage_count
+from ensemble.config.checks import check_fields, stage_count
+from ensemble.config.ranges import (NON_NEGATIVE_INT, POSITIVE, POSITIVE_INT, UNIT_LEFT_OPEN, UNIT_OPEN, int_at_least,
+                                    not_empty)
 from ensemble.registry import Registry
 from ensemble.vote.options import VoteOptionError, VoteOptions
 
@@ -65,9 +67,7 @@ class PseudoSpec:
         return list(names) if self.models == "all" else [n for n in names if n in self.models]
 
 
-_UNIT_LEFT_OPEN = ((lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v <= 1),
-                   "a number in (0, 1]")
-PSEUDO_RANGES = {"weight": POSITIVE, "precision": _UNIT_LEFT_OPEN, "max_fraction": _UNIT_LEFT_OPEN}
+PSEUDO_RANGES = {"weight": POSITIVE, "precision": UNIT_LEFT_OPEN, "max_fraction": UNIT_LEFT_OPEN}
 
 
 @dataclass(frozen=True)
@@ -109,8 +109,9 @@ class Candidate:
     cfg: str
     name: str | None = None
     set: list[str] = field(default_factory=list)
-    sizes: list[int] = field(default_factory=lambda: [128])
-    head_epochs: int = 0  # head-only epochs on cached frozen features (pretrained backbones)
+    sizes: list[int] = field(default_factory=lambda: [128], metadata={"range": not_empty("at least one image size"),
+                                                                       "items": POSITIVE_INT})
+    head_epochs: int = field(default=0, metadata={"range": NON_NEGATIVE_INT})  # head-only epochs on cached frozen features (pretrained backbones)
     partial: int | None = None  # then one epoch training the last `partial` backbone stages (train: k)
     train: int | str = "all"  # what the fine-tuning epochs train: all, or the last k backbone stages
     twin: str | None = None  # train at this candidate's size, in at most its time (equal-time comparison)
@@ -124,33 +125,20 @@ class Candidate:
 class TimeSpec:
     """`time:` in compete.yaml: what `--time 60m` may choose from (see ensemble.compete.timeplan)."""
 
-    candidates: list[Candidate]
+    candidates: list[Candidate] = field(metadata={"range": not_empty("at least one candidate")})
     set: list[str] = field(default_factory=list)
     vote: VoteOptions = field(default_factory=VoteOptions, metadata=VOTE)
     dups: bool = True
     shift: ShiftCheck = field(default="embeddings", metadata=SHIFT)
-    folds: list[int] = field(default_factory=list)  # fold counts to try in order (default: the config's)
-    min_epochs: int = 2
-    target_epochs: int = 5
-    max_epochs: int = 15
-    max_models: int = 4
-    reserve: float = 0.08
+    # fold counts to try in order (default: the config's)
+    folds: list[int] = field(default_factory=list, metadata={"items": int_at_least(2, "fold counts >= 2")})
+    min_epochs: int = field(default=2, metadata={"range": POSITIVE_INT})
+    target_epochs: int = field(default=5, metadata={"range": POSITIVE_INT})
+    max_epochs: int = field(default=15, metadata={"range": POSITIVE_INT})
+    max_models: int = field(default=4, metadata={"range": POSITIVE_INT})
+    reserve: float = field(default=0.08, metadata={"range": UNIT_OPEN})
     twins: Literal["optional", "required"] = "optional"  # required: the plan keeps room for every twin
     pseudo: PseudoSpec | None = field(default=None, metadata=PSEUDO)
-
-
-TIME_RANGES = {  # time: numbers (ensemble.config.ranges)
-    "time.candidates": ((lambda v: len(v) > 0), "at least one candidate"),
-    "time.candidates.*.sizes": ((lambda v: len(v) > 0), "at least one image size"),
-    "time.candidates.*.sizes.*": POSITIVE_INT,
-    "time.candidates.*.head_epochs": NON_NEGATIVE_INT,
-    "time.folds.*": ((lambda v: POSITIVE_INT[0](v) and v >= 2), "fold counts >= 2"),
-    "time.min_epochs": POSITIVE_INT,
-    "time.target_epochs": POSITIVE_INT,
-    "time.max_epochs": POSITIVE_INT,
-    "time.max_models": POSITIVE_INT,
-    "time.reserve": UNIT_OPEN,
-}
 
 
 @dataclass(frozen=True)
@@ -199,10 +187,10 @@ def _check_pseudo(p: PseudoSpec | None, key: str, names: Sequence[str], path: Pa
     second-round name (<model>-pseudo) may not be a model of its own."""
     if p is None:
         return
-    for name, (ok, expected) in PSEUDO_RANGES.items():
+    for name, r in PSEUDO_RANGES.items():
         value = getattr(p, name)
-        if not ok(value):
-            raise ConfigError(f"{path}: key '{key}.{name}' expected {expected}, got {type(value).__name__} {value!r}")
+        if not r.ok(value):
+            raise ConfigError(f"{path}: key '{key}.{name}' expected {r.expected}, got {type(value).__name__} {value!r}")
     unknown = [m for m in (p.models if p.models != "all" else []) if m not in names]
     if unknown:
         raise ConfigError(f"{path}: key '{key}.models': unknown model '{unknown[0]}'; models: {', '.join(names)}")
@@ -224,7 +212,7 @@ def _check_budgets(spec: CompeteFile, path: Path) -> None:
 
 
 def _check_time(spec: CompeteFile, folder: Path, path: Path) -> None:
-    check_values(spec, TIME_RANGES, lambda key: str(path))
+    check_fields(spec.time, lambda key: str(path), "time")
     t = spec.time
     if not t.min_epochs <= t.target_epochs <= t.max_epochs:
         raise ConfigError(f"{path}: time: expected min_epochs <= target_epochs <= max_epochs, got "

@@ -211,7 +211,7 @@ def submit_vote(job: Job, result) -> None:
     """With --submit: send the vote's written best submission to Kaggle."""
     if not job.submit:
         return
-    from ensemble.vote.submit import submit_chosen
+    from ensemble.vote.kaggle import submit_chosen
     sent = job.result.submitted = submit_chosen(result, job.vote.kaggle or job.competition, job.vote.message)
     for line in sent.lines():
         (logger.info if sent.done else logger.warning)(line)

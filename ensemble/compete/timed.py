@@ -71,13 +71,13 @@ class Setup:
         return "; ".join(parts)
 
 
-def setup_ladder(ts: TimeSpec, shift_needed: bool) -> list[Setup]:
+def setup_ladder(spec: TimeSpec, shift_needed: bool) -> list[Setup]:
     """compete.yaml's setup first, then cheaper ones: statistics instead of embeddings, the quick speeds
     only, no shift check (only when neither folds nor vote need it)."""
-    shifts = [ts.shift, *(["stats"] if ts.shift == "embeddings" else [])]
-    ladder = [Setup(ts.dups, s, True) for s in shifts] + [Setup(ts.dups, shifts[-1], False)]
-    if ts.shift != "off" and not shift_needed:
-        ladder.append(Setup(ts.dups, "off", False))
+    shifts = [spec.shift, *(["stats"] if spec.shift == "embeddings" else [])]
+    ladder = [Setup(spec.dups, s, True) for s in shifts] + [Setup(spec.dups, shifts[-1], False)]
+    if spec.shift != "off" and not shift_needed:
+        ladder.append(Setup(spec.dups, "off", False))
     return ladder
 
 
@@ -87,27 +87,27 @@ def _cached(comp, cache_dir: Path, sizes) -> tuple[int, ...]:
     return tuple(s for s in sorted(set(sizes)) if all(cache_paths(p, s, cache_dir)[0].exists() for p in lists))
 
 
-def plan_time(ts: TimeSpec, cfgs: dict, job: Job, comp, budget_s: float, started: float) -> tuple[Plan, Setup]:
+def plan_time(spec: TimeSpec, cfgs: dict, job: Job, comp, budget_s: float, started: float) -> tuple[Plan, Setup]:
     """Measure (nothing is written), price every step, climb down the setup ladder until the plan fits.
     Raises BudgetError (timeplan) when not even the smallest plan fits."""
     first = job.setup_cfg
-    speeds, build_s = measure_candidates(ts.candidates, cfgs, len(comp.classes), quick=True)
+    speeds, build_s = measure_candidates(spec.candidates, cfgs, len(comp.classes), quick=True)
     rates = measure_images(comp.train["path"].tolist() + comp.test["path"].tolist(), first.input.size)
-    embed = measure_eval("efficientnet_lite0", first.input.size) if ts.shift == "embeddings" else None
-    sizes = {first.input.size, *(s for c in ts.candidates for s in c.sizes)}
+    embed = measure_eval("efficientnet_lite0", first.input.size) if spec.shift == "embeddings" else None
+    sizes = {first.input.size, *(s for c in spec.candidates for s in c.sizes)}
     cached = _cached(comp, job.paths.cache, sizes)
-    options = ts.folds or [first.folds.n]
+    options = spec.folds or [first.folds.n]
     if job.paths.folds.exists():  # every model of a competition shares one folds.csv
         import pandas as pd
         options = [int(pd.read_csv(job.paths.folds, usecols=["fold"])["fold"].max()) + 1]
     costing = Costing(len(comp.train), len(comp.test), len(comp.classes), rates.decode_s, rates.hash_s, rates.stats_s,
-                      embed, cached, min(ts.max_models, len(ts.candidates)), max(options))
+                      embed, cached, min(spec.max_models, len(spec.candidates)), max(options))
     workers = max(2, first.train.num_workers)
     w = Workload(len(comp.train), len(comp.test), first.folds.n, _views(first), cache_s=costing.cache_s(None, workers))
-    full_s = full_measure_seconds(ts.candidates, cfgs, speeds, build_s)
+    full_s = full_measure_seconds(spec.candidates, cfgs, speeds, build_s)
     needed = any(c.folds.strategy == "test_like" for c in cfgs.values()) or job.vote.select != "cv"
-    ladder = setup_ladder(ts, needed)
-    p = ts.pseudo
+    ladder = setup_ladder(spec, needed)
+    p = spec.pseudo
     models = None if p is None or p.models == "all" else tuple(p.models)
 
     def plan_with(s: Setup, measure_s: float, fallback: bool) -> Plan:
@@ -120,11 +120,11 @@ def plan_time(ts: TimeSpec, cfgs: dict, job: Job, comp, budget_s: float, started
             after = {st.name: st.estimate for st in final_steps(j)}
             rerun = None if p is None else Rerun(int(p.max_fraction * len(comp.test) + 1e-9), models,
                                                  {k: v for k, v in after.items() if k in ROUND_STEPS})
-            plan = make_plan(ts.candidates, speeds, replace(w, cached=in_cache), budget_s, folds=options,
-                             reserve=ts.reserve, reserve_s=0.0, setup=setup,
-                             tail={k: v for k, v in after.items() if k not in ROUND_STEPS}, min_epochs=ts.min_epochs,
-                             target_epochs=ts.target_epochs, max_epochs=ts.max_epochs, max_models=m,
-                             fallback=fallback and m == 1, twins=ts.twins, rerun=rerun)
+            plan = make_plan(spec.candidates, speeds, replace(w, cached=in_cache), budget_s, folds=options,
+                             reserve=spec.reserve, reserve_s=0.0, setup=setup,
+                             tail={k: v for k, v in after.items() if k not in ROUND_STEPS}, min_epochs=spec.min_epochs,
+                             target_epochs=spec.target_epochs, max_epochs=spec.max_epochs, max_models=m,
+                             fallback=fallback and m == 1, twins=spec.twins, rerun=rerun)
             if plan.entries:
                 break
         return plan
@@ -142,7 +142,7 @@ def plan_time(ts: TimeSpec, cfgs: dict, job: Job, comp, budget_s: float, started
         chosen = ladder[-1]
         plan = plan_with(chosen, spent, fallback=True)  # raises BudgetError when nothing fits
     if chosen.full_measure:
-        speeds, _ = measure_candidates(ts.candidates, cfgs, len(comp.classes))
+        speeds, _ = measure_candidates(spec.candidates, cfgs, len(comp.classes))
         plan = plan_with(chosen, time.perf_counter() - started, fallback=True)
     shrunk = chosen.describe(ladder[0])
     if shrunk:
@@ -188,16 +188,16 @@ def _add_model(job: Job, e: Entry, cfg_of) -> None:
     job.estimates[e.name] = e.est_seconds
 
 
-def _top_up_step(job: Job, state: RunState, ts: TimeSpec, comp, cfg_of) -> Step:
+def _top_up_step(job: Job, state: RunState, spec: TimeSpec, comp, cfg_of) -> Step:
     """After the last planned model: when it ran faster than estimated, plan more models into the time
     left (timeplan.top_up) and run them next (each followed by this step again)."""
     def run(progress) -> list[Step] | None:
         plan = state.plan
-        left_s = state.budget_s * (1 - ts.reserve) - state.elapsed_s - sum(plan.tail.values()) - plan.rerun_seconds
+        left_s = state.budget_s * (1 - spec.reserve) - state.elapsed_s - sum(plan.tail.values()) - plan.rerun_seconds
         w = Workload(len(comp.train), len(comp.test), job.setup_cfg.folds.n, _views(job.setup_cfg))
-        entries = top_up(plan, ts.candidates, state.actual_s, w, left_s, min_epochs=ts.min_epochs,
-                         target_epochs=ts.target_epochs, max_epochs=ts.max_epochs,
-                         max_models=ts.max_models - len(plan.entries))
+        entries = top_up(plan, spec.candidates, state.actual_s, w, left_s, min_epochs=spec.min_epochs,
+                         target_epochs=spec.target_epochs, max_epochs=spec.max_epochs,
+                         max_models=spec.max_models - len(plan.entries))
         if not entries:
             return None
         logger.info(f"== ahead of the plan ({left_s / 60:.1f} min left): adding\n"
@@ -206,7 +206,7 @@ def _top_up_step(job: Job, state: RunState, ts: TimeSpec, comp, cfg_of) -> Step:
         for e in entries:
             _add_model(job, e, cfg_of)
         return [*(_on_time(train_step(job, e.name), job, state) for e in entries),
-                _top_up_step(job, state, ts, comp, cfg_of)]
+                _top_up_step(job, state, spec, comp, cfg_of)]
 
     return Step("top up", 0.0, run, "plan more models if time is left")
 
@@ -248,42 +248,42 @@ def compete_time(competition: str, time_text: str, *, configs_dir: str = "config
     started = time.perf_counter() if started is None else started
     extra = [*extra, *(["output.progress=false"] if quiet else [])]
     budget_s = parse_duration(time_text)
-    folder, ts, builder = time_spec(competition, configs_dir)
+    folder, spec, builder = time_spec(competition, configs_dir)
     label = time_label(time_text)
-    vote = job_vote(ts.vote, competition, submit=submit, kaggle=kaggle, message=message)
+    vote = job_vote(spec.vote, competition, submit=submit, kaggle=kaggle, message=message)
 
     def cfg_of(name: str, cfg_file: str, overrides: Sequence[str]):
-        return load_config(folder / cfg_file, [*ts.set, *overrides, *extra, f"name={name}-{label}"])
+        return load_config(folder / cfg_file, [*spec.set, *overrides, *extra, f"name={name}-{label}"])
 
-    cfgs = {c.label: cfg_of(c.label, c.cfg, c.set) for c in ts.candidates}
-    first = cfgs[ts.candidates[0].label]
+    cfgs = {c.label: cfg_of(c.label, c.cfg, c.set) for c in spec.candidates}
+    first = cfgs[spec.candidates[0].label]
     if builder:
         BUILDERS[builder](Path(first.competition.root))
     comp = load_competition(first.competition)
-    job = Job(competition, {}, first, ts.dups, ts.shift, vote, submit, pseudo=ts.pseudo)  # priced while planning
+    job = Job(competition, {}, first, spec.dups, spec.shift, vote, submit, pseudo=spec.pseudo)  # priced while planning
     state_file = first.competition_dir / f"compete-{label}.json"
     if state_file.exists():
         state = RunState.load(state_file)
         logger.info(f"resuming the plan in {state_file} ({state.elapsed_s / 60:.1f} min spent before)")
     else:
-        plan, setup = plan_time(ts, cfgs, job, comp, budget_s, started)
+        plan, setup = plan_time(spec, cfgs, job, comp, budget_s, started)
         state = RunState(time_text, budget_s, plan, setup.dups, setup.shift,
                          actual_s={MEASURE: time.perf_counter() - started}, planned_s=plan.total_seconds)
     plan = state.plan
     logger.info(f"== plan for {time_text} ({plan.available_s / 60:.1f} min to train after setup, vote, report and "
                 f"reserve)\n{format_plan(plan)}")
-    if ts.pseudo is not None and not plan.rerun:
-        chosen = ts.pseudo.chosen([e.name for e in plan.entries])
+    if spec.pseudo is not None and not plan.rerun:
+        chosen = spec.pseudo.chosen([e.name for e in plan.entries])
         logger.info(f"pseudo-labels: the second round (retraining {', '.join(chosen)} on pseudo-labelled test rows, "
                     f"then a second vote) does not fit in {time_text} beside the first; it is skipped" if chosen else
-                    f"pseudo-labels: none of pseudo.models ({', '.join(ts.pseudo.models)}) is planned; the second "
+                    f"pseudo-labels: none of pseudo.models ({', '.join(spec.pseudo.models)}) is planned; the second "
                     f"round is skipped")
     if plan_only:
         return None
 
     job = Job(competition, {}, first, state.dups, state.shift, vote, submit,
               estimates={**plan.setup, **plan.tail, **plan.rerun_steps, **{e.name: e.est_seconds for e in plan.rerun}},
-              pseudo=ts.pseudo if plan.rerun else None, reruns=[e.name[:-len(PSEUDO_SUFFIX)] for e in plan.rerun],
+              pseudo=spec.pseudo if plan.rerun else None, reruns=[e.name[:-len(PSEUDO_SUFFIX)] for e in plan.rerun],
               rerun_set={e.name: [f"train.time_limit={e.fold_limit:.0f}"] for e in plan.rerun})
     for e in plan.entries:
         _add_model(job, e, cfg_of)
@@ -293,10 +293,10 @@ def compete_time(competition: str, time_text: str, *, configs_dir: str = "config
     steps = [_on_time(s, job, state) if s.name in job.cfgs else _on_time(s, job, state, rerun=True)
              if s.name in reruns else s for s in job_steps(job)]
     last = max(i for i, step in enumerate(steps) if step.name in job.cfgs)
-    steps.insert(last + 1, _top_up_step(job, state, ts, comp, cfg_of))
+    steps.insert(last + 1, _top_up_step(job, state, spec, comp, cfg_of))
     state.save(state_file)
     run_steps(steps, bar=not quiet, started=started, state=state, state_file=state_file)
-    twins = {c.label: c.twin for c in ts.candidates if c.twin}
+    twins = {c.label: c.twin for c in spec.candidates if c.twin}
     logger.info(f"== plan vs actual\n{_table(state.plan, job.cfgs, state.actual_s, twins)}\n"
                 f"compete {competition} --time {time_text}: {state.elapsed_s / 60:.1f} min of "
                 f"{budget_s / 60:.1f} ({100 * state.elapsed_s / budget_s:.0f}% of the budget)")

@@ -3,7 +3,7 @@
     cfg = load_config("configs/ham10000/resnet18.yaml", ["input.size=64", "folds.n=2"])
 
 Every key is checked against the dataclasses of ensemble.config.schema and every number and choice
-against ensemble.config.ranges; errors name the file (or `--set`) that supplied the key, the dotted
+against the range declared next to its field (ensemble.config.checks); errors name the file (or `--set`) that supplied the key, the dotted
 key and what was expected.
 """
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Any, Literal, Mapping, Sequence, Union
 
 import yaml
 
-from ensemble.config.ranges import check_ranges
+from ensemble.config.checks import check_config
 from ensemble.config.schema import Config, ConfigError
 from ensemble.registry import did_you_mean
 
@@ -131,7 +131,7 @@ def load_config(path: str | Path, overrides: Sequence[str] | Mapping[str, Any] =
     def source(key: str) -> str:
         return _source(prov, key, path)
     cfg = build(Config, raw, "", source)
-    check_ranges(cfg, source)
+    check_config(cfg, source)
     return cfg
 
 

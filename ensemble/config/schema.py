@@ -1,13 +1,19 @@
 """The config schema: one frozen dataclass per YAML section (see README, "Config").
 
 Fields with their own syntax carry a `parse` hook in their metadata (metric text, TTA views,
-registry-backed names); ensemble.config.loader applies it while building the dataclasses.
+registry-backed names); ensemble.config.loader applies it while building the dataclasses. Numbers and
+choices carry their `range` (or `items`: each list item's) in their metadata (ensemble.config.ranges),
+checked once the config is built (ensemble.config.checks).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
+
+from ensemble.config.ranges import (CLASS_WEIGHTS, DEVICE, FOCAL_ALPHA, NON_NEGATIVE, NON_NEGATIVE_INT, POSITIVE,
+                                    POSITIVE_INT, STAGE_TRAIN, UNIT_CLOSED, UNIT_INTERIOR, UNIT_LEFT_OPEN, UNIT_OPEN,
+                                    int_at_least, not_empty)
 
 
 class ConfigError(ValueError):
@@ -76,7 +82,8 @@ class CompetitionCfg:
 
 @dataclass(frozen=True)
 class FoldsCfg:
-    n: int = 5
+    n: int = field(default=5, metadata={"range": int_at_least(
+        2, "an integer >= 2 (K-fold cross-validation needs at least 2 folds)")})
     seed: int = 42
     dups: bool = True
     strategy: Literal["stratified", "test_like"] = "stratified"  # test_like: fold 0 = most test-like rows (shift)
@@ -84,19 +91,19 @@ class FoldsCfg:
 
 @dataclass(frozen=True)
 class InputCfg:
-    size: int = 128
+    size: int = field(default=128, metadata={"range": POSITIVE_INT})
     bad_images: Literal["fail", "skip"] = "fail"
     cache: bool = True
     # images whose header declares more pixels are not decoded (unreadable); Pillow's decompression-bomb
     # threshold (~9459 x 9459); null: no limit
-    max_pixels: int | None = 89_478_485
+    max_pixels: int | None = field(default=89_478_485, metadata={"range": POSITIVE_INT})
 
 
 @dataclass(frozen=True)
 class HeadCfg:
-    hidden: list[int] = field(default_factory=list)
+    hidden: list[int] = field(default_factory=list, metadata={"items": POSITIVE_INT})
     batchnorm: bool = False
-    dropout: float = 0.0
+    dropout: float = field(default=0.0, metadata={"range": UNIT_OPEN})
     activation: str = field(default="relu", metadata={"parse": _names("activation")})
 
 
@@ -104,19 +111,20 @@ class HeadCfg:
 class ModelCfg:
     backbone: str = field(default="resnet18", metadata={"parse": _names("backbone")})  # friendly or timm name
     pretrained: bool | str = False
-    weights_map: Literal["identity", "by_order"] = "identity"  # how a `pretrained` file's keys map to timm's
-    drop_rate: float = 0.0
-    drop_path_rate: float = 0.0
+    # how a `pretrained` file's keys map to timm's (ensemble.models.weights.KEY_MAPPINGS)
+    weights_map: str = field(default="identity", metadata={"parse": _names("weights_map")})
+    drop_rate: float = field(default=0.0, metadata={"range": UNIT_OPEN})
+    drop_path_rate: float = field(default=0.0, metadata={"range": UNIT_OPEN})
     head: HeadCfg = field(default_factory=HeadCfg)
 
 
 @dataclass(frozen=True)
 class LossCfg:
     name: str = field(default="ce", metadata={"parse": _names("loss")})
-    label_smoothing: float = 0.0
-    class_weights: str | list[float] | None = None
-    gamma: float = 2.0
-    alpha: float | list[float] | None = None
+    label_smoothing: float = field(default=0.0, metadata={"range": UNIT_OPEN})
+    class_weights: str | list[float] | None = field(default=None, metadata={"range": CLASS_WEIGHTS})
+    gamma: float = field(default=2.0, metadata={"range": NON_NEGATIVE})
+    alpha: float | list[float] | None = field(default=None, metadata={"range": FOCAL_ALPHA})
 
 
 @dataclass(frozen=True)
@@ -129,27 +137,27 @@ class LRCfg:
 class OptimCfg:
     name: str = field(default="adamw", metadata={"parse": _names("optimizer")})
     lr: LRCfg = field(default_factory=LRCfg)
-    weight_decay: float = 1e-4
-    momentum: float = 0.9
+    weight_decay: float = field(default=1e-4, metadata={"range": NON_NEGATIVE})
+    momentum: float = field(default=0.9, metadata={"range": UNIT_OPEN})
     nesterov: bool = False
-    layer_decay: float | None = None
+    layer_decay: float | None = field(default=None, metadata={"range": UNIT_LEFT_OPEN})
 
 
 @dataclass(frozen=True)
 class ScheduleCfg:
-    name: str = field(default="cosine", metadata={"parse": _names("schedule")})
-    warmup_epochs: float = 0.0
-    min_lr_ratio: float = 0.01
-    step_size: int = 5
-    gamma: float = 0.1
-    patience: int = 2
-    factor: float = 0.5
+    name: str = field(default="cosine", metadata={"parse": _names("scheduler")})
+    warmup_epochs: float = field(default=0.0, metadata={"range": NON_NEGATIVE})
+    min_lr_ratio: float = field(default=0.01, metadata={"range": UNIT_CLOSED})
+    step_size: int = field(default=5, metadata={"range": POSITIVE_INT})
+    gamma: float = field(default=0.1, metadata={"range": UNIT_LEFT_OPEN})
+    patience: int = field(default=2, metadata={"range": NON_NEGATIVE_INT})
+    factor: float = field(default=0.5, metadata={"range": UNIT_INTERIOR})
 
 
 @dataclass(frozen=True)
 class StageCfg:
-    epochs: int
-    train: int | str = "all"
+    epochs: int = field(metadata={"range": POSITIVE_INT})
+    train: int | str = field(default="all", metadata={"range": STAGE_TRAIN})
     lr: LRCfg | None = None
     augment: bool = True
     mix: bool = True  # augment.mix in this stage (never on cached features: head-only epochs without augment)
@@ -157,29 +165,29 @@ class StageCfg:
 
 @dataclass(frozen=True)
 class EmaCfg:
-    decay: float = 0.999
+    decay: float = field(default=0.999, metadata={"range": UNIT_INTERIOR})
     warmup: bool = True  # timm's decay warmup: 1 - (1 + step)^(-2/3), capped at decay
 
 
 @dataclass(frozen=True)
 class SoftTargetsCfg:
     file: str  # CSV: id + one probability column per class for every training row (e.g. a teacher's OOF)
-    alpha: float = 1.0  # target = alpha * these probabilities + (1 - alpha) * one-hot label
+    alpha: float = field(default=1.0, metadata={"range": UNIT_CLOSED})  # target = alpha * these probabilities + (1 - alpha) * one-hot label
 
 
 @dataclass(frozen=True)
 class TrainCfg:
-    batch_size: int = 32
-    eval_batch_size: int | None = None
-    accum_steps: int = 1
-    clip_grad: float | None = None
+    batch_size: int = field(default=32, metadata={"range": POSITIVE_INT})
+    eval_batch_size: int | None = field(default=None, metadata={"range": POSITIVE_INT})
+    accum_steps: int = field(default=1, metadata={"range": POSITIVE_INT})
+    clip_grad: float | None = field(default=None, metadata={"range": POSITIVE})
     amp: Literal["auto", "bf16", "fp16", "off"] = "auto"
     channels_last: bool = True
-    early_stopping: int | None = None
-    time_limit: float | None = None  # seconds of training epochs per fold: no epoch starts that would end past it
-    num_workers: int = 2
+    early_stopping: int | None = field(default=None, metadata={"range": POSITIVE_INT})
+    time_limit: float | None = field(default=None, metadata={"range": POSITIVE})  # seconds of training epochs per fold: no epoch starts that would end past it
+    num_workers: int = field(default=2, metadata={"range": NON_NEGATIVE_INT})
     seed: int = 0
-    device: str = "auto"
+    device: str = field(default="auto", metadata={"range": DEVICE})
     sync_bn: bool = False
     lr_scaling: Literal["none", "linear", "sqrt"] = "none"
     ema: EmaCfg | None = None  # validation, best.pt and predictions use the EMA weights
@@ -195,11 +203,11 @@ class TrainCfg:
 
 @dataclass(frozen=True)
 class MixCfg:
-    mixup_alpha: float = 0.2
-    cutmix_alpha: float = 1.0
-    prob: float = 1.0
-    switch_prob: float = 0.5
-    label_smoothing: float = 0.0
+    mixup_alpha: float = field(default=0.2, metadata={"range": NON_NEGATIVE})
+    cutmix_alpha: float = field(default=1.0, metadata={"range": NON_NEGATIVE})
+    prob: float = field(default=1.0, metadata={"range": UNIT_CLOSED})
+    switch_prob: float = field(default=0.5, metadata={"range": UNIT_CLOSED})
+    label_smoothing: float = field(default=0.0, metadata={"range": UNIT_OPEN})
 
 
 @dataclass(frozen=True)
@@ -236,7 +244,8 @@ class Config:
     loss: LossCfg = field(default_factory=LossCfg)
     optim: OptimCfg = field(default_factory=OptimCfg)
     schedule: ScheduleCfg = field(default_factory=ScheduleCfg)
-    stages: list[StageCfg] = field(default_factory=lambda: [StageCfg(epochs=10)])
+    stages: list[StageCfg] = field(default_factory=lambda: [StageCfg(epochs=10)],
+                                   metadata={"range": not_empty("at least one stage")})
     train: TrainCfg = field(default_factory=TrainCfg)
     augment: AugmentCfg = field(default_factory=AugmentCfg)
     predict: PredictCfg = field(default_factory=PredictCfg)

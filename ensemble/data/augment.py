@@ -10,7 +10,7 @@ import inspect
 import warnings
 from typing import Any, Sequence
 
-import albumentations as A
+import albumentations
 import cv2
 
 from ensemble.registry import Registry, did_you_mean
@@ -31,16 +31,16 @@ _ABSTRACT = {"BasicTransform", "DualTransform", "ImageOnlyTransform", "Transform
 
 
 # Compositions whose "transforms" key is itself a spec list.
-_COMPOSITIONS: dict[str, type] = {"OneOf": A.OneOf, "SomeOf": A.SomeOf,
-                                  "Sequential": A.Sequential, "RandomOrder": A.RandomOrder}
+_COMPOSITIONS: dict[str, type] = {"OneOf": albumentations.OneOf, "SomeOf": albumentations.SomeOf,
+                                  "Sequential": albumentations.Sequential, "RandomOrder": albumentations.RandomOrder}
 
 
 def _registry() -> dict[str, type]:
     out = dict(_COMPOSITIONS)
-    for name in dir(A):
-        obj = getattr(A, name)
-        if (inspect.isclass(obj) and issubclass(obj, A.BasicTransform) and name not in _ABSTRACT
-                and name not in _FORBIDDEN and not issubclass(obj, A.Transform3D)):
+    for name in dir(albumentations):
+        obj = getattr(albumentations, name)
+        if (inspect.isclass(obj) and issubclass(obj, albumentations.BasicTransform) and name not in _ABSTRACT
+                and name not in _FORBIDDEN and not issubclass(obj, albumentations.Transform3D)):
             out[name] = obj
     return dict(sorted(out.items()))
 
@@ -112,7 +112,7 @@ def _albu_message(err: Exception) -> str:
     return " ".join(str(err).split()) or type(err).__name__
 
 
-def _build_one(item: Any, where: str) -> A.BasicTransform | A.BaseCompose:
+def _build_one(item: Any, where: str) -> albumentations.BasicTransform | albumentations.BaseCompose:
     if not isinstance(item, dict) or "name" not in item:
         raise ValueError(f"{where}: expected a mapping with a 'name' key, got {item!r}")
     params = dict(item)
@@ -144,7 +144,7 @@ def _build_one(item: Any, where: str) -> A.BasicTransform | A.BaseCompose:
 
 
 def build_transforms(spec: list[dict[str, Any]] | str | None, *, where: str = "augment.train",
-                     seed: int | None = None) -> A.Compose:
+                     seed: int | None = None) -> albumentations.Compose:
     """Albumentations pipeline from a spec: a preset name or a list of {"name": Class, "p": ..., **params}.
 
     ``where`` prefixes error messages (``augment.train[2]: unknown augmentation ...``).
@@ -159,4 +159,4 @@ def build_transforms(spec: list[dict[str, Any]] | str | None, *, where: str = "a
             raise ValueError(f"{where}: {e}") from None
     if not isinstance(spec, (list, tuple)):
         raise ValueError(f"{where}: expected a preset name or a list of transforms, got {spec!r}")
-    return A.Compose([_build_one(item, f"{where}[{i}]") for i, item in enumerate(spec)], seed=seed)
+    return albumentations.Compose([_build_one(item, f"{where}[{i}]") for i, item in enumerate(spec)], seed=seed)

@@ -18,8 +18,7 @@ import numpy as np
 import pandas as pd
 
 from ensemble.config import CompetitionCfg
-from ensemble.metric_spec import MetricSpec
-from ensemble.metrics import bind_metric
+from ensemble.metrics import BoundMetric, bind_metric
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
@@ -33,7 +32,7 @@ class Competition:
     name: str
     root: Path
     classes: list[str]
-    metric: MetricSpec  # bound to `classes`; str(metric) is its text form (logs, metrics.json)
+    metric: BoundMetric  # bound to `classes` once, here; str(metric) is its text form (logs, metrics.json)
     task: str
     train: pd.DataFrame  # id, label, y (class index), group (or None), path
     test: pd.DataFrame  # id, path (sample-submission order)

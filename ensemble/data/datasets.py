@@ -13,7 +13,7 @@ import random
 from pathlib import Path
 from typing import Any, Sequence
 
-import albumentations as A
+import albumentations
 import cv2
 import numpy as np
 import torch
@@ -47,7 +47,7 @@ def to_rgb(img: np.ndarray, name: str = "image") -> np.ndarray:
     raise ValueError(f"{name}: expected an image of shape (H, W), (H, W, 3) or (H, W, 4), got {img.shape}")
 
 
-def to_input(img: np.ndarray, transform: A.Compose | None = None) -> torch.Tensor:
+def to_input(img: np.ndarray, transform: albumentations.Compose | None = None) -> torch.Tensor:
     """A resized (S, S, 3) uint8 image -> the model's input (3, S, S) uint8, through `transform`
     (augmentation in training, augment.eval at test time). Every dataset and predict use this."""
     if transform is not None:
@@ -74,7 +74,7 @@ class CachedDataset(Dataset):
     """
 
     def __init__(self, images: np.ndarray, indices: np.ndarray, labels: np.ndarray | None = None,
-                 transform: A.Compose | None = None):
+                 transform: albumentations.Compose | None = None):
         if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != np.uint8:
             raise ValueError(f"images must be (N, S, S, 3) uint8, got {images.shape} {images.dtype}")
         self.images = images
@@ -108,7 +108,7 @@ class DecodeDataset(Dataset):
     """Like CachedDataset but decodes + resizes paths[indices[i]] on every access (no cache)."""
 
     def __init__(self, paths: Sequence[str | Path], indices: np.ndarray, labels: np.ndarray | None = None,
-                 transform: A.Compose | None = None, *, size: int):
+                 transform: albumentations.Compose | None = None, *, size: int):
         if size <= 0:
             raise ValueError(f"image size must be > 0, got {size}")
         self.paths = [str(p) for p in paths]

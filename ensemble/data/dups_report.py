@@ -54,5 +54,5 @@ def summary_lines(s: dict, df: pd.DataFrame, out_dir: Path | None = None) -> lis
     if s["unreadable"]:
         out.append(f"  warning: {len(s['unreadable'])} unreadable images (not hashed): "
                    + ", ".join(Path(p).name for p in list(s["unreadable"])[:10]))
-    out += conflict_lines(df, out_dir)  # issue 13: counts + the 10 largest groups (data/dups_console.py)
+    out += conflict_lines(df, out_dir)  # counts + the 10 largest groups (data/dups_console.py)
     return out

@@ -20,9 +20,8 @@ import numpy as np
 from ensemble.artifacts import file_hash
 from ensemble.artifacts.provenance import from_root
 from ensemble.vote.cv import Spec, cross_validate, fold_scores
+from ensemble.vote.objective import Objective
 from ensemble.vote.runs import Runs, load_runs
-from ensemble.vote.shift import heldout
-from ensemble.vote.voter import make_objective
 
 
 class DistillError(ValueError):
@@ -93,9 +92,9 @@ def load_teacher(path: str | Path) -> Teacher:
     spec = recipe(manifest, data.names)
     if spec.grade:
         raise DistillError(f"{path}: '{manifest['method']}' decodes grades; a student needs class probabilities")
-    objective = make_objective(data.metric, len(data.classes), data.classes)
-    _, fitted = cross_validate(spec, data.oof, data.y, data.folds, objective)
-    pred = np.clip(heldout(spec, fitted, data.oof, data.y, data.folds, objective), 0.0, None).astype(np.float32)
+    objective = Objective(data.metric)
+    held = cross_validate(spec, data.oof, data.y, data.folds, objective)[0].oof  # each row without its fold
+    pred = np.clip(held, 0.0, None).astype(np.float32)
     pred /= pred.sum(1, keepdims=True)  # rank averages are not distributions; the others already are
     folds = fold_scores(pred, data.y, data.folds, objective)
     return Teacher(path, spec, data, pred, float(np.mean(folds)), [float(f) for f in folds])

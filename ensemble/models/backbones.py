@@ -7,7 +7,6 @@ import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-import timm
 import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
@@ -19,6 +18,7 @@ from ensemble.registry import Registry, did_you_mean
 # ----------------------------------------------------------------------------- registries
 
 def _timm_hint(name) -> str:
+    import timm  # timm (and torchvision under it) only when a name is not a friendly one
     close = did_you_mean(str(name), timm.list_models(), n=5)
     return f"(or any timm model name{'; closest timm names: ' + ', '.join(close) if close else ''})"
 
@@ -49,6 +49,7 @@ def resolve_backbone(name: str) -> str:
     """Friendly name -> timm model name; any valid timm name (tag allowed) passes through."""
     if name in BACKBONES:
         return BACKBONES[name]
+    import timm  # a friendly name needs no timm (checking a config stays cheap)
     if isinstance(name, str) and name and timm.is_model(name):
         return name
     raise BACKBONES.unknown(name)
@@ -63,6 +64,7 @@ def _drop_classifier_keys(state: dict[str, torch.Tensor], classifier: str | Sequ
 
 def _full_state_shapes(timm_name: str) -> dict[str, torch.Tensor]:
     """The state dict (with classifier) of ``timm_name``, on the meta device: names and shapes only."""
+    import timm
     with torch.device("meta"):
         return timm.create_model(timm_name, pretrained=False).state_dict()
 
@@ -164,6 +166,7 @@ def describe_backbones(names: Iterable[str] | None = None, size: int = 224) -> l
     params_m counts the headless backbone (num_classes=0) in millions; gflops are FLOPs (not MACs)
     per image at ``size`` x ``size``; mean/std are the pretrained config's (0..1 scale).
     """
+    import timm
     rows = []
     for name in (list(BACKBONES) if names is None else list(names)):
         timm_name = resolve_backbone(name)

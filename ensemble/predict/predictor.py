@@ -28,8 +28,9 @@ from ensemble.predict.bundle import Bundle, ModelSpec, load_weights, read_bundle
 from ensemble.predict.reader import Chunk, read_chunks, spool
 from ensemble.predict.sources import image_id, list_images
 from ensemble.train.adapt import Adaptation, adapt_model
-from ensemble.train.engine import predict as predict_batches, resolve_device, resolve_precision
-from ensemble.vote import recipe as R
+from ensemble.train import engine
+from ensemble.train.engine import resolve_device, resolve_precision
+from ensemble.vote.recipe import combined, finish, outputs_labels, unused_models
 
 @dataclass
 class Predictions:
@@ -55,7 +56,7 @@ class Predictor:
         self.bundle, self.models, self.prec = bundle, models, prec
         self.classes = bundle.classes
         self.recipe = bundle.recipe
-        self.labels = R.outputs_labels(self.recipe)  # the vote ends in class indices (grades)
+        self.labels = outputs_labels(self.recipe)  # the vote ends in class indices (grades)
         self.fixed: list[list[tuple[float, torch.nn.Module]]] | None = None  # set by adapt_to
 
     @classmethod
@@ -69,7 +70,7 @@ class Predictor:
                 raise ValueError(f"threads must be >= 1, got {threads}")
             torch.set_num_threads(threads)
         b = bundle if isinstance(bundle, Bundle) else read_bundle(bundle, verify=verify)
-        unused = R.unused_models(b.recipe)
+        unused = unused_models(b.recipe)
         dev = resolve_device(device)
         prec = resolve_precision(dev, "auto", channels_last=dev.type == "cuda")
         models = []
@@ -105,7 +106,7 @@ class Predictor:
             x = self._inputs(m, chunk, rows)
             acc = np.zeros((len(rows), width), np.float64)
             for weight, net in folds:
-                acc += weight * predict_batches(net, [(x, None)], self.prec, tta=m.spec.tta,
+                acc += weight * engine.predict(net, [(x, None)], self.prec, tta=m.spec.tta,
                                                 activation=m.spec.activation)
             out[i] = acc
         return out
@@ -114,16 +115,16 @@ class Predictor:
         """The vote of the readable rows; unreadable rows get the training class priors."""
         pri = self.bundle.priors
         n = len(ok)
-        raw = R.combined(self.recipe, stack) if stack.shape[1] else None
+        raw = combined(self.recipe, stack) if stack.shape[1] else None
         if self.labels:
             values = np.full(n, int(np.argmax(pri)), np.int64)
             scores = np.full(n, float(pri @ np.arange(len(pri))), np.float32)
             if raw is not None:
-                values[ok], scores[ok] = R.finish(self.recipe, raw), raw[:, 0]
+                values[ok], scores[ok] = finish(self.recipe, raw), raw[:, 0]
             return Predictions(start, values, scores, {start + j: r for j, r in bad.items()})
         values = np.tile(pri.astype(np.float32), (n, 1))
         if raw is not None:
-            values[ok] = R.finish(self.recipe, raw)
+            values[ok] = finish(self.recipe, raw)
         return Predictions(start, values, None, {start + j: r for j, r in bad.items()})
 
     # ------------------------------------------------------------ whole inputs

@@ -37,9 +37,9 @@ def write_predictions(path: str | Path, parts: Iterable[Predictions], ids: pd.Se
     with atomic_path(path) as tmp, open(tmp, "wb") as f:
         for p in parts:
             frame = build_frame(fmt, ids.iloc[p.start:p.start + len(p.values)], p.values)
-            issues = value_problems(frame, fmt)
-            if issues:
-                raise SubmissionError(f"{path}: not written: " + "; ".join(issues))
+            found = value_problems(frame, fmt)
+            if found:
+                raise SubmissionError(f"{path}: not written: " + "; ".join(found))
             write_csv_rows(f, frame, header=rows == 0)
             rows += len(frame)
         if rows != len(ids):

@@ -1,25 +1,25 @@
 """The report's "every ensemble" table: all methods the latest vote scored (not only the one whose
 submission was written), the chosen one marked, the single models beside them (manifest fields
-written by ensemble/scoreboard.py)."""
+written by ensemble/vote/scoreboard.py)."""
 from __future__ import annotations
 
 from pathlib import Path
 
-from . import html as H
+from ensemble.report import html
 
 MAX_WEIGHTS = 4  # runs named in a row's weights cell
 
 
 def latest_scoreboard(manifests: list[tuple[Path, dict]]) -> tuple[Path, dict] | None:
-    """The newest manifest that holds every method's score (ensemble.vote since issue 13)."""
+    """The newest manifest that holds every method's score (vote manifests record every method's score)."""
     have = [(f, m) for f, m in manifests if isinstance(m.get("ensembles"), list) and m["ensembles"]]
-    return max(have, key=lambda fm: H._created(*fm)) if have else None
+    return max(have, key=lambda fm: html._created(*fm)) if have else None
 
 
 def _weights_text(w) -> str:
     if not isinstance(w, dict) or not w:
         return "equal" if w is None else "-"
-    top = sorted(((str(k), H.number(v) or 0.0) for k, v in w.items()), key=lambda kv: -kv[1])
+    top = sorted(((str(k), html.number(v) or 0.0) for k, v in w.items()), key=lambda kv: -kv[1])
     shown = [f"{k} {v:.2f}" for k, v in top[:MAX_WEIGHTS] if v > 0]
     rest = sum(1 for _, v in top[MAX_WEIGHTS:] if v > 0)
     return ", ".join(shown) + (f", +{rest} more" if rest else "") if shown else "-"
@@ -38,21 +38,21 @@ def ensembles(manifests: list[tuple[Path, dict]], higher: bool = True) -> str:
              for s in m.get("singles") or [] if isinstance(s, dict)]
 
     def key(r):
-        cv = H.number(r[2])
+        cv = html.number(r[2])
         return (cv is None, 0.0 if cv is None else (-cv if higher else cv))
 
     rows.sort(key=key)
-    body = [[k, name, H.fmt(H.number(cv)), H.fmt(H.number(std)), kind or "-", H.fmt(H.number(ins)),
+    body = [[k, name, html.fmt(html.number(cv)), html.fmt(html.number(std)), kind or "-", html.fmt(html.number(ins)),
              "chosen (written)" if chosen else "", w] for k, name, cv, std, kind, ins, chosen, w in rows]
     n_ens = sum(r[0] == "ensemble" for r in rows)
     n_single = len(rows) - n_ens
     metric = m.get("metric", "")
     head = (f"<h3>Every ensemble of the latest vote ({n_ens} methods, {n_single} single models)</h3>"
-            + H.note(f"From {f.name} ({H._created(f, m)}): every method vote scored, best first; nested = fitted "
+            + html.note(f"From {f.name} ({html._created(f, m)}): every method vote scored, best first; nested = fitted "
                      f"on K-1 folds and scored on the held-out fold (honest), fold mean = nothing fitted; "
                      f"in-sample is optimistic. The chosen one (best by that CV) is the submission written. "
                      f"Single models are scored the same way on the same folds."))
-    return head + H.table(["", "method / run", f"CV {metric}".strip(), "std", "CV kind", "in-sample", "chosen",
+    return head + html.table(["", "method / run", f"CV {metric}".strip(), "std", "CV kind", "in-sample", "chosen",
                            "weights"], body, num=[2, 3, 5], table_id="ensembles",
                           row_class=lambda r: "best" if rows[r][6] else ("single" if rows[r][0] != "ensemble" else None)
                           ) + alone_note(m) + provenance_note(m)
@@ -64,8 +64,8 @@ def alone_note(m: dict) -> str:
     if not alone:
         return ""
     if n <= 1:
-        return H.note(f"One run was voted: the submission is {alone} alone (an ensemble of one).", "alone")
-    return H.note(f"The chosen ensemble ({m.get('method')}) equals one model: {alone} alone; its "
+        return html.note(f"One run was voted: the submission is {alone} alone (an ensemble of one).", "alone")
+    return html.note(f"The chosen ensemble ({m.get('method')}) equals one model: {alone} alone; its "
                   f"{n - 1} other run(s) add nothing to its out-of-fold predictions.", "alone")
 
 
@@ -80,4 +80,4 @@ def provenance_note(m: dict) -> str:
                                         f"change(s)" if git.get("dirty") else " (clean tree)"))
     pkgs = ", ".join(f"{k} {v[k]}" for k in ("torch", "timm", "albumentations", "numpy", "scikit-learn", "optuna")
                      if isinstance(v, dict) and v.get(k))
-    return H.note(f"Built from {where}; {pkgs}. The manifest also holds the sha256 of every run's config.yaml.")
+    return html.note(f"Built from {where}; {pkgs}. The manifest also holds the sha256 of every run's config.yaml.")

@@ -16,7 +16,7 @@ import pandas as pd
 
 from ensemble.artifacts import read_probs, split_probs
 from ensemble.artifacts.paths import CompetitionPaths, RunPaths
-from ensemble.report import html as H
+from ensemble.report import html
 
 MAX_PAIRS = 6  # class pairs in a gallery
 PER_PAIR = 4  # images per class pair
@@ -148,7 +148,7 @@ def gallery(s: Subject, paths: dict[str, str], assets, cams: bool) -> tuple[str,
     from ensemble.report.gradcam import checkpoint_stamp, overlay
     pairs = worst_mistakes(s.p, s.y)
     if not pairs:
-        return H.note(f"{s.title}: no out-of-fold mistakes."), []
+        return html.note(f"{s.title}: no out-of-fold mistakes."), []
     shown = [(t, q, i) for t, q, _, rows in pairs for i in rows]
     rows = [(int(s.folds[i]), paths.get(s.ids[i], ""), q) for t, q, i in shown]
     stamp = ";".join(f"{d.name}={w:.4f}@{checkpoint_stamp(d, [r[0] for r in rows])}" for d, w in s.cam_runs)
@@ -167,29 +167,29 @@ def gallery(s: Subject, paths: dict[str, str], assets, cams: bool) -> tuple[str,
         title = f"{s.ids[i]}: true {s.classes[t]}, predicted {s.classes[q]} (p={conf:.2f}, fold {s.folds[i]})"
         pic = (assets.make(f"err-{s.ids[i]}", lambda dst, src=paths[s.ids[i]]: _png(dst, resize(decode(src)[0], 96)))
                if cams and s.ids[i] in paths else None)
-        parts = [H.thumb(pic, title, "big") if pic else "",
-                 H.thumb(cam, f"Grad-CAM for {s.classes[q]}: {title}", "big") if cam else ""]
-        caption = f"{H.esc(s.ids[i])}<br>p={conf:.2f}"
+        parts = [html.thumb(pic, title, "big") if pic else "",
+                 html.thumb(cam, f"Grad-CAM for {s.classes[q]}: {title}", "big") if cam else ""]
+        caption = f"{html.esc(s.ids[i])}<br>p={conf:.2f}"
         items.setdefault((t, q), []).append(f'<figure class="err">{"".join(parts)}<figcaption>{caption}'
                                             f"</figcaption></figure>")
-    body = [[s.classes[t], s.classes[q], n, H.Raw("".join(items[(t, q)]))] for t, q, n, _ in pairs]
-    return H.table(["true", "predicted", "errors", "most confident first (image, Grad-CAM of the predicted class)"],
+    body = [[s.classes[t], s.classes[q], n, html.Raw("".join(items[(t, q)]))] for t, q, n, _ in pairs]
+    return html.table(["true", "predicted", "errors", "most confident first (image, Grad-CAM of the predicted class)"],
                    body, num=[2], table_id=f"gallery-{s.key}"), notes
 
 
-def section(comp_dir: Path, competition: str, runs: list[tuple[Path, dict]], scoreboard, assets,
+def failures_section(comp_dir: Path, competition: str, runs: list[tuple[Path, dict]], scoreboard, assets,
             images: bool = True) -> str:
     """HTML of the whole section. images: thumbnails and Grad-CAM (the report's --no-thumbs turns them off)."""
     from ensemble.report.curves import calibration_summary, per_class_curves, plot_reliability, plot_roc_pr
     found, notes = subjects(comp_dir, runs, scoreboard)
     if not found:
-        return "".join(H.note(n) for n in notes) or H.note(
+        return "".join(html.note(n) for n in notes) or html.note(
             f"No out-of-fold predictions yet: python -m ensemble.train (then ensemble.vote) for {competition}.")
     try:
         paths = image_paths(comp_dir, runs[0][0]) if images else {}
     except (ValueError, FileNotFoundError) as e:
         paths, notes = {}, notes + [f"images not found ({e}): no gallery pictures"]
-    out = [H.note("Out-of-fold predictions: each row is predicted by the model that did not train on it. The gallery "
+    out = [html.note("Out-of-fold predictions: each row is predicted by the model that did not train on it. The gallery "
                   "shows the most confident mistakes first, grouped by true -> predicted class; beside each image, "
                   "Grad-CAM over the last backbone stage (from that fold's best checkpoint) shows where the model "
                   "looked for the class it predicted. The reliability diagram compares confidence with accuracy; "
@@ -199,7 +199,7 @@ def section(comp_dir: Path, competition: str, runs: list[tuple[Path, dict]], sco
     for s in found:
         cal = calibration_summary(s.p, s.y) if s.probabilities else {}
         n_err = int((s.p.argmax(1) != s.y).sum())
-        summary.append([s.title, len(s.y), n_err, *[H.fmt(cal.get(k), d) for k, d in
+        summary.append([s.title, len(s.y), n_err, *[html.fmt(cal.get(k), d) for k, d in
                         (("ece", 3), ("temperature", 2), ("ece_after", 3), ("nll", 4), ("nll_after", 4))]])
         figs = [assets.make(f"{s.key}-reliability", lambda p, s=s: plot_reliability(s.p, s.y, p, s.title[:40]))
                 if s.probabilities else None,
@@ -210,14 +210,14 @@ def section(comp_dir: Path, competition: str, runs: list[tuple[Path, dict]], sco
         else:
             more_notes = []
         curves = per_class_curves(s.p, s.y)
-        table = H.table(["class", "rows", "ROC AUC (one vs rest)", "average precision"],
-                        [[c, st["positives"], H.fmt(st["auc"], 3), H.fmt(st["ap"], 3)]
+        table = html.table(["class", "rows", "ROC AUC (one vs rest)", "average precision"],
+                        [[c, st["positives"], html.fmt(st["auc"], 3), html.fmt(st["ap"], 3)]
                          for c, st in zip(s.classes, curves)], num=[1, 2, 3], table_id=f"classes-{s.key}")
         gal, more = gallery(s, paths, assets, images and bool(paths))
-        out += [f'<h3 id="fail-{H.esc(s.key)}">{H.esc(s.title)}</h3>',
-                "".join(H.figure(f, cap, f"{s.title} {cap}") for f, cap in
+        out += [f'<h3 id="fail-{html.esc(s.key)}">{html.esc(s.title)}</h3>',
+                "".join(html.figure(f, cap, f"{s.title} {cap}") for f, cap in
                         zip(figs, ("reliability (top class)", "one-vs-rest ROC and precision-recall")) if f),
-                table, gal, "".join(H.note(n) for n in more_notes + more)]
-    head = H.table(["predictions", "rows", "errors", "ECE", "temperature", "ECE after T", "log loss",
+                table, gal, "".join(html.note(n) for n in more_notes + more)]
+    head = html.table(["predictions", "rows", "errors", "ECE", "temperature", "ECE after T", "log loss",
                     "log loss after T"], summary, num=[1, 2, 3, 4, 5, 6, 7], table_id="calibration")
-    return out[0] + head + "".join(out[1:]) + "".join(H.note(n) for n in notes)
+    return out[0] + head + "".join(out[1:]) + "".join(html.note(n) for n in notes)

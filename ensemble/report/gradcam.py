@@ -13,7 +13,7 @@ from typing import Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
+from torch.nn import functional
 
 from ensemble.artifacts.paths import RunPaths
 from ensemble.models import Classifier, build_model
@@ -54,8 +54,8 @@ def gradcam(model: Classifier, images: np.ndarray, targets: Sequence[int]) -> tu
     finally:
         handle.remove()
         model.train(was_training)
-    cam = F.relu((g.mean(dim=(2, 3), keepdim=True) * a).sum(dim=1, keepdim=True))
-    cam = F.interpolate(cam, size=images.shape[1:3], mode="bilinear", align_corners=False)[:, 0]
+    cam = functional.relu((g.mean(dim=(2, 3), keepdim=True) * a).sum(dim=1, keepdim=True))
+    cam = functional.interpolate(cam, size=images.shape[1:3], mode="bilinear", align_corners=False)[:, 0]
     peak = cam.flatten(1).max(dim=1).values.clamp_min(1e-12)[:, None, None]
     return (cam / peak).cpu().numpy().astype(np.float32), (int(a.shape[2]), int(a.shape[3]))
 

@@ -18,12 +18,12 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
-from ensemble.report import html as H
+from ensemble.report import html
 from ensemble.report.ensembles import ensembles, latest_scoreboard
-from ensemble.report.failures import section as failures_section
+from ensemble.report.failures import failures_section
 from ensemble.artifacts import atomic_path, atomic_write_text, file_hash
 from ensemble.artifacts.paths import METRICS_JSON, CompetitionPaths, RunPaths
-from ensemble.report.shift import section as shift_section
+from ensemble.report.shift import shift_section
 
 MAX_GROUPS = 40   # duplicate groups listed per table
 MAX_THUMBS = 8    # thumbnails per duplicate group
@@ -97,7 +97,7 @@ def load_runs(comp_dir: Path) -> tuple[list[tuple[Path, dict]], list[str]]:
 
 def run_figures(runs: list[tuple[Path, dict]], assets: Assets) -> str:
     if not runs:
-        return H.note("No runs yet.")
+        return html.note("No runs yet.")
     parts = []
     for d, m in runs:
         figs = []
@@ -105,8 +105,8 @@ def run_figures(runs: list[tuple[Path, dict]], assets: Assets) -> str:
                             ("curves", "learning curves (loss and validation metric per fold)")):
             path = d / f"{kind}.png"
             rel = assets.copy(path, f"{d.name}-{kind}") if path.exists() else _regenerate(kind, d, m, assets)
-            figs.append(H.figure(rel, title, f"{d.name} {kind}") if rel else H.note(f"no {kind}.png in {d}"))
-        parts.append(f'<h3 id="run-{H.esc(d.name)}">{H.esc(d.name)}</h3>{"".join(figs)}')
+            figs.append(html.figure(rel, title, f"{d.name} {kind}") if rel else html.note(f"no {kind}.png in {d}"))
+        parts.append(f'<h3 id="run-{html.esc(d.name)}">{html.esc(d.name)}</h3>{"".join(figs)}')
     return "".join(parts)
 
 
@@ -127,12 +127,12 @@ def _regenerate(kind: str, d: Path, m: dict, assets: Assets) -> str | None:
 def duplicates(comp_dir: Path, competition: str, assets: Assets, thumbs: bool) -> str:
     f = CompetitionPaths(comp_dir).dups
     if not f.exists():
-        return H.note(f"No {f}: run python -m ensemble.dups --competition {competition} to find exact and "
+        return html.note(f"No {f}: run python -m ensemble.dups --competition {competition} to find exact and "
                       f"near-duplicate images (folds then keep each group in one fold).")
     df = pd.read_csv(f, dtype=str, keep_default_na=False)
     missing = {"id", "split", "dup_group"} - set(df.columns)
     if missing:
-        return H.note(f"{f}: missing columns {', '.join(sorted(missing))}; re-run python -m ensemble.dups")
+        return html.note(f"{f}: missing columns {', '.join(sorted(missing))}; re-run python -m ensemble.dups")
     try:
         s = json.loads((comp_dir / "dups.json").read_text())
     except (OSError, ValueError):
@@ -153,17 +153,17 @@ def duplicates(comp_dir: Path, competition: str, assets: Assets, thumbs: bool) -
                      ("rejected_lookalikes", "look-alike candidates rejected")):
         if k in s:
             items.append((label, s[k]))
-    out = [H.table(["", "value"], items, num=[1], table_id="dups-summary")]
+    out = [html.table(["", "value"], items, num=[1], table_id="dups-summary")]
     shown = (("Groups with conflicting labels", df.loc[conflict, "dup_group"].unique(), "dups-conflicts"),
              ("Groups spanning train and test", leaks, "dups-leaks"))
     for title, groups, ident in shown:
         if len(groups) == 0:
-            out.append(H.note(f"{title}: none."))
+            out.append(html.note(f"{title}: none."))
             continue
         rows = [_group_row(g, df[df["dup_group"] == g], assets, thumbs) for g in list(groups)[:MAX_GROUPS]]
         more = f" (first {MAX_GROUPS} of {len(groups)}; all in {f})" if len(groups) > MAX_GROUPS else ""
-        out += [f"<h3>{H.esc(title + more)}</h3>",
-                H.table(["group", "kind", "min distance", "train labels", "images", "thumbnails"], rows, num=[2],
+        out += [f"<h3>{html.esc(title + more)}</h3>",
+                html.table(["group", "kind", "min distance", "train labels", "images", "thumbnails"], rows, num=[2],
                         table_id=ident)]
     return "".join(out)
 
@@ -175,11 +175,11 @@ def _group_row(g: str, rows: pd.DataFrame, assets: Assets, thumbs: bool) -> list
         for _, r in rows.head(MAX_THUMBS).iterrows():
             rel = assets.make(f"thumb-{r['split']}-{r['id']}", lambda p, src=r["path"]: _thumbnail(src, p))
             if rel:
-                pics.append(H.thumb(rel, f"{r['id']} ({r.get('label') or r['split']})"))
+                pics.append(html.thumb(rel, f"{r['id']} ({r.get('label') or r['split']})"))
     kinds = sorted(set(rows.get("kind", pd.Series(dtype=str))))
     dist = pd.to_numeric(rows.get("distance", pd.Series(dtype=str)), errors="coerce").min()
     return [g, "/".join(kinds), "-" if pd.isna(dist) else int(dist), rows.get("labels", pd.Series([""])).iat[0],
-            members, H.Raw("".join(pics)) if pics else "-"]
+            members, html.Raw("".join(pics)) if pics else "-"]
 
 
 def _thumbnail(src: str, dst: Path, size: int = 64) -> None:
@@ -212,27 +212,27 @@ def build_report(competition: str, runs_dir: str | Path = "runs", submissions_di
     out = Path(out) if out else comp_dir / "report"
     assets = Assets(out)
     runs, notes = load_runs(comp_dir)
-    runs = H.rank_runs(runs)
+    runs = html.rank_runs(runs)
     manifests, more = load_manifests(sub_dir)
     higher = not runs or runs[0][1].get("greater_is_better", True) is not False
     metric = runs[0][1].get("metric", "") if runs else (manifests[0][1].get("metric", "") if manifests else "")
     folds = CompetitionPaths(comp_dir).folds
-    sections = [("leaderboard", "Leaderboard", H.leaderboard(runs, folds, file_hash(folds) if folds.exists() else None)),
+    sections = [("leaderboard", "Leaderboard", html.leaderboard(runs, folds, file_hash(folds) if folds.exists() else None)),
                 ("runs", "Confusion matrices and learning curves", run_figures(runs, assets)),
                 ("failures", "Where it fails", failures_section(comp_dir, competition, runs, latest_scoreboard(manifests),
                                                                  assets, thumbs)),
                 ("duplicates", "Duplicate images", duplicates(comp_dir, competition, assets, thumbs)),
-                ("shift", "Train vs test", shift_section(comp_dir, competition, runs, manifests, assets,  # issue 12
+                ("shift", "Train vs test", shift_section(comp_dir, competition, runs, manifests, assets,
                                                          _thumbnail if thumbs else None)),
-                ("votes", "Ensembles (vote methods)",  # issue 13: every method (ensemble/report/ensembles.py)
-                 ensembles(manifests, higher) + H.votes(manifests, competition, higher)),
-                ("submissions", "Submissions", H.submissions(sub_dir, manifests, competition))]
+                ("votes", "Ensembles (vote methods)",  # every method a vote scored (report/ensembles.py)
+                 ensembles(manifests, higher) + html.votes(manifests, competition, higher)),
+                ("submissions", "Submissions", html.submissions(sub_dir, manifests, competition))]
     if notes or more:
-        sections.append(("problems", "Problems", "".join(H.note(n) for n in notes + more)))
+        sections.append(("problems", "Problems", "".join(html.note(n) for n in notes + more)))
     now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     meta = (f"{len(runs)} runs, {len(manifests)} vote manifests; metric {metric or '-'}; "
             f"generated {now} from {comp_dir} and {sub_dir}")
     index = out / "index.html"
-    atomic_write_text(index, H.page(f"{competition}: ensemble report", meta, sections))
+    atomic_write_text(index, html.page(f"{competition}: ensemble report", meta, sections))
     assets.prune()
     return index

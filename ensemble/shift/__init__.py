@@ -1,4 +1,4 @@
-"""Train/test shift (issue 12): adversarial validation, importance-weighted CV, class-prior shift.
+"""Train/test shift: adversarial validation, importance-weighted CV, class-prior shift.
 
     python -m ensemble.shift --competition ham10000    # -> runs/ham10000/shift/{shift.json,weights.csv}
 

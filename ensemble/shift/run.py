@@ -201,6 +201,7 @@ def runs_table(comp, comp_dir: str | Path) -> list[str]:
     """Plain vs importance-weighted vs test-like CV (pooled OOF, as metrics.json's cv) of every run
     already under comp_dir, read-only: lines to print after the shift check."""
     from ..artifacts import RunPaths, read_metrics, read_probs, split_probs
+    from ..metrics import bind_metric
     from .scores import shift_cv
     labels = pd.Series(comp.train["y"].to_numpy(), index=comp.train["id"].astype(str))
     out = []
@@ -211,7 +212,8 @@ def runs_table(comp, comp_dir: str | Path) -> list[str]:
             y = labels.reindex(pd.Index(ids.astype(str)))
             ok = y.notna().to_numpy()
             task = m.get("task", "classification")
-            s = shift_cv(comp_dir, ids[ok], y[ok].to_numpy(np.int64), values[ok], m["metric"], task, len(comp.classes))
+            metric = bind_metric(m["metric"], comp.classes)  # the run's own metric (its config may differ)
+            s = shift_cv(comp_dir, ids[ok], y[ok].to_numpy(np.int64), values[ok], metric, task)
         except (OSError, ValueError, KeyError) as e:
             out.append(f"  {d.name}: skipped ({type(e).__name__}: {e})")
             continue

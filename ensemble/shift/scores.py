@@ -86,16 +86,15 @@ def ess(w: np.ndarray) -> float:
     return float(w.sum() ** 2 / max(np.sum(w ** 2), 1e-300))
 
 
-def shift_cv(comp_dir: str | Path, ids, y: np.ndarray, out: np.ndarray, metric, task: str,
-             n_classes: int) -> dict | None:
+def shift_cv(comp_dir: str | Path, ids, y: np.ndarray, out: np.ndarray, metric, task: str) -> dict | None:
     """metrics.json's "shift" entry of a run's OOF outputs (pooled over folds, like its "cv"):
-    weighted_cv, test_like_cv, the effective sample size and the shift AUC; None without weights.csv."""
-    from .. import metrics as M
+    weighted_cv, test_like_cv, the effective sample size and the shift AUC; None without weights.csv.
+    metric: the competition's BoundMetric."""
     weights = load_weights(comp_dir)
     if weights is None:
         return None
     w, like = align(weights, ids)
-    fn = (lambda yy, pp: M.score_outputs(metric, task, yy, pp, n_classes))
+    fn = (lambda yy, pp: metric.score_outputs(task, yy, pp))
     info = read_summary(comp_dir)
     return {"weighted_cv": weighted_score(fn, y, out, w), "test_like_cv": subset_score(fn, y, out, like),
             "ess": round(ess(w), 1), "ess_frac": round(ess(w) / len(w), 4), "n_test_like": int(like.sum()),

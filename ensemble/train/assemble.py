@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ensemble import metrics as M
+from ensemble.metrics import BoundMetric, MetricLike, bind_metric, confusion, output_labels, per_class_recall
 from ensemble.artifacts import RunPaths, atomic_write_json, probs_frame, write_probs
 
 
@@ -20,18 +20,18 @@ def missing_folds(run_dir: Path, n_folds: int) -> list[int]:
 
 
 def assemble_run(run_dir: Path, *, fmt: str, ids: np.ndarray, test_ids: np.ndarray, y: np.ndarray,
-                 folds: np.ndarray, classes: list[str], metric: M.MetricLike, task: str, folds_hash: str,
+                 folds: np.ndarray, classes: list[str], metric: BoundMetric | MetricLike, task: str, folds_hash: str,
                  fallback: np.ndarray | None = None, skipped: list[str] = (), extra: dict | None = None,
                  plots: bool = True) -> dict:
     """Combine fold<k>/preds.npz of all K folds. -> the metrics.json dict.
 
-    metric: a name, spec text or MetricSpec (bound to `classes` when it names classes); metrics.json
-    stores its text form. ids, y, folds: (N,) train rows; fallback: (C,) class prior given to rows that were not
+    metric: the competition's BoundMetric (or a name, spec text or MetricSpec, bound to `classes` here);
+    metrics.json stores its text form. ids, y, folds: (N,) train rows; fallback: (C,) class prior given to rows that were not
     predicted (skipped images); the CV score is computed on predicted rows only. plots: also draw
     confusion.png and curves.png.
     """
     run_dir = Path(run_dir)
-    metric = M.bind_metric(metric, classes)
+    metric = bind_metric(metric, classes)
     n_folds = int(folds.max()) + 1
     gone = missing_folds(run_dir, n_folds)
     if gone:
@@ -51,7 +51,7 @@ def assemble_run(run_dir: Path, *, fmt: str, ids: np.ndarray, test_ids: np.ndarr
             raise AssembleError(f"{paths.fold_dir(k)}: test predictions have shape {tst.shape}, expected {test.shape}")
         oof[idx] = val
         test += tst / n_folds
-        fold_scores[str(k)] = M.score_outputs(metric, task, y[idx], val, len(classes))
+        fold_scores[str(k)] = metric.score_outputs(task, y[idx], val)
         results[str(k)] = json.loads(paths.result(k).read_text())
     done = ~np.isnan(oof[:, 0])
     if fallback is not None:
@@ -61,24 +61,24 @@ def assemble_run(run_dir: Path, *, fmt: str, ids: np.ndarray, test_ids: np.ndarr
     cols = ["score"] if task == "ordinal" else classes
     write_probs(paths.oof, probs_frame(ids, oof, cols, folds))
     write_probs(paths.test, probs_frame(test_ids, test.astype(np.float32), cols))
-    pred = M.output_labels(task, oof[done], len(classes))
-    cm = M.confusion(y[done], pred, len(classes))
+    pred = output_labels(task, oof[done], len(classes))
+    cm = confusion(y[done], pred, len(classes))
     out = {
         "run": run_dir.name, "competition": run_dir.parent.name, "task": task, "metric": metric.text,
-        "greater_is_better": M.get_metric(metric).greater_is_better,
-        "cv": M.score_outputs(metric, task, y[done], oof[done], len(classes)),
+        "greater_is_better": metric.higher_is_better,
+        "cv": metric.score_outputs(task, y[done], oof[done]),
         "cv_folds": fold_scores,
         "cv_std": float(np.std(list(fold_scores.values()))),
         "per_class_recall": {c: (None if np.isnan(r) else round(float(r), 4))  # None: class absent
-                             for c, r in zip(classes, M.per_class_recall(y[done], pred, len(classes)))},
+                             for c, r in zip(classes, per_class_recall(y[done], pred, len(classes)))},
         "confusion": cm.tolist(), "classes": classes, "folds_hash": folds_hash,
         "n_train": int(len(ids)), "n_test": int(len(test_ids)), "skipped_images": list(skipped),
         "folds": results, **(extra or {}),
         # training time of all folds, whichever processes and resumes they ran in
         "wall_seconds": float(sum(r["seconds"] for r in results.values())),
     }
-    from ensemble.shift.scores import shift_cv  # issue 12: weighted and test-like CV when shift/weights.csv exists
-    shift = shift_cv(run_dir.parent, ids[done], y[done], oof[done], metric, task, len(classes))
+    from ensemble.shift.scores import shift_cv  # weighted and test-like CV when shift/weights.csv exists
+    shift = shift_cv(run_dir.parent, ids[done], y[done], oof[done], metric, task)
     if shift is not None:
         out["shift"] = shift
     atomic_write_json(paths.metrics, out)

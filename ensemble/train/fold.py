@@ -18,7 +18,6 @@ import pandas as pd
 import torch
 from torch.utils.data import ConcatDataset
 
-from ensemble import metrics as M
 from ensemble.artifacts import FoldPaths, atomic_write_csv, atomic_write_json
 from ensemble.data.datasets import CachedDataset, make_loader
 from ensemble.train.adapt import adapt_model
@@ -65,7 +64,7 @@ class FoldTrainer:
         self.on_epoch, self.dist = on_epoch, dist
         self.dir = Path(fold_dir)
         self.paths = FoldPaths(self.dir)
-        self.task, self.metric, self.activation = plan.task, plan.metric, plan.activation
+        self.task, self.metric, self.activation = plan.task, plan.bound_metric(data.n_classes), plan.activation
         self.loss_fn = plan.make_loss(np.bincount(data.y[data.train_idx], minlength=data.n_classes)).to(prec.device)
         self.targets = torch.as_tensor(data.train_targets(), device=prec.device)  # (M + E, C)
         self.ema = plan.make_ema(model) if plan.make_ema else None
@@ -187,7 +186,7 @@ class FoldTrainer:
             self.log(f"fold {k} stage {s + 1}: no MixUp/CutMix on cached features")
         optimizer = p.make_optimizer(self.model, stage.lrs)
         schedule = p.make_schedule(optimizer, stage.epochs, math.ceil(len(make_train(seed)) / p.accum_steps),
-                                   M.get_metric(self.metric).greater_is_better)
+                                   self.metric.higher_is_better)
         resuming = progress.ckpt is not None and s == progress.stage
         first = progress.epoch if s == progress.stage else 0
         if resuming:
@@ -214,8 +213,8 @@ class FoldTrainer:
                 raise NonFiniteLossError(f"fold {k}, stage {s + 1}, epoch {e + 1}: {err}; "
                                          f"{divergence_hint(stage.lrs, p.clip_grad, self.prec.dtype is not None)}"
                                          ) from None
-            score = M.score_outputs(self.metric, self.task, y_val, out, self.data.n_classes)
-            improved = progress.best is None or M.is_better(self.metric, score, progress.best["score"])
+            score = self.metric.score_outputs(self.task, y_val, out)
+            improved = progress.best is None or self.metric.is_better(score, progress.best["score"])
             row = {"fold": k, "stage": s, "epoch": e, "global_epoch": progress.global_epoch,
                    "train_loss": tr["loss"], "val_loss": val_loss(self.task, y_val, out), "score": score,
                    "img_s": tr["img_s"] * self.dist.world_size, "cached_features": forward is not None,
@@ -315,7 +314,7 @@ class FoldTrainer:
         test_out = self._predict(self._test_model(), d.test_images, d.test_idx, d.eval_tf, tta=tta)
         full = [r["img_s"] for r in self.history if not r["cached_features"]]
         info = {"best_score": float(best["score"]), "best_epoch": int(best["epoch"]),
-                "tta_score": M.score_outputs(self.metric, self.task, d.y[d.val_idx], val_out, d.n_classes),
+                "tta_score": self.metric.score_outputs(self.task, d.y[d.val_idx], val_out),
                 # epochs (kept in history across resumes) + final predictions
                 "seconds": sum(r["seconds"] for r in self.history) + time.perf_counter() - t0,
                 "train_img_s": float(np.median(full)) if full else float("nan")}

@@ -21,7 +21,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
+from torch.nn import functional
 from torch import nn
 
 from ensemble.registry import Registry
@@ -99,7 +99,7 @@ def is_soft(targets: torch.Tensor) -> bool:
 
 def soft_targets(targets: torch.Tensor, n_classes: int) -> torch.Tensor:
     """Class indices (N,) -> one-hot float rows (N, C); soft targets (N, C) pass through as float."""
-    return targets.float() if is_soft(targets) else F.one_hot(targets.long(), n_classes).float()
+    return targets.float() if is_soft(targets) else functional.one_hot(targets.long(), n_classes).float()
 
 
 def soft_focal_loss(logits: torch.Tensor, targets: torch.Tensor, weight: torch.Tensor | None = None,
@@ -172,7 +172,7 @@ class OrdinalRegressionLoss(nn.Module):
         if outputs.ndim != 1 or outputs.shape != targets.shape[:1] or targets.ndim > 2:
             raise ValueError(f"{self.kind} loss needs outputs of shape (N, 1) matching targets (N,) or (N, C), "
                              f"got {tuple(outputs.shape)} and {tuple(targets.shape)}")
-        fn = F.smooth_l1_loss if self.kind == "smooth_l1" else F.mse_loss
+        fn = functional.smooth_l1_loss if self.kind == "smooth_l1" else functional.mse_loss
         if is_soft(targets):
             t = targets.float()
             mass = t.sum(1)

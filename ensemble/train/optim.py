@@ -12,7 +12,6 @@ import numbers
 from typing import Any, Callable
 
 import torch
-from timm.models import group_parameters
 from torch import nn
 from torch.optim import lr_scheduler
 
@@ -39,6 +38,7 @@ def _layer_labels(backbone: nn.Module, coarse: bool) -> tuple[dict[str, int], di
     matcher = getattr(backbone, "group_matcher", None)
     if not callable(matcher):
         raise ValueError(f"layer_decay needs a timm backbone with group_matcher(); got {type(backbone).__name__}")
+    from timm.models import group_parameters  # here, so checking an optimizer name needs no timm
     groups = group_parameters(backbone, matcher(coarse=coarse))  # id -> [param names]
     layer_of, labels = {}, {}
     for lid, names in groups.items():

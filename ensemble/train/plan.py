@@ -4,7 +4,8 @@
     FoldTrainer(plan, k, model, data, prec, fold_dir).run()
 
 A plan holds plain values and factories (loss, optimizer, schedule), so a notebook can also make
-one by hand: FoldPlan(stages=[Stage(epochs=2)], metric="accuracy", ...).
+one by hand: FoldPlan(stages=[Stage(epochs=2)], metric="accuracy", ...) (a metric name is bound to
+classes 0..C-1).
 """
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from typing import Callable, Sequence
 import numpy as np
 from torch import nn
 
-from ensemble import metrics as M
+from ensemble.metrics import BoundMetric, MetricLike, bind_metric
 from ensemble.config import Config
 from ensemble.train.adapt import Adaptation
 from ensemble.train.ema import WeightEma
@@ -57,7 +58,7 @@ class FoldPlan:
     mix: MixUp/CutMix of stages with `mix` (None: off); make_ema(model) -> WeightEma (None: no EMA),
     one per fold across its stages."""
     stages: Sequence[Stage]
-    metric: M.MetricLike = "accuracy"  # a name, spec text or MetricSpec (bound to the classes)
+    metric: BoundMetric | MetricLike = "accuracy"  # the competition's, bound (train_run), or a name
     task: str = "classification"  # or "ordinal": (N, 1) regressed grade
     make_loss: Callable[[np.ndarray], nn.Module] = _default_loss
     make_optimizer: Callable = _default_optimizer
@@ -86,8 +87,15 @@ class FoldPlan:
     def total_epochs(self) -> int:
         return sum(s.epochs for s in self.stages)
 
+    def bound_metric(self, n_classes: int) -> BoundMetric:
+        """The plan's metric as given (bound when the competition loaded), or a name of a hand-made plan
+        bound to classes 0..n_classes-1."""
+        if isinstance(self.metric, BoundMetric):
+            return self.metric
+        return bind_metric(self.metric, [str(c) for c in range(n_classes)])
 
-def build_fold_plan(cfg: Config, metric: M.MetricLike | None = None, world_size: int = 1) -> FoldPlan:
+
+def build_fold_plan(cfg: Config, metric: BoundMetric | MetricLike | None = None, world_size: int = 1) -> FoldPlan:
     """The FoldPlan of a Config: stages, loss / optimizer / schedule factories, batch and stopping
     settings, TTA views. metric: the competition metric bound to its classes (default: the config's
     text); world_size: DDP ranks (LRs scaled by train.lr_scaling)."""

@@ -9,7 +9,6 @@ competition's folds.csv and labels.csv.
 """
 from __future__ import annotations
 
-import dataclasses
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +19,8 @@ import torch
 
 from ensemble.artifacts import RunPaths
 from ensemble.config import Config, ConfigError, dump_config, to_dict
+from ensemble.config.checks import check_argument
+from ensemble.config.ranges import BOOL, fold_numbers
 from ensemble.data.augment import build_transforms
 from ensemble.data.competition import check_single_rows, load_competition
 from ensemble.data.imagefiles import check_image_files
@@ -96,6 +97,16 @@ def _soft_inputs(cfg: Config, comp) -> SoftInputs:
         raise ConfigError(str(e)) from None
 
 
+def _check_arguments(cfg: Config, folds, flags: dict[str, bool]) -> None:
+    """train_run's arguments, checked before anything is read or written (ConfigError)."""
+    if not isinstance(cfg, Config):
+        raise ConfigError(f"train_run: argument 'cfg' expected a Config (load_config(path)), "
+                          f"got {type(cfg).__name__} {cfg!r}")
+    check_argument("train_run", "folds", folds, fold_numbers(cfg.folds.n))
+    for name, value in flags.items():
+        check_argument("train_run", name, value, BOOL)
+
+
 def train_run(cfg: Config, *, folds: Sequence[int] | None = None, resume: bool = False, fresh: bool = False,
               assemble_only: bool = False, on_epoch=None, dist: DistEnv = SINGLE) -> RunResult:
     """Train the given folds (default all) of `cfg` and assemble the run when every fold is done.
@@ -106,6 +117,8 @@ def train_run(cfg: Config, *, folds: Sequence[int] | None = None, resume: bool =
     epoch (tuning reports/prunes there). dist: under torchrun, every rank calls this; rank 0 alone
     writes files and broadcasts what the others need (ensemble.train.ranks), so nodes need not share runs/.
     """
+    _check_arguments(cfg, folds, {"resume": resume, "fresh": fresh, "assemble_only": assemble_only})
+
     def log_(msg: str) -> None:
         if dist.is_main:
             logger.info(msg)
@@ -153,10 +166,9 @@ def train_run(cfg: Config, *, folds: Sequence[int] | None = None, resume: bool =
         comp.train["y"].to_numpy(), n_classes, comp.test["path"].tolist(), te, cfg.input.size,
         image_cache_dir(comp_dir, cfg.input.cache), policy=cfg.input.bad_images,
         workers=max(2, cfg.train.num_workers), progress=cfg.output.progress) if todo else (None, None, None)
-    # the metric bound to the competition's classes (after config.yaml is written with its text form)
-    cfg = dataclasses.replace(cfg, competition=dataclasses.replace(cfg.competition, metric=comp.metric))
+    metric = comp.metric  # bound to the competition's classes when it loaded (config.yaml keeps the text)
     log_(f"run {run_dir}: {len(comp.train)} train / {len(comp.test)} test images, {n_classes} classes, "
-         f"{cfg.folds.n} folds, metric {cfg.competition.metric}")
+         f"{cfg.folds.n} folds, metric {metric}")
     prec = resolve_precision(device, cfg.train.amp, cfg.train.channels_last)
     if dist.enabled:
         t = cfg.train
@@ -169,7 +181,7 @@ def train_run(cfg: Config, *, folds: Sequence[int] | None = None, resume: bool =
     model_kw = model_kwargs(cfg)
     train_tf, eval_tf = build_transforms(cfg.augment.train), build_transforms(cfg.augment.eval)
     y = comp.train["y"].to_numpy()
-    plan = build_fold_plan(cfg, cfg.competition.metric, dist.world_size)
+    plan = build_fold_plan(cfg, metric, dist.world_size)
     result = RunResult(run_dir)
     for k in todo:
         if k in setup.finished:
@@ -190,7 +202,7 @@ def train_run(cfg: Config, *, folds: Sequence[int] | None = None, resume: bool =
             f"(amp {prec.dtype or 'off'}, channels_last {prec.channels_last})")
         info = FoldTrainer(plan, k, model, data, prec, RunPaths(run_dir).fold_dir(k), on_epoch, dist).run(resume=resume)
         result.folds[k] = info
-        log_(f"fold {k}: best {cfg.competition.metric} {info['best_score']:.4f} at epoch {info['best_epoch'] + 1} "
+        log_(f"fold {k}: best {metric} {info['best_score']:.4f} at epoch {info['best_epoch'] + 1} "
             f"(with TTA {info['tta_score']:.4f}), {info['seconds']:.0f}s")
     barrier(dist)
     if not dist.is_main:
@@ -213,11 +225,11 @@ def train_run(cfg: Config, *, folds: Sequence[int] | None = None, resume: bool =
             f"of a blank image: {', '.join(bad_test[:5])}")
     metrics = assemble_run(run_dir, fmt=cfg.output.format, ids=comp.train["id"].to_numpy(),
                            test_ids=comp.test["id"].to_numpy(), y=y, folds=fold_of, classes=comp.classes,
-                           metric=cfg.competition.metric, task=cfg.competition.task, folds_hash=folds_hash,
+                           metric=metric, task=cfg.competition.task, folds_hash=folds_hash,
                            fallback=fallback, skipped=[comp.train["id"].iat[i] for i in np.flatnonzero(~tr.ok)],
                            extra=extra, plots=cfg.output.plots)
     recall = " ".join(f"{c}={'n/a' if r is None else f'{r:.2f}'}" for c, r in metrics["per_class_recall"].items())
-    logger.info(f"run {run_dir}: CV {cfg.competition.metric} {metrics['cv']:.4f} "
+    logger.info(f"run {run_dir}: CV {metric} {metrics['cv']:.4f} "
                 f"(folds {' '.join(f'{v:.4f}' for v in metrics['cv_folds'].values())}; std {metrics['cv_std']:.4f})\n"
                 f"  per-class recall: {recall}")
     result.metrics = metrics

@@ -21,7 +21,7 @@ from ensemble.cli import Parser, int_at_least, port_number, positive_number, set
 from ensemble.config import ConfigError, load_config, read_yaml
 from ensemble.plugins import add_plugin_argument, load_plugins
 from ensemble.train.run import parse_folds
-from ensemble.tune.study import PRUNERS
+from ensemble.tune.study import PRUNERS, SAMPLERS
 from ensemble.tune.tuner import TuneError, tune_model
 
 logger = logging.getLogger("ensemble.tune.tuner")
@@ -68,7 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=positive_number, help="seconds per model after which no new trial starts")
     p.add_argument("--folds", help="folds each trial trains, e.g. 0 (default: tune.folds or all)")
     p.add_argument("--pruner", choices=sorted(PRUNERS), help="default: tune.pruner or median")
-    p.add_argument("--sampler", choices=("tpe", "random"), default="tpe")
+    p.add_argument("--sampler", choices=list(SAMPLERS), default="tpe")
     p.add_argument("--seed", type=int, help="sampler seed (leave unset when several workers share a study)")
     p.add_argument("--storage", help="postgresql://user:pass@host/db (several workers), sqlite:///x.db or a journal "
                                      "file (default: runs/<competition>/tune/optuna.journal)")
@@ -85,7 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def serve_dashboard(args: argparse.Namespace) -> int:
-    """--dashboard (issue 13): the storage tuning would use, served by tune/dashboard.py."""
+    """--dashboard: the storage tuning would use, served by tune/dashboard.py."""
     from ensemble.artifacts.paths import CompetitionPaths
     from ensemble.tune.dashboard import serve
     from ensemble.tune.study import open_storage

@@ -198,6 +198,9 @@ def parse_tune(tune: Mapping, where: str, stage_epochs: Sequence[int] = ()) -> T
     pruner = tune.get("pruner", "median")
     if not isinstance(pruner, str):
         raise ConfigError(f"{where}: tune.pruner expected a name, got {pruner!r}")
+    from ensemble.tune.study import PRUNERS  # optuna's pruners: imported when a tune section is read
+    if pruner not in PRUNERS:
+        raise ConfigError(f"{where}: tune.pruner: {PRUNERS.unknown(pruner)}")
     return TuneSpec(space=params, epochs=_pos_int(tune, "epochs", where, None, 1),
                     folds=sorted(set(folds)) if folds else None,
                     trials=_pos_int(tune, "trials", where, 20, 1), pruner=pruner,

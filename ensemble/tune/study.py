@@ -17,6 +17,7 @@ from ensemble.registry import Registry
 
 HEARTBEAT_S, GRACE_S, ORPHAN_S, MAX_RETRIES = 30, 120, 300, 2
 PRUNERS: Registry[Callable[..., optuna.pruners.BasePruner]] = Registry("pruner")
+SAMPLERS: Registry[Callable[..., optuna.samplers.BaseSampler]] = Registry("sampler")  # (startup_trials, seed) -> sampler
 
 
 logger = logging.getLogger(__name__)
@@ -49,6 +50,11 @@ def build_pruner(name: str, startup: int, warmup: int, max_steps: int) -> optuna
     except ValueError as e:
         raise ConfigError(str(e)) from None
     return make(startup, warmup, max_steps)
+
+
+SAMPLERS.register("tpe", lambda startup, seed: optuna.samplers.TPESampler(n_startup_trials=startup, seed=seed,
+                                                                          constant_liar=True))
+SAMPLERS.register("random", lambda startup, seed: optuna.samplers.RandomSampler(seed=seed))
 
 
 # ---------------------------------------------------------------- storage and workers

@@ -25,11 +25,13 @@ from ensemble.artifacts import CompetitionPaths, RunPaths, atomic_write_csv, ato
 from ensemble.artifacts.io import NoSpaceError
 from ensemble.cli import capture_logs
 from ensemble.config import CompetitionCfg, Config, dump_config, load_config, parse_overrides
-from ensemble.metrics import get_metric
+from ensemble.config.checks import check_argument
+from ensemble.config.ranges import BOOL, INTEGER, POSITIVE, POSITIVE_INT, Range, fold_numbers
 from ensemble.train import train_run
 from ensemble.tune.outputs import best_config_path, trials_frame, write_plots
 from ensemble.tune.space import TuneSpec, decode, defaults, load_tuning, sample, scale_epochs
-from ensemble.tune.study import build_pruner, fail_dead_trials, open_storage, open_study, worker_id
+from ensemble.tune.study import (PRUNERS, SAMPLERS, build_pruner, fail_dead_trials, open_storage, open_study,
+                                 worker_id)
 
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 MAX_FAILS = 3
@@ -222,14 +224,12 @@ def _parse(overrides: Sequence[str]) -> dict:
 
 def fold_score(run_dir: Path, competition: CompetitionCfg, folds: Sequence[int]) -> float:
     """The metric over the val rows of the trained folds (their preds.npz), like metrics.json's cv."""
-    from ensemble.metrics import score_outputs
     from ensemble.data.competition import load_competition
     comp = load_competition(competition)
     parts = [np.load(RunPaths(run_dir).preds(k)) for k in folds]
     idx = np.concatenate([p["val_idx"] for p in parts])
     out = np.concatenate([p["val"] for p in parts])
-    return float(score_outputs(comp.metric, competition.task, comp.train["y"].to_numpy()[idx], out,
-                               len(comp.classes)))
+    return float(comp.metric.score_outputs(competition.task, comp.train["y"].to_numpy()[idx], out))
 
 
 @dataclasses.dataclass
@@ -246,6 +246,19 @@ class TuneResult:
         return None if self.best is None else self.best.value
 
 
+def _check_arguments(*, sampler, pruner, trials, timeout, seed, overrides, **flags) -> None:
+    """tune_model's arguments, checked before the config is read (ConfigError in the loader's words)."""
+    check = lambda name, value, rng=None, **kw: check_argument("tune_model", name, value, rng, **kw)
+    check("sampler", sampler, registry=SAMPLERS)
+    check("pruner", pruner, registry=PRUNERS)
+    check("trials", trials, POSITIVE_INT)
+    check("timeout", timeout, POSITIVE)
+    check("seed", seed, INTEGER)
+    check("overrides", overrides, Range(lambda v: not isinstance(v, str), "a list of key=value strings"))
+    for name, value in flags.items():
+        check(name, value, BOOL)
+
+
 def tune_model(cfg_path: str | Path, *, overrides: Sequence[str] = (), trials: int | None = None,
                timeout: float | None = None, folds: Sequence[int] | None = None, pruner: str | None = None,
                sampler: str = "tpe", seed: int | None = None, storage: str | None = None, study: str | None = None,
@@ -256,8 +269,11 @@ def tune_model(cfg_path: str | Path, *, overrides: Sequence[str] = (), trials: i
     trains (default tune.folds or all); storage: an Optuna URL or journal file (default
     runs/<competition>/tune/optuna.journal). Writes <model>.best.yaml beside the config (or in
     best_dir), trials.csv and plots after every trial. Raises TuneError when trials keep failing."""
+    _check_arguments(sampler=sampler, pruner=pruner, trials=trials, timeout=timeout, seed=seed, overrides=overrides,
+                     keep_checkpoints=keep_checkpoints, verbose=verbose)
     path = Path(cfg_path)
     cfg, spec = load_tuning(path, list(overrides))
+    check_argument("tune_model", "folds", folds if folds else None, fold_numbers(cfg.folds.n))
     from ensemble.data.competition import load_competition
     from ensemble.data.folds import check_fold_counts, merge_groups
     comp = load_competition(cfg.competition)  # bad labels or too few rows: one error now, not a failed trial each
@@ -267,7 +283,7 @@ def tune_model(cfg_path: str | Path, *, overrides: Sequence[str] = (), trials: i
         check_fold_counts(comp.train["y"].to_numpy(), cfg.folds.n, comp.classes,
                           merge_groups(comp.train["group"] if cfg.competition.group_col else None))
     folds = list(folds) if folds else (spec.folds or list(range(cfg.folds.n)))
-    direction = "maximize" if get_metric(cfg.competition.metric).greater_is_better else "minimize"
+    direction = "maximize" if comp.metric.higher_is_better else "minimize"
     tune_dir = CompetitionPaths(cfg.competition_dir).tune
     storage, where = open_storage(storage, tune_dir)
     name = study or f"{cfg.competition.name}/{cfg.run_name}"
@@ -277,16 +293,15 @@ def tune_model(cfg_path: str | Path, *, overrides: Sequence[str] = (), trials: i
     opened = open_study(storage, name, direction, None, pruner, signature, lambda: defaults(spec.space, cfg, log))
     # a resumed study with --seed must not replay the random draws of its first run
     seed = None if seed is None else seed + sum(t.state != TrialState.WAITING for t in opened.trials)
-    opened.sampler = (optuna.samplers.RandomSampler(seed=seed) if sampler == "random" else
-                     optuna.samplers.TPESampler(n_startup_trials=spec.startup_trials, seed=seed, constant_liar=True))
+    opened.sampler = SAMPLERS.get(sampler)(spec.startup_trials, seed)
     best_path = best_config_path(path, best_dir)
     tuner = Tuner(path, cfg, spec, folds, opened, where, list(overrides), best_path,
                   keep_checkpoints, verbose, storage=storage)
     n = trials or spec.trials
-    from ensemble.tune.dashboard import command as dashboard_command
+    from ensemble.tune import dashboard
     log(f"[{cfg.run_name}] study '{name}' in {where}: {direction} {cfg.competition.metric} on fold(s) "
         f"{','.join(map(str, folds))}, {n} trials, pruner {pruner_name}, "
-        f"{tuner.counts()['finished']} finished trial(s) so far\n[{cfg.run_name}] dashboard: {dashboard_command(where)}  "
+        f"{tuner.counts()['finished']} finished trial(s) so far\n[{cfg.run_name}] dashboard: {dashboard.command(where)}  "
         f"(or python -m ensemble.tune --cfg {path} --dashboard, in another terminal)")
     tuner.run(n, timeout)
     best = tuner._best()

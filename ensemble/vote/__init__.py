@@ -4,9 +4,10 @@ Imports only ensemble.artifacts, ensemble.metrics (+ registry, plugins) and itse
 training code, no config.
 """
 from ensemble.vote.cv import CVScore, Fitted, Spec, cross_validate, error_correlation, fit, fold_scores, model_scores
-from ensemble.vote.methods import (METHODS, Method, Objective, check_weights, fit_hillclimb, fit_stacking, geometric,
+from ensemble.vote.methods import (METHODS, Method, check_weights, fit_hillclimb, fit_stacking, geometric,
                                    get_method, hillclimb, majority, mean, rank, register, stacking, weighted)
-from ensemble.vote.postprocess import apply_bias, expected_grade, fit_bias, fit_thresholds, ordinal_labels
+from ensemble.vote.objective import Objective, fit_bias, fit_thresholds
+from ensemble.vote.postprocess import apply_bias, expected_grade, ordinal_labels
 from ensemble.vote.runs import Run, Runs, RunsError, find_runs, load_runs
 
 __all__ = ["CVScore", "Fitted", "METHODS", "Method", "Objective", "Run", "Runs", "RunsError", "Spec", "apply_bias",

@@ -16,11 +16,11 @@ from typing import Sequence
 from ensemble.artifacts.paths import find_runs
 from ensemble.cli import Parser, add_verbosity, int_at_least, positive_number, setup_logging
 from ensemble.plugins import add_plugin_argument, load_plugins
-from ensemble.vote import methods as V
+from ensemble.vote.methods import METHODS
 from ensemble.vote.options import VoteOptionError, VoteOptions
 from ensemble.vote.runs import RunsError
 from ensemble.vote.submission import SubmissionError
-from ensemble.vote.submit import add_submit_arguments, submit_chosen
+from ensemble.vote.kaggle import add_submit_arguments, submit_chosen
 from ensemble.vote.voter import check_submission, vote_runs
 
 
@@ -30,7 +30,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     p.add_argument("--runs-dir", default="runs", help="default: runs")
     p.add_argument("--runs", nargs="+", metavar="RUN", help="run names or paths (globs allowed)")
     p.add_argument("--exclude", nargs="+", default=[], metavar="RUN", help="run names or paths to drop (globs)")
-    p.add_argument("--method", default="all", help=f"'all' or comma-separated: {', '.join(V.METHODS)}")
+    p.add_argument("--method", default="all", help=f"'all' or comma-separated: {', '.join(METHODS)}")
     p.add_argument("--weights", help="for 'weighted': '2,1,1' in run order or 'runA=2,runB=1'")
     p.add_argument("--bias", choices=["auto", "on", "off"], default="auto",
                    help="also fit per-class bias (ordinal runs and QWK's expected grade: thresholds) on OOF; "
@@ -85,11 +85,11 @@ def run_vote(args, argv: Sequence[str]) -> int:
 
 def run_check(args) -> int:
     classes = [c.strip() for c in args.classes.split(",")] if args.classes else None
-    issues, sample_path, kind, rows = check_submission(args.check, sample=args.sample, classes=classes,
+    found, sample_path, kind, rows = check_submission(args.check, sample=args.sample, classes=classes,
                                                        competition=args.competition, runs_dir=args.runs_dir)
-    if issues:
-        print(f"{args.check}: INVALID against {sample_path} ({len(issues)} problem{'' if len(issues) == 1 else 's'})")
-        for s in issues:
+    if found:
+        print(f"{args.check}: INVALID against {sample_path} ({len(found)} problem{'' if len(found) == 1 else 's'})")
+        for s in found:
             print(f"  - {s}")
         return 1
     print(f"{args.check}: OK ({rows} rows, format {kind}, matches {sample_path})")

@@ -77,7 +77,7 @@ class Calibration:
 
 
 def calibrate_nested(p: np.ndarray, y: np.ndarray, folds: np.ndarray, objective) -> Calibration:
-    """p (N, C): the ensemble's (held-out) OOF probabilities. objective(y, p) -> score (vote.methods)."""
+    """p (N, C): the ensemble's (held-out) OOF probabilities. objective(y, p) -> score (vote.objective)."""
     keys = np.unique(folds)
     scaled = np.empty_like(p, dtype=np.float32)
     for k in keys:
@@ -85,5 +85,5 @@ def calibrate_nested(p: np.ndarray, y: np.ndarray, folds: np.ndarray, objective)
         scaled[held] = scale(p[held], fit_temperature(p[~held], y[~held]) if (~held).any() else 1.0)
     before = float(np.mean([objective(y[folds == k], p[folds == k]) for k in keys]))
     after = float(np.mean([objective(y[folds == k], scaled[folds == k]) for k in keys]))
-    better = after >= before if objective.greater_is_better else after <= before
+    better = after >= before if objective.higher_is_better else after <= before
     return Calibration(fit_temperature(p, y), before, after, ece(p, y), ece(scaled, y), bool(better))

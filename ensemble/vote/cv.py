@@ -10,8 +10,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ensemble.vote.methods import Objective, get_method
-from ensemble.vote.postprocess import apply_bias, expected_grade, fit_bias, fit_thresholds, ordinal_labels
+from ensemble.vote.methods import get_method
+from ensemble.vote.objective import Objective, fit_bias, fit_thresholds
+from ensemble.vote.postprocess import apply_bias, expected_grade, ordinal_labels
 
 
 @dataclass(frozen=True)
@@ -50,6 +51,12 @@ class Fitted:
             return ordinal_labels(pred, self.post, n_classes)
         return pred if self.post is None else apply_bias(pred, self.post)
 
+    def finished(self, pred: np.ndarray, n_classes: int) -> np.ndarray:
+        """finish() kept 2-d: (N, C) probabilities or (N, 1) labels as float32, which an objective
+        scores as they are (labels cut at k + 0.5 stay the same labels)."""
+        out = self.finish(pred, n_classes)
+        return out.astype(np.float32)[:, None] if out.ndim == 1 else out
+
 
 def fit(spec: Spec, oof: np.ndarray, y: np.ndarray, objective: Objective) -> Fitted:
     method = get_method(spec.method)
@@ -72,9 +79,15 @@ class CVScore:
     std: float
     folds: list[float]
     in_sample: float | None = None  # fold mean of the spec fitted on all OOF (fitting specs only)
-    # (N, C) the submitted values of every OOF row, each predicted by the spec fitted without its fold
-    # (nested) or, when nothing is fitted, as is; None for ordinal runs and expected grades (labels)
+    # the held-out predictions: every OOF row's submitted values, each predicted by the spec fitted without
+    # its fold (nested) or, when nothing is fitted, as is. (N, C) probabilities, or (N, 1) grade labels
+    # (float32) for ordinal runs and expected grades; None for a single run's score (model_scores)
     oof: np.ndarray | None = field(default=None, compare=False, repr=False)
+
+    @property
+    def oof_probs(self) -> np.ndarray | None:
+        """oof when it holds class probabilities (N, C), else None (grade labels or no predictions)."""
+        return self.oof if self.oof is not None and self.oof.shape[1] > 1 else None
 
 
 def fold_scores(pred: np.ndarray, y: np.ndarray, folds: np.ndarray, objective: Objective,
@@ -93,24 +106,23 @@ def model_scores(oof: np.ndarray, y, folds, objective: Objective) -> list[CVScor
 
 def cross_validate(spec: Spec, oof: np.ndarray, y: np.ndarray, folds: np.ndarray,
                    objective: Objective) -> tuple[CVScore, Fitted]:
-    """-> (honest CV score, the spec fitted on all OOF rows). oof (M, N, C), y/folds (N,)."""
+    """-> (honest CV score with its held-out predictions (CVScore.oof), the spec fitted on all OOF
+    rows). oof (M, N, C), y/folds (N,)."""
     full = fit(spec, oof, y, objective)
     pred = full.predict(oof)
     in_sample = fold_scores(pred, y, folds, objective, full.post)
-    probs = pred.shape[1] > 1  # class probabilities (not an ordinal score or expected grade)
     if not spec.fits:
-        return _cv(in_sample, oof=full.finish(pred, pred.shape[1]) if probs else None), full
+        return _cv(in_sample, oof=full.finished(pred, objective.n_classes)), full
     keys = np.unique(folds)
     if len(keys) < 2:
         raise ValueError(f"'{spec.name(oof.shape[2] == 1)}' fits on OOF: a nested score needs >= 2 folds")
-    nested, held_out = [], np.zeros(pred.shape, np.float32) if probs else None
+    nested, held_out = [], np.zeros(pred.shape, np.float32)
     for k in keys:
         held = folds == k
         f = fit(spec, oof[:, ~held], y[~held], objective)
         p = f.predict(oof[:, held])
         nested.append(objective(y[held], p, f.post))
-        if probs:
-            held_out[held] = f.finish(p, p.shape[1])
+        held_out[held] = f.finished(p, objective.n_classes)
     return _cv(nested, float(np.mean(in_sample)), held_out), full
 
 

@@ -2,8 +2,8 @@
 
 C is the number of classes (probability runs) or 1 (ordinal runs: a regressed `score` column).
 Each method is one function in a registry; methods that learn from OOF predictions also register
-a `fit`. Specs, fitting and honest CV scores: ensemble.vote.cv; bias and ordinal thresholds:
-ensemble.vote.postprocess.
+a `fit`. Specs, fitting and honest CV scores: ensemble.vote.cv; the metric they fit to, bias and
+ordinal thresholds: ensemble.vote.objective.
 """
 from __future__ import annotations
 
@@ -16,34 +16,10 @@ import numpy as np
 from sklearn.linear_model import LogisticRegression
 
 from ensemble.registry import Registry
-from ensemble.vote.postprocess import _normalise, apply_bias, ordinal_labels
+from ensemble.vote.objective import Objective
+from ensemble.vote.postprocess import normalise
 
 EPS = 1e-7
-
-
-@dataclass(frozen=True)
-class Objective:
-    """One competition metric. score_probs(y (N,), probs (N, C)); score_labels(y (N,), labels (N,)).
-
-    Ordinal predictions (N, 1) are cut into n_classes labels by thresholds (default k + 0.5).
-    """
-    score_probs: Callable[[np.ndarray, np.ndarray], float]
-    score_labels: Callable[[np.ndarray, np.ndarray], float]
-    greater_is_better: bool
-    n_classes: int
-    class_balanced: bool = False  # the metric weighs every class equally (balanced accuracy, macro F1)
-
-    def __call__(self, y: np.ndarray, pred: np.ndarray, post: np.ndarray | None = None) -> float:
-        """Metric of pred (N, C) probabilities (post = per-class log bias) or (N, 1) scores
-        (post = thresholds)."""
-        if pred.shape[1] == 1:
-            return float(self.score_labels(y, ordinal_labels(pred, post, self.n_classes)))
-        return float(self.score_probs(y, pred if post is None else apply_bias(pred, post)))
-
-    def gain(self, y, pred, post=None) -> float:
-        """The metric oriented so that larger is always better (NaN: -inf, never chosen)."""
-        v = self(y, pred, post)
-        return -np.inf if np.isnan(v) else (v if self.greater_is_better else -v)
 
 
 # ---------------------------------------------------------------- registry
@@ -114,7 +90,7 @@ def geometric(stack: np.ndarray, state: dict) -> np.ndarray:
         acc += np.log(np.maximum(p, EPS))
     acc /= len(stack)
     acc -= acc.max(axis=1, keepdims=True)
-    return _normalise(np.exp(acc, out=acc))
+    return normalise(np.exp(acc, out=acc))
 
 
 def _rank_col(col: np.ndarray) -> np.ndarray:
@@ -236,11 +212,3 @@ def stacking(stack: np.ndarray, state: dict) -> np.ndarray:
     for a in range(0, n, 50_000):  # chunks keep the (rows, M*C) float64 features small
         out[a:a + 50_000, classes] = _stacker_probs(_stack_features(stack[:, a:a + 50_000]), coef, intercept)
     return out
-
-
-# ---------------------------------------------------------------- post-processing
-
-
-# ---------------------------------------------------------------- specs, fitting, CV
-
-

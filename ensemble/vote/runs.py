@@ -16,8 +16,8 @@ import pandas as pd
 from ensemble.artifacts import RunPaths, competition_cfg, file_hash, read_metrics, read_probs, split_probs
 from ensemble.artifacts.paths import RunsError
 from ensemble.artifacts.paths import find_runs  # noqa: F401 (re-exported: vote's run discovery)
-from ensemble.metrics import bind_metric
-from ensemble.vote.submission import SUM_TOL, examples as _ex, id_differences, read_sample, same_ids
+from ensemble.metrics import BoundMetric, bind_metric
+from ensemble.vote.submission import SUM_TOL, examples, id_differences, read_sample, same_ids
 
 REQUIRED_KEYS = ("run", "competition", "metric", "classes", "folds_hash")
 
@@ -39,7 +39,7 @@ class Runs:
     runs: list[Run]
     competition: str
     classes: list[str]
-    metric: str  # text form, bound to `classes` (an AUC on a subset sample names its classes)
+    metric: BoundMetric  # bound to `classes` (an AUC on a subset sample names its classes); str(): its text
     ordinal: bool
     folds_hash: str
     oof_ids: np.ndarray  # (N,) str
@@ -71,7 +71,7 @@ def subset_problem(classes: Sequence[str], sample: pd.DataFrame, id_col: str, de
                    labels: pd.Series | None = None) -> str | None:
     """A sample with >= 2 probability columns for only some of the classes (ISIC 2017's two of three)
     is a subset submission only when the config declares the classes; with classes taken from the
-    labels, a class missing from the sample is an unknown label that became a class (issue 11)."""
+    labels, a class missing from the sample is an unknown label that became a class."""
     cols = [str(c) for c in sample.columns if str(c) != id_col]
     missing = [c for c in classes if c not in cols]
     if declared or len(cols) < 2 or not missing or not set(cols) <= set(classes):
@@ -132,11 +132,11 @@ def id_diff(got: np.ndarray, want: np.ndarray) -> str | None:
     parts = []
     dup, missing, extra = id_differences(got, want)
     if len(dup):
-        parts.append(f"{len(dup)} duplicated (e.g. {_ex(dup)})")
+        parts.append(f"{len(dup)} duplicated (e.g. {examples(dup)})")
     if len(missing):
-        parts.append(f"{len(missing)} missing (e.g. {_ex(missing)})")
+        parts.append(f"{len(missing)} missing (e.g. {examples(missing)})")
     if len(extra):
-        parts.append(f"{len(extra)} extra (e.g. {_ex(extra)})")
+        parts.append(f"{len(extra)} extra (e.g. {examples(extra)})")
     return ", ".join(parts) or None
 
 
@@ -208,12 +208,12 @@ def _frame(run: Run, which: str, columns: list[str]) -> pd.DataFrame:
     return df
 
 
-def run_metric(run: Run, info: LabelsAndSample) -> str:
+def run_metric(run: Run, info: LabelsAndSample) -> BoundMetric:
     """metrics.json's metric, checked against the registry and the classes; an AUC with no class
     parameters is restricted to the sample submission's columns when they are a subset (as in training)."""
     scored = [str(c) for c in info.sample.columns if str(c) != info.id_col]
     try:
-        return bind_metric(run.metrics["metric"], info.classes, scored).text
+        return bind_metric(run.metrics["metric"], info.classes, scored)
     except ValueError as e:
         raise RunsError(f"run '{run.name}': metrics.json metric: {e}") from None
 
@@ -251,7 +251,7 @@ def load_runs(run_dirs: Sequence[str | Path]) -> Runs:
     y = info.labels.reindex(oof_ids)
     if y.isna().any():
         raise RunsError(f"run '{ref.name}': {int(y.isna().sum())} OOF ids are not in the train labels "
-                        f"(e.g. {_ex(oof_ids[y.isna().to_numpy()])})")
+                        f"(e.g. {examples(oof_ids[y.isna().to_numpy()])})")
     sample_ids = info.sample[info.id_col].astype(str)
     test = np.empty((m, len(sample_ids), len(columns)), np.float32)
     for i, r in enumerate(runs):  # column by column into the stack: no (T, C) temporaries

@@ -1,8 +1,8 @@
 """vote's shift hooks: weighted and test-like CV of every single run and vote method,
 `--select cv|weighted|test_like` and `--priors train|estimated|<list>`.
 
-Scores here are fold means, like vote's CV: each method's held-out predictions (fitted on K-1
-folds when it fits on OOF, as in its nested CV) are scored per fold with the rows' importance
+Scores here are fold means, like vote's CV: each method's held-out predictions (CVScore.oof of its
+nested CV: fitted on K-1 folds when it fits on OOF) are scored per fold with the rows' importance
 weights (weighted) and on the fold's rows among the most test-like fifth (test_like).
 """
 from __future__ import annotations
@@ -12,39 +12,17 @@ from pathlib import Path
 
 import numpy as np
 
-from ensemble.vote import cv as VC
-from ensemble.vote import methods as VM
-from ensemble.vote import postprocess as VP
+from ensemble.vote.cv import Fitted
+from ensemble.vote.objective import Objective
 from ensemble.shift.priors import PriorEstimate, estimate_priors, parse_priors
 from ensemble.shift.scores import align, ess, load_weights, read_summary, shift_dir, subset_score, weighted_score
 
 SELECT = ("cv", "weighted", "test_like")
 
 
-def _finished(pred: np.ndarray, post, n_classes: int) -> np.ndarray:
-    """Raw combined predictions + bias/thresholds -> what the objective scores with post=None."""
-    if pred.shape[1] == 1:
-        return VP.ordinal_labels(pred, post, n_classes).astype(np.float32)[:, None]  # cut at k + 0.5: same labels
-    return pred if post is None else VP.apply_bias(pred, post)
-
-
-def heldout(spec: VC.Spec, fitted: VC.Fitted, oof, y, folds, objective: VM.Objective) -> np.ndarray:
-    """(N, C) predictions of every OOF row by the spec fitted without that row's fold (as nested CV)."""
-    n_classes = objective.n_classes
-    if not spec.fits:
-        return _finished(fitted.predict(oof), fitted.post, n_classes)
-    out = None
-    for k in np.unique(folds):
-        held = folds == k
-        f = VC.fit(spec, oof[:, ~held], y[~held], objective)
-        fin = _finished(f.predict(oof[:, held]), f.post, n_classes)
-        out = np.zeros((len(y), fin.shape[1]), np.float32) if out is None else out
-        out[held] = fin
-    return out
-
-
 def fold_means(objective, y, pred, folds, w, like) -> tuple[float, float]:
-    """(weighted, test-like) fold-mean scores of finished predictions."""
+    """(weighted, test-like) fold-mean scores of finished predictions (or of raw ordinal scores, which the
+    objective cuts at k + 0.5)."""
     score = lambda yy, pp: objective(yy, pp)
     wt, tl = [], []
     for k in np.unique(folds):
@@ -88,7 +66,7 @@ class VoteShift:
     _head = ["run / ensemble", "cv", "weighted", "test-like", "w - cv"]
 
 
-def vote_shift(data, objective: VM.Objective, singles, results) -> VoteShift | None:
+def vote_shift(data, objective: Objective, singles, results) -> VoteShift | None:
     """Scores of every run and method when runs/<competition>/shift/weights.csv exists, else None."""
     comp_dir = Path(data.runs[0].paths.root).parent
     weights = load_weights(comp_dir)
@@ -97,11 +75,10 @@ def vote_shift(data, objective: VM.Objective, singles, results) -> VoteShift | N
     w, like = align(weights, data.oof_ids)
     names, cv, wt, tl = [], [], [], []
     for name, s, run_oof in zip(data.names, singles, data.oof):
-        a, b = fold_means(objective, data.y, _finished(run_oof, None, objective.n_classes), data.folds, w, like)
+        a, b = fold_means(objective, data.y, run_oof, data.folds, w, like)  # ordinal scores: cut at k + 0.5
         names.append(name), cv.append(s.score), wt.append(a), tl.append(b)
-    for spec, score, fitted in results:
-        pred = heldout(spec, fitted, data.oof, data.y, data.folds, objective)
-        a, b = fold_means(objective, data.y, pred, data.folds, w, like)
+    for spec, score, _ in results:
+        a, b = fold_means(objective, data.y, score.oof, data.folds, w, like)
         names.append(spec.name(data.ordinal)), cv.append(score.score), wt.append(a), tl.append(b)
     return VoteShift(names, cv, wt, tl, len(data.names), ess(w), len(w), read_summary(comp_dir).get("auc"),
                      shift_dir(comp_dir) / "weights.csv")
@@ -121,7 +98,7 @@ def choose(select: str, vs: VoteShift | None, best: int, greater_is_better: bool
     return int(np.argmax(np.nan_to_num(sign * vals, nan=-np.inf)))
 
 
-def priors_hook(data, fitted: VC.Fitted, priors: str) -> tuple[PriorEstimate | None, np.ndarray | None, list[str]]:
+def priors_hook(data, fitted: Fitted, priors: str) -> tuple[PriorEstimate | None, np.ndarray | None, list[str]]:
     """Estimate the test priors of the chosen ensemble; -> (estimate, target priors to apply or None, notes)."""
     test_pred = fitted.predict(data.test)
     if test_pred.shape[1] == 1:

@@ -4,7 +4,8 @@
     result.best_ensemble.name, result.best_ensemble.cv.score, result.written   # -> submissions/ham10000/*.csv + .json
 
 The runs are aligned by id (vote.runs), each method spec is fitted and scored by nested CV
-(vote.cv), and the best (or every) spec is written as a validated submission (vote.output).
+(vote.cv), and the best (or every) spec is written as a validated submission with its manifest
+(vote.manifest); vote.scoreboard holds every score (the printed report, the manifest's scores).
 """
 from __future__ import annotations
 
@@ -17,36 +18,28 @@ from typing import Sequence
 
 import numpy as np
 
-from ensemble import metrics as M
 from ensemble.artifacts import competition_cfg, read_metrics
 from ensemble.artifacts.paths import CompetitionPaths
 from ensemble.artifacts.provenance import provenance
-from ensemble.vote import methods as V
+from ensemble.metrics import BoundMetric
 from ensemble.vote.cv import CVScore, Fitted, Spec, cross_validate, model_scores
-from ensemble.vote import shift as S
+from ensemble.vote.methods import METHODS, check_weights, get_method
+from ensemble.vote.objective import Objective
 from ensemble.vote.calibrate import calibrate_nested, scale
 from ensemble.vote.options import VoteOptions, method_names
-from ensemble.vote.output import report, single_model, write_ensemble_oof, write_submission
-from ensemble.vote.submit import default_message
-from ensemble.vote.shift import VoteShift
+from ensemble.vote.kaggle import default_message
+from ensemble.vote.manifest import single_model, write_ensemble_oof, write_submission
+from ensemble.vote.shift import VoteShift, choose, priors_hook, vote_shift
 from ensemble.vote.runs import Runs, load_runs, subset_problem
-from ensemble.vote.scoreboard import vote_scores
+from ensemble.vote.scoreboard import report, vote_scores
 from ensemble.vote.submission import SubmissionError, check_file, detect_format, read_sample
 
 logger = logging.getLogger(__name__)
 
 
-def make_objective(metric, n_classes: int, classes: Sequence[str] | None = None) -> V.Objective:
-    """metric: a name, spec text (e.g. 'roc_auc[classes=MEL,NV]') or MetricSpec; classes: the class
-    names it is bound to (needed when it names classes)."""
-    spec = M.bind_metric(metric, classes) if classes is not None else M.parse_metric(metric)
-    return V.Objective(lambda y, p: M.score(spec, y, p), lambda y, l: M.score_labels(spec, y, l, n_classes),
-                       M.get_metric(spec).greater_is_better, n_classes, M.get_metric(spec).balanced)
-
-
-def decodes_grades(metric, ordinal: bool) -> bool:
+def decodes_grades(metric: BoundMetric, ordinal: bool) -> bool:
     """Class-probability runs scored by a grade metric (QWK) also get expected-grade variants."""
-    return not ordinal and M.get_metric(metric).grades
+    return not ordinal and metric.grades
 
 
 def parse_weights(text: str | None, names: list[str]) -> np.ndarray | None:
@@ -64,7 +57,7 @@ def parse_weights(text: str | None, names: list[str]) -> np.ndarray | None:
     if unknown:
         raise ValueError(f"--weights: unknown run {unknown[0]!r}; runs: {', '.join(names)}")
     try:
-        return V.check_weights(w, len(names))
+        return check_weights(w, len(names))
     except ValueError as e:
         raise ValueError(f"--weights: {e} ({', '.join(names)})") from None
 
@@ -76,11 +69,11 @@ def build_specs(method: str, weights, bias: str, ordinal: bool, max_iter: int, s
     names = method_names(method)
     specs, notes = [], []
     for name in names:
-        m = V.get_method(name)
+        m = get_method(name)
         if ordinal and not m.ordinal:
             if method == "all":
                 continue
-            ok = ", ".join(n for n, x in V.METHODS.items() if x.ordinal)
+            ok = ", ".join(n for n, x in METHODS.items() if x.ordinal)
             raise ValueError(f"method '{name}' does not support ordinal (score) runs; use one of: {ok}")
         if m.needs_weights and weights is None:
             if method == "all":
@@ -94,7 +87,7 @@ def build_specs(method: str, weights, bias: str, ordinal: bool, max_iter: int, s
         if grades:  # thresholds as for ordinal runs: auto/on -> also fitted ones
             specs += [Spec(name, opts, t, grade=True) for t in ([False] if bias == "off" else [False, True])]
     if ordinal and method == "all":
-        notes.append("skipped for ordinal runs: " + ", ".join(n for n, x in V.METHODS.items() if not x.ordinal))
+        notes.append("skipped for ordinal runs: " + ", ".join(n for n, x in METHODS.items() if not x.ordinal))
     return specs, notes
 
 
@@ -109,17 +102,18 @@ class Ensemble:
 
 @dataclass
 class VoteResult:
-    """What vote_runs found and wrote. ensembles are in spec order; best indexes them."""
+    """What vote_runs found and wrote. ensembles are in spec order; best_index is the chosen one's
+    position in it (best_ensemble: that Ensemble, with .name and .cv)."""
     runs: Runs
-    objective: V.Objective
+    objective: Objective
     singles: list[CVScore]  # each run alone (fold mean)
     ensembles: list[Ensemble]
-    best: int
+    best_index: int
     notes: list[str] = field(default_factory=list)
     written: list[tuple[Path, str]] = field(default_factory=list)  # (submission CSV, kaggle command)
     chosen: tuple[Path, str] | None = None  # the best ensemble's entry of written (None: not written)
     timings: dict[str, float] = field(default_factory=dict)
-    shift: VoteShift | None = None  # issue 12: weighted / test-like CV (runs/<competition>/shift/weights.csv)
+    shift: VoteShift | None = None  # weighted / test-like CV (runs/<competition>/shift/weights.csv)
     select: str = "cv"
     prior_lines: list[str] = field(default_factory=list)
     alone: str | None = None  # the run the chosen ensemble equals (one run, or a method that kept one model)
@@ -131,7 +125,7 @@ class VoteResult:
 
     @property
     def best_ensemble(self) -> Ensemble:
-        return self.ensembles[self.best]
+        return self.ensembles[self.best_index]
 
     def summary(self) -> str:
         """What `python -m ensemble.vote` prints: the report, the notes and each written file with its
@@ -142,8 +136,8 @@ class VoteResult:
     def report(self) -> str:
         """The score table, error correlations, weights and fitted bias/thresholds (text)."""
         return report(self.runs, self.objective, self.singles,
-                      [(e.spec, e.cv, e.fitted) for e in self.ensembles], self.best) + "\n" + (
-            self.shift.table(self.best, self.select) if self.shift else
+                      [(e.spec, e.cv, e.fitted) for e in self.ensembles], self.best_index) + "\n" + (
+            self.shift.table(self.best_index, self.select) if self.shift else
             f"note: no train/test shift weights: python -m ensemble.shift --competition {self.runs.competition} "
             "adds weighted and test-like CV") + "".join("\n" + line for line in self.prior_lines)
 
@@ -160,6 +154,12 @@ def vote_runs(run_dirs: Sequence[str | Path], options: VoteOptions | None = None
     Every spec's score is honest: fold mean, nested (fitted on K-1 folds, scored on the held-out
     one) for specs that fit anything on the OOF stack (M, N, C).
     """
+    if isinstance(run_dirs, (str, Path)) or not run_dirs:
+        raise ValueError(f"vote_runs: argument 'run_dirs' expected a list of run directories (at least one), "
+                         f"got {type(run_dirs).__name__} {run_dirs!r}")
+    if options is not None and not isinstance(options, VoteOptions):
+        raise TypeError(f"vote_runs: argument 'options' expected a VoteOptions (e.g. VoteOptions(methods='mean')), "
+                        f"got {type(options).__name__} {options!r}")
     opts = (options or VoteOptions()).check()
     command = command or opts.command(run_dirs)
     t0 = time.perf_counter()
@@ -167,7 +167,7 @@ def vote_runs(run_dirs: Sequence[str | Path], options: VoteOptions | None = None
     t1 = time.perf_counter()
     logger.info(f"loaded {len(data.runs)} runs in {t1 - t0:.1f} s (OOF {data.oof.shape[1]} x {data.oof.shape[2]}, "
                 f"test {data.test.shape[1]} x {data.test.shape[2]})")
-    objective = make_objective(data.metric, len(data.classes), data.classes)
+    objective = Objective(data.metric)
     w = parse_weights(opts.weights, data.names)
     specs, notes = build_specs(opts.methods, w, opts.bias, data.ordinal, opts.max_iter, opts.stack_c,
                                decodes_grades(data.metric, data.ordinal))
@@ -177,23 +177,23 @@ def vote_runs(run_dirs: Sequence[str | Path], options: VoteOptions | None = None
     singles = model_scores(data.oof, data.y, data.folds, objective)
     ensembles = [Ensemble(s, *cross_validate(s, data.oof, data.y, data.folds, objective), s.name(data.ordinal))
                  for s in specs]
-    sign = 1 if objective.greater_is_better else -1
+    sign = 1 if objective.higher_is_better else -1
     best = int(np.argmax([np.nan_to_num(sign * e.cv.score, nan=-np.inf) for e in ensembles]))
     results = [(e.spec, e.cv, e.fitted) for e in ensembles]
-    shift = S.vote_shift(data, objective, singles, results)  # issue 12: weighted / test-like CV, --select
-    best = S.choose(opts.select, shift, best, objective.greater_is_better, data.competition)
+    shift = vote_shift(data, objective, singles, results)  # weighted / test-like CV, --select
+    best = choose(opts.select, shift, best, objective.higher_is_better, data.competition)
     result = VoteResult(data, objective, singles, ensembles, best, notes, shift=shift, select=opts.select)
     t2 = time.perf_counter()
     todo = {"best": [best], "all": range(len(ensembles)), "none": []}[opts.write]
     stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
-    prior = {i: S.priors_hook(data, ensembles[i].fitted, opts.priors) for i in sorted({best, *todo})}  # --priors
+    prior = {i: priors_hook(data, ensembles[i].fitted, opts.priors) for i in sorted({best, *todo})}  # --priors
     alone = {i: single_model(ensembles[i].fitted, data.oof, data.names) for i in prior}
     result.alone = alone[best]
     if result.alone is not None and len(data.runs) > 1:
         notes.append(f"the chosen ensemble ({ensembles[best].name}) equals one model: {result.alone} alone")
     result.prior_lines = list(prior[best][2]) + [x for i in todo if i != best for x in prior[i][2]]
-    cal, held = None, ensembles[best].cv.oof
-    if opts.calibrate and (held is None or M.get_metric(data.metric).needs != "proba"):
+    cal, held = None, ensembles[best].cv.oof_probs
+    if opts.calibrate and (held is None or data.metric.needs != "proba"):
         notes.append(f"--calibrate: skipped: {data.metric} scores {'labels' if held is not None else 'grades'}; "
                      "temperature scaling keeps every row's class")
     elif opts.calibrate:

@@ -8,7 +8,7 @@ import subprocess
 import pytest
 
 from conftest import REPO
-from ensemble.artifacts import provenance as P
+from ensemble.artifacts import provenance
 from ensemble.artifacts import file_hash
 from test_vote_cli import make_competition, make_run
 
@@ -45,20 +45,20 @@ def test_git_state_clean_dirty_and_not_a_checkout(tmp_path):
     (repo / "x.py").write_text("a = 1\n")
     run("add", "x.py")
     run("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "one")
-    clean = P.git_state(repo)
+    clean = provenance.git_state(repo)
     assert len(clean["commit"]) == 40 and clean["dirty"] is False and clean["changed"] == []
     (repo / "x.py").write_text("a = 2\n")
-    dirty = P.git_state(repo)
+    dirty = provenance.git_state(repo)
     assert dirty["commit"] == clean["commit"] and dirty["dirty"] is True and dirty["changed"] == ["x.py"]
     (tmp_path / "plain").mkdir()
-    assert P.git_state(tmp_path / "plain")["commit"] is None
+    assert provenance.git_state(tmp_path / "plain")["commit"] is None
 
 
 def test_versions_and_config_hashes(tmp_path):
-    v = P.versions(("numpy", "no-such-package-xyz"))
+    v = provenance.versions(("numpy", "no-such-package-xyz"))
     assert v["numpy"] and v["no-such-package-xyz"] is None and "python" in v
     (tmp_path / "r1").mkdir()
     (tmp_path / "r1" / "config.yaml").write_text("name: r1\n")
     (tmp_path / "r2").mkdir()
-    assert P.config_hashes([tmp_path / "r1", tmp_path / "r2"]) == {
+    assert provenance.config_hashes([tmp_path / "r1", tmp_path / "r2"]) == {
         "r1": file_hash(tmp_path / "r1" / "config.yaml"), "r2": None}

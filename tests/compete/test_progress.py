@@ -11,7 +11,7 @@ from conftest import make_competition, write_configs
 from ensemble.compete.__main__ import main as compete_main
 from ensemble.compete.progress import PlanProgress, clock
 from ensemble.vote.options import VoteOptions
-from ensemble.vote.submit import SubmitResult
+from ensemble.vote.kaggle import SubmitResult
 
 
 class Clock:
@@ -99,7 +99,7 @@ def two_models(tmp_path, monkeypatch):
 
     monkeypatch.setattr("ensemble.train.run.train", fake_train)
     monkeypatch.setattr("ensemble.vote.voter.vote_runs", fake_vote)
-    monkeypatch.setattr("ensemble.vote.submit.submit_chosen", fake_submit)
+    monkeypatch.setattr("ensemble.vote.kaggle.submit_chosen", fake_submit)
     monkeypatch.setattr("ensemble.report.page.build_report", lambda *a: tmp_path / "index.html")
     return tmp_path, seen
 

@@ -90,3 +90,43 @@ def test_float_keys_accept_yaml_exponent_strings(cfgdir):
     assert cfg.optim.lr.head == 1e-3 and cfg.optim.weight_decay == 5e-5
     with pytest.raises(ConfigError, match="key 'optim.lr.head' expected a number, got str 'fast'"):
         load_config(cfgdir / "m.yaml", ["optim.lr.head=fast"])
+
+
+def test_ranges_declared_on_fields_are_checked_in_nested_sections_lists_and_mappings():
+    from dataclasses import dataclass, field
+
+    from ensemble.config.checks import check_fields
+    from ensemble.config.ranges import POSITIVE_INT, not_empty
+
+    @dataclass(frozen=True)
+    class Item:
+        k: int = field(default=1, metadata={"range": POSITIVE_INT})
+
+    @dataclass(frozen=True)
+    class Top:
+        items: list[Item] = field(default_factory=lambda: [Item()], metadata={"range": not_empty("at least one item")})
+        sizes: list[int] = field(default_factory=list, metadata={"items": POSITIVE_INT})
+        by_name: dict[str, Item] = field(default_factory=dict)
+        optional: int | None = field(default=None, metadata={"range": POSITIVE_INT})  # None: not set, not checked
+
+    source = lambda key: "f.yaml"
+    check_fields(Top([Item(2)], [1, 2], {"a": Item(3)}), source)
+    for top, message in ((Top([Item(0)]), "f.yaml: key 'items.0.k' expected an integer >= 1, got int 0"),
+                         (Top(sizes=[1, -1]), "f.yaml: key 'sizes.1' expected an integer >= 1, got int -1"),
+                         (Top(by_name={"a": Item(0)}), "f.yaml: key 'by_name.a.k' expected an integer >= 1, got int 0"),
+                         (Top(items=[]), "f.yaml: key 'items' expected at least one item, got list []")):
+        with pytest.raises(ConfigError) as e:
+            check_fields(top, source)
+        assert str(e.value) == message
+
+
+def test_every_number_of_the_schema_has_its_range_next_to_it():
+    """No separate table: a bad value of a range-checked key fails with the key's own words."""
+    import dataclasses
+
+    from ensemble.config import ranges, schema
+    declared = {f"{cls.__name__}.{f.name}" for cls in vars(schema).values() if dataclasses.is_dataclass(cls)
+                for f in dataclasses.fields(cls) if "range" in f.metadata or "items" in f.metadata}
+    assert {"FoldsCfg.n", "InputCfg.size", "HeadCfg.hidden", "StageCfg.epochs", "StageCfg.train", "TrainCfg.device",
+            "Config.stages", "MixCfg.prob", "ScheduleCfg.factor"} <= declared
+    assert not hasattr(ranges, "RANGES")

@@ -1,7 +1,7 @@
 import pickle
 import warnings
 
-import albumentations as A
+import albumentations
 import cv2
 import numpy as np
 import pytest
@@ -66,7 +66,7 @@ def test_flip_spec_flips(cache):
 def test_nested_oneof():
     tf = build_transforms([{"name": "OneOf", "p": 0.5, "transforms": [
         {"name": "Blur", "blur_limit": 3}, {"name": "GaussianBlur", "blur_limit": (3, 5)}]}])
-    assert isinstance(tf.transforms[0], A.OneOf) and len(tf.transforms[0].transforms) == 2
+    assert isinstance(tf.transforms[0], albumentations.OneOf) and len(tf.transforms[0].transforms) == 2
 
 
 @pytest.mark.parametrize("spec, message", [

@@ -9,7 +9,8 @@ import pandas as pd
 import pytest
 
 from conftest import make_competition, write_configs
-from ensemble.data import dups as D
+from ensemble.data.dups import (COLUMNS, DEFAULT_THRESHOLD, _popcount, dup_groups, exact_pairs, find_duplicates,
+                                get_hash, hash_images, near_pairs)
 from ensemble.dups import main as dups_main
 from ensemble.data.competition import load_competition
 from ensemble.config import load_config
@@ -44,13 +45,13 @@ def images(tmp_path):
 
 def test_exact_and_near_duplicates_grouped_distinct_images_not(images):
     names = list(images)
-    h = D.hash_images([images[n] for n in names], "phash", workers=2)
+    h = hash_images([images[n] for n in names], "phash", workers=2)
     assert h.ok.all() and h.hashes.dtype == np.uint64 and h.thumbs.shape == (len(names), 32 * 32)
     split = ["train"] * 6 + ["train", "test", "train"]
     labels = ["x", "y", "x", "x", "y", "x", "y", "", "x"]  # a (x) and its copy (y) conflict
-    df, counts = D.find_duplicates(names, split, labels, [str(images[n]) for n in names], h,
-                                   D.DEFAULT_THRESHOLD)
-    assert list(df.columns) == D.COLUMNS
+    df, counts = find_duplicates(names, split, labels, [str(images[n]) for n in names], h,
+                                   DEFAULT_THRESHOLD)
+    assert list(df.columns) == COLUMNS
     groups = {frozenset(g["id"]) for _, g in df.groupby("dup_group")}
     assert groups == {frozenset({"a", "a_copy"}), frozenset({"b", "b_jpeg"}), frozenset({"c", "c_bright"})}
     row = df.set_index("id")
@@ -67,12 +68,12 @@ def test_lookalikes_rejected_by_thumbnail_correlation(images):
     (the candidates' images are read again for the detail check, so paths are real files)."""
     names = list(images)
     paths = [str(images[n]) for n in names]
-    h = D.hash_images(paths)
-    df, counts = D.find_duplicates(names, ["train"] * len(names), ["x"] * len(names), paths, h, threshold=64)
+    h = hash_images(paths)
+    df, counts = find_duplicates(names, ["train"] * len(names), ["x"] * len(names), paths, h, threshold=64)
     assert set(df["id"]) == {"a", "a_copy", "b", "b_jpeg", "c", "c_bright"}
     assert counts["rejected_lookalikes"] == len(names) * (len(names) - 1) // 2 - 3
     assert counts["rejected_detail"] == 0 and counts["chain_refused"] == 0
-    df_all, _ = D.find_duplicates(names, ["train"] * len(names), ["x"] * len(names), paths, h, 64, min_corr=-1,
+    df_all, _ = find_duplicates(names, ["train"] * len(names), ["x"] * len(names), paths, h, 64, min_corr=-1,
                                   min_detail=-1)
     assert df_all["dup_group"].nunique() == 1 and len(df_all) == len(names)
 
@@ -84,7 +85,7 @@ def test_near_pairs_match_brute_force(block):
     hashes[50] = hashes[10]  # one exact pair
     ok = np.ones(200, bool)
     ok[7] = False
-    i, j, d, nearest = D.near_pairs(hashes, 24, ok, block=block)
+    i, j, d, nearest = near_pairs(hashes, 24, ok, block=block)
     brute = {(a, b): bin(int(hashes[a]) ^ int(hashes[b])).count("1")
              for a in range(200) for b in range(a + 1, 200) if ok[a] and ok[b]}
     want = {k: v for k, v in brute.items() if v <= 24}
@@ -95,19 +96,19 @@ def test_near_pairs_match_brute_force(block):
 
 def test_popcount_lookup_fallback(monkeypatch):
     x = np.array([0, 1, 2**64 - 1, 0x0F0F], dtype=np.uint64)
-    assert D._popcount(x).tolist() == [0, 1, 64, 8]
+    assert _popcount(x).tolist() == [0, 1, 64, 8]
     monkeypatch.delattr(np, "bitwise_count", raising=False)
-    assert D._popcount(x.reshape(2, 2)).tolist() == [[0, 1], [64, 8]]
+    assert _popcount(x.reshape(2, 2)).tolist() == [[0, 1], [64, 8]]
 
 
 def test_exact_pairs_skip_missing_files():
-    i, j = D.exact_pairs(np.array(["h1", None, "h1", None, "h2", "h1"], dtype=object))
+    i, j = exact_pairs(np.array(["h1", None, "h1", None, "h2", "h1"], dtype=object))
     assert sorted(zip(i.tolist(), j.tolist())) == [(0, 2), (0, 5), (2, 5)]
 
 
 @pytest.mark.parametrize("call, message", [
-    (lambda: D.get_hash("md5"), "unknown hash 'md5'; available: phash, dhash, ahash, whash"),
-    (lambda: D.near_pairs(np.zeros(3, np.uint64), 65), "threshold must be a Hamming distance in 0..64, got 65"),
+    (lambda: get_hash("md5"), "unknown hash 'md5'; available: phash, dhash, ahash, whash"),
+    (lambda: near_pairs(np.zeros(3, np.uint64), 65), "threshold must be a Hamming distance in 0..64, got 65"),
 ])
 def test_bad_arguments(call, message):
     with pytest.raises(ValueError) as e:
@@ -119,13 +120,13 @@ def test_dup_groups_reads_back_and_validates(tmp_path):
     f = tmp_path / "dups.csv"
     pd.DataFrame({"id": ["a", "b", "t1", "c"], "split": ["train", "train", "test", "train"],
                   "dup_group": ["d00000", "d00000", "d00000", "d00001"]}).to_csv(f, index=False)
-    got = D.dup_groups(f, np.array(["c", "x", "a", "b", "y"], dtype=object))
+    got = dup_groups(f, np.array(["c", "x", "a", "b", "y"], dtype=object))
     assert got.tolist() == ["d00001", None, "d00000", "d00000", None]
     with pytest.raises(ValueError, match=r"dups.csv: 1 train ids are not in train.csv \(e.g. 'c'\)"):
-        D.dup_groups(f, ["a", "b"])
+        dup_groups(f, ["a", "b"])
     pd.DataFrame({"id": ["a"], "group": ["g"]}).to_csv(f, index=False)
     with pytest.raises(ValueError, match=r"dups.csv: missing column 'split' \(columns: id, group\)"):
-        D.dup_groups(f, ["a"])
+        dup_groups(f, ["a"])
 
 
 def test_cli_then_folds_keep_duplicates_together(tmp_path, capsys):

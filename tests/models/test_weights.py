@@ -11,7 +11,7 @@ import torch
 from safetensors.torch import save_file
 from sklearn.datasets import load_sample_image
 
-from ensemble.models import backbones as models
+from ensemble.models import backbones
 
 from ensemble.models import weights
 from ensemble.models import build_imagenet_classifier, build_model, describe_backbones, format_backbone_table
@@ -23,7 +23,7 @@ BUILDINGS = {442, 483, 497, 538, 663, 698, 832}  # bell cote, castle, church, do
 @pytest.fixture(autouse=True)
 def offline(monkeypatch, tmp_path):
     """No hub, an empty hub cache and an empty local weights folder unless a test fills it."""
-    monkeypatch.setattr(models, "hub_reachable", lambda: False)
+    monkeypatch.setattr(backbones, "hub_reachable", lambda: False)
     monkeypatch.setenv("ENSEMBLE_WEIGHTS", str(tmp_path / "weights"))
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf-hub"))
 
@@ -78,8 +78,8 @@ def test_no_weights_anywhere_says_what_to_do(tmp_path):
 def test_hub_is_tried_first_when_it_answers(monkeypatch):
     calls = []
     real = timm.create_model
-    monkeypatch.setattr(models, "hub_reachable", lambda: True)
-    monkeypatch.setattr(models.timm, "create_model", lambda name, pretrained=False, **kw: calls.append(pretrained) or real(name, **kw))
+    monkeypatch.setattr(backbones, "hub_reachable", lambda: True)
+    monkeypatch.setattr(timm, "create_model", lambda name, pretrained=False, **kw: calls.append(pretrained) or real(name, **kw))
     assert build_model("efficientnet_lite0", 2, pretrained=True).weights_origin == "hub"
     assert calls == [True]
 

@@ -106,12 +106,12 @@ def test_predict_runs_from_a_copied_bundle_elsewhere(t, tmp_path):
 
 
 def test_models_are_built_without_pretrained_weights(t, monkeypatch):
-    import ensemble.models.backbones as B
+    from ensemble.models import backbones
 
     def no_pretrained(*a, **kw):
         raise AssertionError("predict asked for pretrained weights")
-    monkeypatch.setattr(B, "hub_reachable", no_pretrained)
-    monkeypatch.setattr(B, "find_offline", no_pretrained)
+    monkeypatch.setattr(backbones, "hub_reachable", no_pretrained)
+    monkeypatch.setattr(backbones, "find_offline", no_pretrained)
     p = Predictor.load(t.bundle("mean"))
     assert all(net.weights_origin == "none" for m in p.models for _, net in m.nets)
 

@@ -52,8 +52,8 @@ def test_train_vs_test_section(site):
 
 
 def test_section_without_shift_check_says_what_to_run(tmp_path):
-    from ensemble.report.shift import section
-    assert "run python -m ensemble.shift --competition x" in section(tmp_path, "x", [], [], None)
+    from ensemble.report.shift import shift_section
+    assert "run python -m ensemble.shift --competition x" in shift_section(tmp_path, "x", [], [], None)
 
 
 @pytest.mark.skipif(chromium() is None, reason=CHROMIUM_SKIP)

@@ -1,4 +1,4 @@
-"""Adversarial validation (issue 12) on synthetic competitions: brightness-shifted test copies are
+"""Adversarial validation on synthetic competitions: brightness-shifted test copies are
 found (AUC > 0.9) and importance-weighted CV moves toward the shifted test score; an unshifted split
 stays near 0.5 and weighted CV equals plain CV within noise. Plus the weights, scores and CLI."""
 from __future__ import annotations

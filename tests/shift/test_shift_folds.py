@@ -10,7 +10,7 @@ import pytest
 from ensemble.artifacts import atomic_write_csv
 from ensemble.config import ConfigError, load_config
 from ensemble.data.folds import FoldsError
-from ensemble.shift import folds as SF
+import ensemble.shift.folds
 
 
 def weights_csv(comp_dir, ids, p):
@@ -23,27 +23,27 @@ def test_fold_zero_is_the_most_test_like_fifth(tmp_path):
     y = np.arange(50) % 2
     p = np.linspace(0, 1, 50)
     weights_csv(tmp_path, ids, p)
-    fold, h = SF.test_like_folds(tmp_path, ids, y, 5, 0)
+    fold, h = ensemble.shift.folds.test_like_folds(tmp_path, ids, y, 5, 0)
     assert set(np.flatnonzero(fold == 0)) == set(range(40, 50)) and sorted(np.unique(fold)) == [0, 1, 2, 3, 4]
     df = pd.read_csv(tmp_path / "folds.csv")
     assert df["test_like_fold"].sum() == 10
-    again, h2 = SF.test_like_folds(tmp_path, ids, y, 5, 0)  # written once, then read back
+    again, h2 = ensemble.shift.folds.test_like_folds(tmp_path, ids, y, 5, 0)  # written once, then read back
     assert (again == fold).all() and h2 == h
 
 
 def test_groups_stay_together():
     p = np.array([0.9, 0.1, 0.8, 0.2, 0.3, 0.4])
     groups = np.array(["a", "a", "b", "c", "d", "e"])
-    assert SF.test_like_fold(p, 3, groups).tolist() == [True, True, False, False, False, False]
+    assert ensemble.shift.folds.test_like_fold(p, 3, groups).tolist() == [True, True, False, False, False, False]
 
 
 def test_needs_weights_and_three_folds(tmp_path):
     ids, y = np.array(["a", "b", "c"]), np.array([0, 1, 0])
     with pytest.raises(FoldsError, match="folds.strategy test_like needs .*shift/weights.csv: run python -m ensemble.shift"):
-        SF.test_like_folds(tmp_path, ids, y, 3, 0)
+        ensemble.shift.folds.test_like_folds(tmp_path, ids, y, 3, 0)
     weights_csv(tmp_path, ids, [0.1, 0.2, 0.3])
     with pytest.raises(FoldsError, match="needs folds.n >= 3"):
-        SF.test_like_folds(tmp_path, ids, y, 2, 0)
+        ensemble.shift.folds.test_like_folds(tmp_path, ids, y, 2, 0)
 
 
 def test_config_strategy(tiny):
@@ -80,11 +80,11 @@ def test_too_few_rows_left_after_the_test_like_fold_names_the_class(tmp_path):
     y[38:46] = 1  # 8 'MEL' rows: enough for 5 folds, but 6 of them are among the 10 most test-like
     weights_csv(tmp_path, ids, np.linspace(0, 1, 50))
     with pytest.raises(FoldsError) as e:
-        SF.test_like_folds(tmp_path, ids, y, 5, 0, classes=["NV", "MEL"])
+        ensemble.shift.folds.test_like_folds(tmp_path, ids, y, 5, 0, classes=["NV", "MEL"])
     assert str(e.value) == ("folds.strategy test_like: after fold 0 took the most test-like rows, the rest must split "
                             "into folds 1..4, but class 'MEL' has only 2 rows (stratified folds need >= 4 rows per "
                             "class): use folds.n <= 3, or merge class 'MEL' into another class or drop its rows")
     y[:3] = 2
     with pytest.raises(FoldsError, match="^folds.n=5 but class 'BCC' has only 3 rows"):  # too few in the first place
-        SF.test_like_folds(tmp_path, ids, y, 5, 0, classes=["NV", "MEL", "BCC"])
+        ensemble.shift.folds.test_like_folds(tmp_path, ids, y, 5, 0, classes=["NV", "MEL", "BCC"])
     assert not (tmp_path / "folds.csv").exists()

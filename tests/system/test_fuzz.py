@@ -1,4 +1,4 @@
-"""Fuzz (issue 11): mutate a tiny valid competition (labels, ids, columns, CSV encoding, sample
+"""Fuzz: mutate a tiny valid competition (labels, ids, columns, CSV encoding, sample
 submission, image bytes, config) and train + vote it through the commands.
 
 Every run must either succeed with a valid submission (`vote --check` and an independent check in
@@ -20,7 +20,7 @@ import pytest
 from fuzz_competition import build_base, call, judge, run_pipeline, workspace
 from fuzz_mutations import FAMILIES
 
-# Families that main's code still fails (issue 11; fixes land on other branches). The integrator
+# Families that main's code still fails (fixes land on other branches). The integrator
 # removes an entry when its fix merges: the family must then pass (xfail is not strict meanwhile).
 KNOWN_FAILURES: set[str] = {
 }
@@ -65,7 +65,7 @@ def test_fuzz_runs_enough_mutations():
 
 @pytest.mark.parametrize("family,i,variant", [
     pytest.param(f, i, v, id=f"{f}-{i}-{v}",
-                 marks=[pytest.mark.xfail(reason="issue 11: known failure", strict=False)] if f in KNOWN_FAILURES else [])
+                 marks=[pytest.mark.xfail(reason="known failure, fix on another branch", strict=False)] if f in KNOWN_FAILURES else [])
     for f, i, v in CASES])
 def test_fuzz(family, i, variant, bases, tmp_path):
     from ensemble.train.__main__ import main as train_main

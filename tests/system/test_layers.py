@@ -26,8 +26,8 @@ ALLOWED = {
     "ensemble.models": BASE,
     "ensemble.train": BASE | {"ensemble.config", "ensemble.artifacts", "ensemble.metrics", "ensemble.data",
                               "ensemble.models", "ensemble.cli", "ensemble.plugins",
-                              "ensemble.shift"},  # issue 12: shift's weighted CV (assemble) and test_like folds
-    # vote/shift.py (issue 12) reads shift's torch-free scores/priors (numpy, scipy, sklearn only)
+                              "ensemble.shift"},  # shift's weighted CV (assemble) and test_like folds
+    # vote/shift.py reads shift's torch-free scores/priors (numpy, scipy, sklearn only)
     "ensemble.vote": BASE | {"ensemble.artifacts", "ensemble.metrics", "ensemble.cli", "ensemble.plugins",
                              "ensemble.shift"},
     "ensemble.tune": BASE | {"ensemble.config", "ensemble.artifacts", "ensemble.metrics", "ensemble.data", "ensemble.train",

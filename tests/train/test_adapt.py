@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from ensemble.models import build_model
-from ensemble.train import adapt as A
+from ensemble.train import adapt
 from ensemble.train.engine import Precision
 
 PREC = Precision(torch.device("cpu"))
@@ -29,7 +29,7 @@ def test_adabn_changes_batchnorm_buffers_only_and_leaves_the_model_alone():
     model = _model()
     before = {k: v.clone() for k, v in model.state_dict().items()}
     x = _images()
-    net = A.adapt_model(model, lambda: [x[:5], (x[5:], torch.zeros(3))], A.Adaptation("bn", batch_size=5), PREC)
+    net = adapt.adapt_model(model, lambda: [x[:5], (x[5:], torch.zeros(3))], adapt.Adaptation("bn", batch_size=5), PREC)
     assert net is not model and not net.training
     after = net.state_dict()
     changed = [k for k in after if not torch.equal(after[k], before[k])]
@@ -45,11 +45,11 @@ def test_adabn_changes_batchnorm_buffers_only_and_leaves_the_model_alone():
 
 def test_adabn_needs_two_images_and_none_is_the_model_itself():
     model = _model()
-    assert A.adapt_model(model, lambda: [_images(1)], A.Adaptation("none"), PREC) is model
+    assert adapt.adapt_model(model, lambda: [_images(1)], adapt.Adaptation("none"), PREC) is model
     with pytest.raises(ValueError, match=r"^test-time adaptation needs at least 2 images"):
-        A.adapt_model(model, lambda: [_images(1)], A.Adaptation("bn"), PREC)
+        adapt.adapt_model(model, lambda: [_images(1)], adapt.Adaptation("bn"), PREC)
     with pytest.raises(ValueError, match=r"^unknown adaptation 'adabn'; available: none, bn, tent"):
-        A.Adaptation("adabn")
+        adapt.Adaptation("adabn")
 
 
 def _affine(net):
@@ -60,10 +60,10 @@ def _affine(net):
 def test_tent_moves_only_batchnorm_affine_parameters_and_lowers_entropy():
     model, x = _model(), _images(16)
     batches = lambda: [x[:8], x[8:]]
-    bn = A.adapt_model(model, batches, A.Adaptation("bn", batch_size=8), PREC)
-    tent = A.adapt_model(model, batches, A.Adaptation("tent", batch_size=8, steps=6, lr=1e-2), PREC)
+    bn = adapt.adapt_model(model, batches, adapt.Adaptation("bn", batch_size=8), PREC)
+    tent = adapt.adapt_model(model, batches, adapt.Adaptation("tent", batch_size=8, steps=6, lr=1e-2), PREC)
     data = [x[:8], x[8:]] * 3
-    assert A.mean_entropy(tent, data, PREC) < A.mean_entropy(bn, data, PREC)
+    assert adapt.mean_entropy(tent, data, PREC) < adapt.mean_entropy(bn, data, PREC)
     p_bn, p_tent = dict(bn.named_parameters()), dict(tent.named_parameters())
     moved = [k for k in p_bn if not torch.equal(p_bn[k], p_tent[k])]
     assert moved and set(moved) <= set(_affine(bn)), moved[:3]
@@ -76,11 +76,11 @@ def test_tent_guard_keeps_the_bn_model_when_the_entropy_rises(monkeypatch):
     model, x = _model(), _images(16)
     batches = lambda: [x[:8], x[8:]]
     measured = iter([0.5, 0.9])  # the mean entropy before and after the Tent steps: it rose
-    monkeypatch.setattr(A, "mean_entropy", lambda *a: next(measured))
+    monkeypatch.setattr(adapt, "mean_entropy", lambda *a: next(measured))
     from conftest import log_lines
     with log_lines("ensemble.train.adapt") as lines:
-        tent = A.adapt_model(model, batches, A.Adaptation("tent", batch_size=8, steps=4, lr=5e-2), PREC)
-    bn = A.adapt_model(model, batches, A.Adaptation("bn", batch_size=8), PREC)
+        tent = adapt.adapt_model(model, batches, adapt.Adaptation("tent", batch_size=8, steps=4, lr=5e-2), PREC)
+    bn = adapt.adapt_model(model, batches, adapt.Adaptation("bn", batch_size=8), PREC)
     assert lines == ["tent: mean entropy rose (0.5000 -> 0.9000); kept the bn-adapted model"]
     for k, v in bn.state_dict().items():
         assert torch.equal(v, tent.state_dict()[k]), k
@@ -89,4 +89,4 @@ def test_tent_guard_keeps_the_bn_model_when_the_entropy_rises(monkeypatch):
 def test_tent_refuses_a_score_model():
     model = build_model("resnet18", 1)
     with pytest.raises(ValueError, match="tent minimises the entropy of class probabilities"):
-        A.adapt_model(model, lambda: [_images(4)], A.Adaptation("tent"), PREC, activation="identity")
+        adapt.adapt_model(model, lambda: [_images(4)], adapt.Adaptation("tent"), PREC, activation="identity")

@@ -34,7 +34,7 @@ def _model(seed: int = 0):
 
 
 def _plan(stages, **kw) -> FoldPlan:
-    return FoldPlan(stages=stages, num_workers=0, metric="accuracy", **{"batch_size": 8, **kw})
+    return FoldPlan(stages=stages, num_workers=0, metric="accuracy", **{"batch_size": 8, "keep_last": True, **kw})
 
 
 class _Recorder(torch.nn.Module):

@@ -249,7 +249,7 @@ def test_cli_error_names_the_key(tuned, capsys):
 def test_full_disk_stops_the_study_with_one_line_and_retries_the_params(tuned, capsys, monkeypatch):
     """A full disk is not the trial's fault: tune stops at once (not after MAX_FAILS failed trials),
     says so in one line, and the interrupted trial's params run first next time."""
-    import ensemble.tune.tuner as T
+    from ensemble.tune import tuner
     from ensemble.artifacts.io import NoSpaceError
     cfg_path, runs = tuned
     calls = []
@@ -257,7 +257,7 @@ def test_full_disk_stops_the_study_with_one_line_and_retries_the_params(tuned, c
     def full(cfg, **kw):
         calls.append(cfg.run_name)
         raise NoSpaceError(runs / "tiny" / "x.npy", 30 * 2**20, 2 * 2**20)
-    monkeypatch.setattr(T, "train_run", full)
+    monkeypatch.setattr(tuner, "train_run", full)
     assert main(["--cfg", str(cfg_path), "--folds", "0", "--trials", "3"]) == 2
     err = capsys.readouterr().err
     assert err == f"error: no space left on device writing {runs / 'tiny' / 'x.npy'} (needs ~30 MB, 2 MB free)\n"
@@ -270,14 +270,14 @@ def test_full_disk_stops_the_study_with_one_line_and_retries_the_params(tuned, c
 def test_trials_that_keep_failing_stop_the_study_with_one_line(tuned, capsys, monkeypatch):
     """tune_model raises TuneError after MAX_FAILS failed trials in a row; the command says it in one
     line and exits 1."""
-    import ensemble.tune.tuner as T
+    from ensemble.tune import tuner
     cfg_path, runs = tuned
 
     def broken(cfg, **kw):
         raise RuntimeError("the model diverged")
-    monkeypatch.setattr(T, "train_run", broken)
-    with pytest.raises(T.TuneError, match=r"^\[tinyrun\] 3 trials in a row failed; see .*tune/tinyrun/logs$"):
-        T.tune_model(cfg_path, folds=[0], trials=5, pruner="none")
+    monkeypatch.setattr(tuner, "train_run", broken)
+    with pytest.raises(tuner.TuneError, match=r"^\[tinyrun\] 3 trials in a row failed; see .*tune/tinyrun/logs$"):
+        tuner.tune_model(cfg_path, folds=[0], trials=5, pruner="none")
     assert main(["--cfg", str(cfg_path), "--folds", "0", "--trials", "8"]) == 1
     err = capsys.readouterr().err
     assert err == f"error: [tinyrun] 3 trials in a row failed; see {runs / 'tiny' / 'tune' / 'tinyrun' / 'logs'}\n"

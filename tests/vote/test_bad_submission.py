@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from ensemble.vote import methods as V
+from ensemble.vote.methods import rank
 from ensemble.vote.__main__ import main
 from ensemble.vote.submission import SubmissionError, build_frame, check_file, detect_format, read_sample
 from test_shift_vote import write_weights
@@ -109,7 +109,7 @@ def test_subset_rank_scores_keep_each_columns_order(tmp_path):
     sample = read_sample(_write(tmp_path / "s.csv", SUBSET))
     fmt = detect_format(sample, list("abc"))
     rng = np.random.default_rng(0)
-    scores = V.rank(rng.dirichlet(np.ones(3), (2, 4)).astype(np.float32), {})  # rows sum to ~1.5, not 1
+    scores = rank(rng.dirichlet(np.ones(3), (2, 4)).astype(np.float32), {})  # rows sum to ~1.5, not 1
     frame = build_frame(fmt, sample["id"], scores)
     assert check_file(_write(tmp_path / "sub.csv", frame.to_csv(index=False)), sample, fmt) == []
     top = scores[:, [0, 2]].sum(1).max()
@@ -190,7 +190,7 @@ def test_one_run_submission_equals_its_probabilities(one_run, capsys, flags):
 
 
 @pytest.mark.parametrize("method, expected", [
-    ("rank", lambda p: V.rank(p[None], {})),
+    ("rank", lambda p: rank(p[None], {})),
     ("majority", lambda p: np.eye(3)[p.argmax(1)] + p),
     ("stacking", None),
 ])

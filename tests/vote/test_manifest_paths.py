@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO
-from ensemble.artifacts import provenance as P
+from ensemble.artifacts.provenance import portable, repo_root, root_relative
 from ensemble.report import page as report
 from test_report import tables
-from test_submit import fake_kaggle, voted  # noqa: F401  (fixture)
+from test_kaggle import fake_kaggle, voted  # noqa: F401  (fixture)
 from test_vote_cli import make_competition, make_run
 
 ABSOLUTE = re.compile(r"""(^|[\s'"=(\[,])/[A-Za-z0-9_.~-]""")  # a path from the file system root
@@ -34,10 +34,10 @@ def absolute_paths(folder: Path) -> list[str]:
 
 def test_repo_root_is_the_checkout_not_the_package():
     top = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--show-toplevel"], capture_output=True, text=True)
-    assert P.repo_root() == (Path(top.stdout.strip()) if top.returncode == 0 else REPO)
-    assert P.repo_root() != REPO / "ensemble"
-    assert P.root_relative(REPO / "runs" / "x") == "runs/x"
-    assert P.root_relative(REPO) == "."
+    assert repo_root() == (Path(top.stdout.strip()) if top.returncode == 0 else REPO)
+    assert repo_root() != REPO / "ensemble"
+    assert root_relative(REPO / "runs" / "x") == "runs/x"
+    assert root_relative(REPO) == "."
 
 
 @pytest.mark.parametrize("text, expected", [
@@ -51,7 +51,7 @@ def test_portable_rewrites_absolute_paths_in_any_text(text, expected, monkeypatc
     root, home = tmp_path / "w" / "repo", tmp_path / "home"
     monkeypatch.setenv("HOME", str(home))
     want = expected.replace("../../data", os.path.relpath("/data", root))
-    assert P.portable({"a": [text.format(root=root, home=home)]}, root) == {"a": [want]}
+    assert portable({"a": [text.format(root=root, home=home)]}, root) == {"a": [want]}
 
 
 def test_nothing_written_to_submissions_holds_an_absolute_path(voted, monkeypatch, capsys):  # noqa: F811
@@ -66,9 +66,9 @@ def test_nothing_written_to_submissions_holds_an_absolute_path(voted, monkeypatc
     (f, *_) = sorted((voted / "subs" / "tiny").glob("mean-*.json"))
     m = json.loads(f.read_text())
     assert m["git"]["root"] == "."
-    assert m["runs"][0]["dir"] == os.path.relpath(voted / "runs" / "tiny" / "good", P.repo_root())
-    assert m["submission"]["path"] == os.path.relpath(f.with_suffix(".csv"), P.repo_root())
-    assert m["command"].startswith("python -m ensemble.vote --runs " + os.path.relpath(runs[0], P.repo_root()))
+    assert m["runs"][0]["dir"] == os.path.relpath(voted / "runs" / "tiny" / "good", repo_root())
+    assert m["submission"]["path"] == os.path.relpath(f.with_suffix(".csv"), repo_root())
+    assert m["command"].startswith("python -m ensemble.vote --runs " + os.path.relpath(runs[0], repo_root()))
     sent = [json.loads((voted / "subs" / "tiny" / g.name).read_text()) for g in (voted / "subs" / "tiny").glob("*.json")]
     rec = next(s["kaggle_submit"] for s in sent if "kaggle_submit" in s)
     assert rec["executable"] == "kaggle" and rec["credentials"] == "~/.kaggle/kaggle.json"

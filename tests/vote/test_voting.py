@@ -2,9 +2,12 @@
 import numpy as np
 import pytest
 from sklearn.linear_model import LogisticRegression
-from sklearn.metrics import accuracy_score, balanced_accuracy_score, cohen_kappa_score
+from sklearn.metrics import accuracy_score
 
-from ensemble import vote as V
+from ensemble.vote import (Objective, Spec, apply_bias, cross_validate, error_correlation, fit, fit_bias,
+                           fit_hillclimb, fit_stacking, fit_thresholds, get_method, hillclimb, model_scores,
+                           ordinal_labels, stacking)
+from ensemble.metrics import bind_metric
 
 # 3 models x 4 rows x 3 classes
 A = [[0.6, 0.3, 0.1], [0.2, 0.5, 0.3], [0.1, 0.1, 0.8], [0.45, 0.35, 0.2]]
@@ -13,23 +16,24 @@ C = [[0.2, 0.7, 0.1], [0.45, 0.25, 0.3], [0.2, 0.2, 0.6], [0.5, 0.1, 0.4]]
 STACK = np.array([A, B, C], dtype=np.float32)
 
 
+def objective(metric, n_classes):
+    return Objective(bind_metric(metric, [f"c{i}" for i in range(n_classes)]))
+
+
 def acc_objective(n_classes=3):
-    return V.Objective(lambda y, p: accuracy_score(y, p.argmax(1)), accuracy_score, True, n_classes)
+    return objective("accuracy", n_classes)
 
 
 def bal_objective(n_classes=3):
-    return V.Objective(lambda y, p: balanced_accuracy_score(y, p.argmax(1)), balanced_accuracy_score,
-                       True, n_classes)
+    return objective("balanced_accuracy", n_classes)
 
 
 def qwk_objective(n_classes):
-    def qwk(y, labels):
-        return cohen_kappa_score(y, labels, weights="quadratic")
-    return V.Objective(lambda y, p: qwk(y, p.argmax(1)), qwk, True, n_classes)
+    return objective("qwk", n_classes)
 
 
 def combine(name, stack=STACK, **state):
-    return V.get_method(name).combine(stack, state)
+    return get_method(name).combine(stack, state)
 
 
 def test_mean_weighted_geometric_by_hand():
@@ -60,17 +64,17 @@ def test_hillclimb_by_hand():
     p1 = np.array([[0.4, 0.6, 0.9, 0.45], [0.1, 0.45, 0.3, 0.9], [0.85, 0.2, 0.8, 0.2]], dtype=np.float32)
     stack = np.stack([1 - p1, p1], axis=2)
     y = np.array([0, 0, 1, 1])
-    state = V.fit_hillclimb(stack, y, acc_objective(2))
+    state = fit_hillclimb(stack, y, acc_objective(2))
     assert state["counts"].tolist() == [0, 1, 1]
-    np.testing.assert_allclose(V.hillclimb(stack, state)[:, 1], (p1[1] + p1[2]) / 2, rtol=1e-6)
+    np.testing.assert_allclose(hillclimb(stack, state)[:, 1], (p1[1] + p1[2]) / 2, rtol=1e-6)
 
 
 def test_stacking_is_logistic_regression_on_log_probs():
     y = np.array([0, 2, 2, 0])
-    state = V.fit_stacking(STACK, y, acc_objective(), C=1.0)
+    state = fit_stacking(STACK, y, acc_objective(), C=1.0)
     feats = np.log(STACK).transpose(1, 0, 2).reshape(4, 9)
     ref = LogisticRegression(C=1.0, max_iter=1000).fit(feats, y).predict_proba(feats)
-    out = V.stacking(STACK, state)
+    out = stacking(STACK, state)
     np.testing.assert_allclose(out[:, [0, 2]], ref, rtol=1e-4)
     assert np.all(out[:, 1] == 0)  # class 1 never seen in y: probability 0
     assert state["weights"].shape == (3,) and abs(state["weights"].sum() - 1) < 1e-9
@@ -79,13 +83,13 @@ def test_stacking_is_logistic_regression_on_log_probs():
 def test_unknown_method_and_bad_weights():
     with pytest.raises(ValueError, match=r"^unknown vote method 'avg'; available: mean, weighted, geometric, "
                                          r"rank, majority, hillclimb, stacking$"):
-        V.get_method("avg")
+        get_method("avg")
     with pytest.raises(ValueError, match=r"^expected 3 weights \(one per run\), got 2$"):
         combine("weighted", weights=[1, 2])
     with pytest.raises(ValueError, match="must be finite, >= 0"):
         combine("weighted", weights=[1, -1, 1])
     with pytest.raises(ValueError, match="does not support ordinal"):
-        V.fit(V.Spec("rank"), STACK[:, :, :1], np.zeros(4, int), acc_objective())
+        fit(Spec("rank"), STACK[:, :, :1], np.zeros(4, int), acc_objective())
 
 
 def _peaked(rng, y, n_classes, strength):
@@ -100,19 +104,19 @@ def test_hillclimb_ignores_pure_noise():
     y = rng.integers(0, 3, 400)
     good = _peaked(rng, y, 3, 2.0)
     noise = rng.dirichlet(np.ones(3), 400).astype(np.float32)
-    state = V.fit_hillclimb(np.stack([noise, good, noise[::-1]]), y, acc_objective())
+    state = fit_hillclimb(np.stack([noise, good, noise[::-1]]), y, acc_objective())
     assert state["counts"].tolist() == [0, 1, 0]
     assert state["weights"].tolist() == [0.0, 1.0, 0.0]
 
 
-@pytest.mark.parametrize("spec", [V.Spec("hillclimb", {"max_iter": 30}), V.Spec("stacking", {"C": 10.0}),
-                                  V.Spec("mean", tune=True)])
+@pytest.mark.parametrize("spec", [Spec("hillclimb", {"max_iter": 30}), Spec("stacking", {"C": 10.0}),
+                                  Spec("mean", tune=True)])
 def test_nested_score_not_above_in_sample_on_overfitting_case(spec):
     rng = np.random.default_rng(1)
     y = rng.integers(0, 3, 90)
     folds = np.arange(90) % 3
     oof = rng.dirichlet(np.ones(3), (12, 90)).astype(np.float32)  # 12 pure-noise models
-    cv, full = V.cross_validate(spec, oof, y, folds, bal_objective())
+    cv, full = cross_validate(spec, oof, y, folds, bal_objective())
     assert spec.fits and cv.in_sample is not None
     assert cv.score <= cv.in_sample
     assert cv.in_sample > 0.4  # chance is 1/3: fitted on the rows it is scored on, optimistic
@@ -124,11 +128,11 @@ def test_plain_methods_are_not_nested_and_single_model_scores():
     y = rng.integers(0, 3, 60)
     folds = np.arange(60) % 2
     oof = np.stack([_peaked(rng, y, 3, 1.0) for _ in range(3)])
-    cv, _ = V.cross_validate(V.Spec("mean"), oof, y, folds, acc_objective())
+    cv, _ = cross_validate(Spec("mean"), oof, y, folds, acc_objective())
     pred = oof.mean(0).argmax(1)
     assert cv.in_sample is None
     assert cv.score == pytest.approx(np.mean([accuracy_score(y[folds == k], pred[folds == k]) for k in (0, 1)]))
-    singles = V.model_scores(oof, y, folds, acc_objective())
+    singles = model_scores(oof, y, folds, acc_objective())
     assert singles[0].score == pytest.approx(
         np.mean([accuracy_score(y[folds == k], oof[0][folds == k].argmax(1)) for k in (0, 1)]))
 
@@ -139,9 +143,9 @@ def test_bias_tuning_helps_a_minority_class():
     p1 = np.clip(0.15 + 0.15 * y + rng.normal(0, 0.04, 300), 0.01, 0.49).astype(np.float32)  # never argmax 1
     probs = np.stack([1 - p1, p1], 1)
     obj = bal_objective(2)
-    bias = V.fit_bias(probs, y, obj)
+    bias = fit_bias(probs, y, obj)
     assert obj(y, probs) == 0.5 and obj(y, probs, bias) > 0.8
-    np.testing.assert_allclose(V.apply_bias(probs, bias).sum(1), 1, rtol=1e-6)
+    np.testing.assert_allclose(apply_bias(probs, bias).sum(1), 1, rtol=1e-6)
 
 
 def test_ordinal_thresholds_and_ordinal_methods():
@@ -149,24 +153,24 @@ def test_ordinal_thresholds_and_ordinal_methods():
     y = rng.integers(0, 5, 500)
     scores = (0.6 * y + 0.3 + rng.normal(0, 0.2, 500)).astype(np.float32)[:, None]  # compressed scale
     obj = qwk_objective(5)
-    assert V.ordinal_labels(np.array([0.49, 0.5, 3.7, 9.0]), None, 5).tolist() == [0, 1, 4, 4]
-    thr = V.fit_thresholds(scores, y, obj)
+    assert ordinal_labels(np.array([0.49, 0.5, 3.7, 9.0]), None, 5).tolist() == [0, 1, 4, 4]
+    thr = fit_thresholds(scores, y, obj)
     assert np.all(np.diff(thr) > 0)
     assert obj(y, scores, thr) > obj(y, scores) + 0.05
     oof = np.stack([scores, scores + rng.normal(0, 0.2, (500, 1)).astype(np.float32)])
     folds = np.arange(500) % 5
-    cv, fitted = V.cross_validate(V.Spec("hillclimb", tune=True), oof, y, folds, obj)
+    cv, fitted = cross_validate(Spec("hillclimb", tune=True), oof, y, folds, obj)
     assert fitted.finish(fitted.predict(oof), 5).shape == (500,)
-    assert cv.score <= cv.in_sample and V.Spec("mean", tune=True).name(ordinal=True) == "mean+thr"
+    assert cv.score <= cv.in_sample and Spec("mean", tune=True).name(ordinal=True) == "mean+thr"
 
 
 def test_error_correlation():
     rng = np.random.default_rng(5)
     y = rng.integers(0, 3, 200)
     a = _peaked(rng, y, 3, 1.0)
-    corr = V.error_correlation(np.stack([a, a, rng.dirichlet(np.ones(3), 200).astype(np.float32)]), y)
+    corr = error_correlation(np.stack([a, a, rng.dirichlet(np.ones(3), 200).astype(np.float32)]), y)
     assert corr.shape == (3, 3) and corr[0, 1] == pytest.approx(1.0) and corr[0, 2] < 0.9
-    assert V.error_correlation(a[None], y).tolist() == [[1.0]]  # a single run (vote prints its table)
+    assert error_correlation(a[None], y).tolist() == [[1.0]]  # a single run (vote prints its table)
 
 
 def test_rank_col_matches_scipy_with_ties_and_signed_zeros():

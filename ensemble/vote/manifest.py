@@ -1,4 +1,5 @@
-"""What a vote writes and prints: the score report (text), and each submission CSV with its manifest."""
+"""What a vote writes: each submission CSV with its manifest (inputs and their hashes, the recipe, every
+score, provenance, the kaggle command), and the chosen ensemble's held-out OOF predictions."""
 from __future__ import annotations
 
 import platform
@@ -9,18 +10,11 @@ import numpy as np
 
 from ensemble.artifacts import atomic_write_json, file_hash, inside
 from ensemble.artifacts.provenance import portable, root_relative
-from ensemble.vote.cv import CVScore, Fitted, Spec, error_correlation
-from ensemble.vote.methods import Objective
+from ensemble.vote.cv import CVScore, Fitted, Spec
 from ensemble.vote.recipe import make_recipe, replay
 from ensemble.vote.runs import Runs
 from ensemble.vote.submission import SubmissionError, build_frame, detect_format, problems, write_frame
-from ensemble.vote.submit import default_message, kaggle_command, runs_text
-
-
-def _fmt_table(rows: list[list[str]], header: list[str]) -> str:
-    width = [max(len(str(r[i])) for r in rows + [header]) for i in range(len(header))]
-    line = lambda r: "  ".join(str(c).ljust(w) if i == 0 else str(c).rjust(w) for i, (c, w) in enumerate(zip(r, width)))
-    return "\n".join([line(header)] + [line(r) for r in rows])
+from ensemble.vote.kaggle import default_message, kaggle_command
 
 
 def single_model(fitted: Fitted, oof: np.ndarray, names: list[str]) -> str | None:
@@ -36,41 +30,6 @@ def single_model(fitted: Fitted, oof: np.ndarray, names: list[str]) -> str | Non
         if np.allclose(pred, p, rtol=1e-5, atol=1e-6):
             return name
     return None
-
-
-def _num(v) -> str:
-    return f"{v:.4f}" if isinstance(v, (int, float)) else "-"
-
-
-def report(data: Runs, objective: Objective, singles, results, best: int) -> str:
-    """Scores of single models and ensembles, error correlations and the chosen weights."""
-    names, ordinal = data.names, data.ordinal
-    rows = [[n, f"{s.score:.4f}", f"{s.std:.4f}", "fold mean", "", _num(r.metrics.get("cv"))]
-            for n, s, r in zip(names, singles, data.runs)]
-    for i, (spec, cv, _) in enumerate(results):
-        rows.append([("* " if i == best else "  ") + spec.name(ordinal), f"{cv.score:.4f}", f"{cv.std:.4f}",
-                     "nested" if spec.fits else "fold mean", "" if cv.in_sample is None else f"{cv.in_sample:.4f}", ""])
-    direction = "higher" if objective.greater_is_better else "lower"
-    out = [f"{data.competition}: {runs_text(len(names))}, {len(np.unique(data.folds))} folds, OOF {len(data.y)} rows, "
-           f"test {data.test.shape[1]} rows; {data.metric} ({direction} is better)",
-           "cv = mean of per-fold scores; nested = fitted on K-1 folds, scored on the held-out fold; "
-           "in-sample = fitted on all OOF (optimistic)",
-           _fmt_table(rows, ["run / ensemble (* best)", "cv", "std", "cv is", "in-sample", "metrics.json cv"])]
-    if len(names) > 1:  # one run has nothing to correlate with
-        corr = error_correlation(data.oof, data.y)
-        short = [n[:14] for n in names]
-        out += ["", "OOF error correlation",
-                _fmt_table([[s] + [f"{v:.2f}" for v in row] for s, row in zip(short, corr)], ["run"] + short)]
-    wcols = [(spec, fitted) for spec, _, fitted in results if "weights" in fitted.state]
-    if wcols:
-        rows = [[n] + [f"{f.state['weights'][i]:.3f}" for _, f in wcols] for i, n in enumerate(names)]
-        out += ["", "weights (methods not listed: equal; stacking: share of |coef|)",
-                _fmt_table(rows, ["run"] + [s.name(ordinal) for s, _ in wcols])]
-    for spec, _, fitted in results:
-        if fitted.post is not None:
-            labels = [f"t{k}" for k in range(len(fitted.post))] if ordinal or spec.grade else data.classes
-            out.append(f"{spec.name(ordinal)}: " + " ".join(f"{c}={v:+.2f}" for c, v in zip(labels, fitted.post)))
-    return "\n".join(out)
 
 
 def _versions() -> dict:
@@ -106,16 +65,16 @@ def write_submission(data: Runs, spec: Spec, cv: CVScore, fitted: Fitted, out_di
                          prior, target, temperature)
     values = replay(recipe, data.test)
     frame = build_frame(fmt, data.sample[fmt.id_col], values)
-    issues = problems(frame, data.sample, fmt, data.sample_path.name)
-    if issues:
+    found = problems(frame, data.sample, fmt, data.sample_path.name)
+    if found:
         raise SubmissionError(f"{spec.name(data.ordinal)}: the submission fails validation against "
-                              f"{data.sample_path} (not written): " + "; ".join(issues))
+                              f"{data.sample_path} (not written): " + "; ".join(found))
     name = spec.name(data.ordinal)
     path = inside(out_dir, data.competition, f"{name}{tag}-cv{cv.score:.4f}-{stamp}.csv")  # a name from a run's files
     write_frame(path, frame)
     weights = fitted.state.get("weights", np.full(len(data.runs), 1 / len(data.runs)))
     manifest = {
-        "competition": data.competition, "method": name, "metric": data.metric,
+        "competition": data.competition, "method": name, "metric": data.metric.text,
         "cv": {"score": cv.score, "std": cv.std, "folds": cv.folds, "in_sample": cv.in_sample, "nested": spec.fits},
         "weights": dict(zip(data.names, np.asarray(weights, float).round(6).tolist())),
         "options": {k: v for k, v in spec.options.items() if k != "weights"},
@@ -129,8 +88,7 @@ def write_submission(data: Runs, spec: Spec, cv: CVScore, fitted: Fitted, out_di
         "submission": {"path": root_relative(path), "sha256": file_hash(path), "rows": len(frame), "format": fmt.kind},
         "created_utc": stamp, "command": command, "versions": _versions(), "recipe": recipe, "single_model": alone,
     }
-    # issue 13: provenance, every method's score, the kaggle command (artifacts/provenance.py, vote/scoreboard.py,
-    # vote/submit.py)
+    # provenance, every method's score, the shift scores (artifacts/provenance.py, vote/scoreboard.py, vote/shift.py)
     manifest.update(extra or {})
     for r, run in zip(manifest["runs"], data.runs):
         r["config_sha256"] = file_hash(run.paths.config) if run.paths.config.is_file() else None

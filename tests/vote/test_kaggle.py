@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from ensemble.compete import __main__ as compete
-from ensemble.vote import submit
+from ensemble.vote import kaggle
 from test_vote_cli import make_competition, make_run
 
 FAKE = """#!{python}
@@ -94,7 +94,7 @@ def test_without_kaggle_one_line_says_what_to_install(voted, capsys):
     assert vote("--submit", "-m", "x") == 1
     out = capsys.readouterr().out
     lines = [s for s in out.splitlines() if s.startswith("--submit:")]
-    assert lines == [f"--submit: the kaggle command is not installed: {submit.INSTALL}"]
+    assert lines == [f"--submit: the kaggle command is not installed: {kaggle.INSTALL}"]
     assert "pip install kaggle" in lines[0] and "~/.kaggle/kaggle.json" in lines[0]
     csv, manifest = only_manifest(voted)
     assert "kaggle_submit" not in manifest and (voted / csv).exists()
@@ -110,7 +110,7 @@ def test_kaggle_without_credentials_says_where_they_go(voted, monkeypatch, capsy
     assert not log.exists()
     monkeypatch.setenv("KAGGLE_USERNAME", "u")
     monkeypatch.setenv("KAGGLE_KEY", "k")
-    assert submit.credentials() == "KAGGLE_USERNAME/KAGGLE_KEY"
+    assert kaggle.credentials() == "KAGGLE_USERNAME/KAGGLE_KEY"
 
 
 def test_failing_kaggle_is_recorded_and_exits_1(voted, monkeypatch, capsys):
