@@ -43,8 +43,8 @@ SHIFT = {"parse": lambda v: "off" if v is False else v}  # YAML 1.1 reads an unq
 
 @dataclass(frozen=True)
 class ModelEntry:
-    cfg: str
-    set: list[str] = field(default_factory=list)
+    cfg: str  # a model config file in the competition's folder
+    set: list[str] = field(default_factory=list)  # overrides of this model (KEY=VALUE, as --set)
     name: str | None = None  # run name stem (default: the config file's stem)
 
     @property
@@ -54,19 +54,19 @@ class ModelEntry:
 
 @dataclass(frozen=True)
 class TuneBudget:
-    trials: int = 20
-    folds: str | None = None
-    timeout: float | None = None
+    trials: int = 20  # finished trials each model's study should have (as tune --trials)
+    folds: str | None = None  # folds each trial trains, e.g. "0" (as tune --folds; default: all)
+    timeout: float | None = None  # seconds per model after which no new trial starts (as tune --timeout)
 
 
 @dataclass(frozen=True)
 class Budget:
-    models: list[str | ModelEntry]
-    set: list[str] = field(default_factory=list)
-    tune: TuneBudget | None = None
-    dups: bool = True
-    shift: ShiftCheck = field(default="embeddings", metadata=SHIFT)
-    vote: VoteOptions = field(default_factory=VoteOptions, metadata=VOTE)
+    models: list[str | ModelEntry]  # model config files (or {cfg, name, set}); runs are named <model>-<budget>
+    set: list[str] = field(default_factory=list)  # overrides of every model (KEY=VALUE, as --set)
+    tune: TuneBudget | None = None  # tune each model before training it; null: no tuning
+    dups: bool = True  # find near-duplicates (python -m ensemble.dups) before folds.csv is written
+    shift: ShiftCheck = field(default="embeddings", metadata=SHIFT)  # the train/test shift check: embeddings, stats or off
+    vote: VoteOptions = field(default_factory=VoteOptions, metadata=VOTE)  # how the runs are voted
 
     def entries(self) -> list[ModelEntry]:
         return [m if isinstance(m, ModelEntry) else ModelEntry(m) for m in self.models]
@@ -76,10 +76,10 @@ class Budget:
 class Candidate:
     """One model the --time planner may use: its config file, overrides, sizes and recipe."""
 
-    cfg: str
-    name: str | None = None
-    set: list[str] = field(default_factory=list)
-    sizes: list[int] = field(default_factory=lambda: [128])
+    cfg: str  # a model config file in the competition's folder
+    name: str | None = None  # run name stem (default: the config file's stem)
+    set: list[str] = field(default_factory=list)  # overrides of this candidate (KEY=VALUE, as --set)
+    sizes: list[int] = field(default_factory=lambda: [128])  # image sizes to choose from, smallest first
     head_epochs: int = 0  # head-only epochs on cached frozen features (pretrained backbones)
     partial: int | None = None  # then one epoch training the last `partial` backbone stages (train: k)
     train: int | str = "all"  # what the fine-tuning epochs train: all, or the last k backbone stages
@@ -94,17 +94,17 @@ class Candidate:
 class TimeSpec:
     """`time:` in compete.yaml: what `--time 60m` may choose from (see ensemble.compete.timeplan)."""
 
-    candidates: list[Candidate]
-    set: list[str] = field(default_factory=list)
-    vote: VoteOptions = field(default_factory=VoteOptions, metadata=VOTE)
-    dups: bool = True
-    shift: ShiftCheck = field(default="embeddings", metadata=SHIFT)
+    candidates: list[Candidate]  # in priority order: the planner takes the most that fit
+    set: list[str] = field(default_factory=list)  # overrides of every candidate (KEY=VALUE, as --set)
+    vote: VoteOptions = field(default_factory=VoteOptions, metadata=VOTE)  # how the runs are voted
+    dups: bool = True  # find near-duplicates before folds.csv is written (its time comes out of the budget)
+    shift: ShiftCheck = field(default="embeddings", metadata=SHIFT)  # the shift check: embeddings, stats or off
     folds: list[int] = field(default_factory=list)  # fold counts to try in order (default: the config's)
-    min_epochs: int = 2
-    target_epochs: int = 5
-    max_epochs: int = 15
-    max_models: int = 4
-    reserve: float = 0.08
+    min_epochs: int = 2  # a model is planned only when it gets at least this many epochs
+    target_epochs: int = 5  # the largest size at which this many epochs fit is chosen
+    max_epochs: int = 15  # no model trains more epochs than this
+    max_models: int = 4  # at most this many candidates are planned
+    reserve: float = 0.08  # share of the budget kept free (the plan never uses it)
 
 
 TIME_RANGES = {  # time: numbers (ensemble.config.ranges)
@@ -123,9 +123,9 @@ TIME_RANGES = {  # time: numbers (ensemble.config.ranges)
 
 @dataclass(frozen=True)
 class CompeteFile:
-    budgets: dict[str, Budget] = field(default_factory=dict)
+    budgets: dict[str, Budget] = field(default_factory=dict)  # --budget NAME: fixed models and recipes
     builder: str | None = None  # makes the competition folder when missing (BUILDERS)
-    time: TimeSpec | None = None
+    time: TimeSpec | None = None  # --time: the candidates the planner chooses from
 
 
 def _build_digits(root: Path) -> None:

@@ -58,35 +58,38 @@ def _names(kind: str):
 
 @dataclass(frozen=True)
 class CompetitionCfg:
-    name: str
-    root: str
-    train_csv: str = "train.csv"
-    sample_submission: str = "sample_submission.csv"
-    train_dir: str = "train"
-    test_dir: str = "test"
-    id_col: str = "id"
-    label_col: str = "label"
-    group_col: str | None = None
-    ext: str = ""
-    layout: Literal["csv", "folders"] = "csv"
+    name: str  # the competition's name: its folders runs/<name>/ and submissions/<name>/
+    root: str  # the competition's folder (train.csv, sample submission, images), relative to the working directory
+    train_csv: str = "train.csv"  # the labelled rows, inside root
+    sample_submission: str = "sample_submission.csv"  # inside root: its ids are the test images, its header the submission format
+    train_dir: str = "train"  # training images, inside root
+    test_dir: str = "test"  # test images, inside root
+    id_col: str = "id"  # the id column of train.csv and the sample submission (an image is <dir>/<id><ext>)
+    label_col: str = "label"  # the label column of train.csv
+    group_col: str | None = None  # rows sharing a value stay in one fold (patient, lesion); null: none
+    ext: str = ""  # image file extension added to the ids, e.g. .jpg ("" when the ids carry it)
+    layout: Literal["csv", "folders"] = "csv"  # csv: train.csv + train/<id><ext>; folders: train/<class>/<image>
+    # class names in order; default: the sample submission's probability columns when it has 2 or more, else the
+    # sorted labels (numeric when labels are integers); a sample with some classes only needs every class listed
     classes: list[str] | None = None
-    metric: str = field(default="accuracy", metadata={"parse": _metric_field})  # name, text or mapping
-    task: Literal["classification", "ordinal"] = "classification"
+    # the competition's metric: a name, `name[param=value]` text or a mapping {name, classes, weights, ...}
+    metric: str = field(default="accuracy", metadata={"parse": _metric_field, "names": "metric"})
+    task: Literal["classification", "ordinal"] = "classification"  # ordinal: one regressed grade (a `score` column)
 
 
 @dataclass(frozen=True)
 class FoldsCfg:
-    n: int = 5
-    seed: int = 42
-    dups: bool = True
+    n: int = 5  # K of K-fold cross-validation
+    seed: int = 42  # seed of the fold split (folds.csv is written once per competition)
+    dups: bool = True  # keep each near-duplicate group of runs/<competition>/dups.csv in one fold
     strategy: Literal["stratified", "test_like"] = "stratified"  # test_like: fold 0 = most test-like rows (shift)
 
 
 @dataclass(frozen=True)
 class InputCfg:
-    size: int = 128
-    bad_images: Literal["fail", "skip"] = "fail"
-    cache: bool = True
+    size: int = 128  # images are resized to size x size once, into the image cache
+    bad_images: Literal["fail", "skip"] = "fail"  # an unreadable or missing image: stop listing them all, or drop its rows
+    cache: bool = True  # keep the decoded image cache in runs/<competition>/cache/ (false: a temporary one)
     # images whose header declares more pixels are not decoded (unreadable); Pillow's decompression-bomb
     # threshold (~9459 x 9459); null: no limit
     max_pixels: int | None = 89_478_485
@@ -94,70 +97,72 @@ class InputCfg:
 
 @dataclass(frozen=True)
 class HeadCfg:
-    hidden: list[int] = field(default_factory=list)
-    batchnorm: bool = False
-    dropout: float = 0.0
-    activation: str = field(default="relu", metadata={"parse": _names("activation")})
+    hidden: list[int] = field(default_factory=list)  # widths of the head's hidden layers; []: one linear layer
+    batchnorm: bool = False  # BatchNorm1d after each hidden layer's linear layer
+    dropout: float = 0.0  # dropout after each hidden layer (before the final linear layer when there is none)
+    activation: str = field(default="relu", metadata={"parse": _names("activation")})  # of the hidden layers
 
 
 @dataclass(frozen=True)
 class ModelCfg:
     backbone: str = field(default="resnet18", metadata={"parse": _names("backbone")})  # friendly or timm name
+    # false, true (ImageNet weights: the hub, its cache, the weights folder, weight packages) or a local
+    # .safetensors/.pth file (must exist when the config loads)
     pretrained: bool | str = False
     weights_map: Literal["identity", "by_order"] = "identity"  # how a `pretrained` file's keys map to timm's
-    drop_rate: float = 0.0
-    drop_path_rate: float = 0.0
-    head: HeadCfg = field(default_factory=HeadCfg)
+    drop_rate: float = 0.0  # timm's dropout before the backbone's classifier
+    drop_path_rate: float = 0.0  # timm's stochastic depth rate
+    head: HeadCfg = field(default_factory=HeadCfg)  # the MLP head on the pooled backbone features
 
 
 @dataclass(frozen=True)
 class LossCfg:
-    name: str = field(default="ce", metadata={"parse": _names("loss")})
-    label_smoothing: float = 0.0
-    class_weights: str | list[float] | None = None
-    gamma: float = 2.0
-    alpha: float | list[float] | None = None
+    name: str = field(default="ce", metadata={"parse": _names("loss")})  # ce, focal; smooth_l1, mse for ordinal
+    label_smoothing: float = 0.0  # share of each target spread over all classes
+    class_weights: str | list[float] | None = None  # null, auto (inverse class frequency) or one weight per class
+    gamma: float = 2.0  # focal: the focusing exponent
+    alpha: float | list[float] | None = None  # focal: one weight per class, or the positive class's for 2 classes
 
 
 @dataclass(frozen=True)
 class LRCfg:
-    backbone: float = field(default=1e-4, metadata={"parse": _lr_field})
-    head: float = field(default=1e-3, metadata={"parse": _lr_field})
+    backbone: float = field(default=1e-4, metadata={"parse": _lr_field})  # LR of the backbone's parameters (> 0)
+    head: float = field(default=1e-3, metadata={"parse": _lr_field})  # LR of the head's parameters (> 0)
 
 
 @dataclass(frozen=True)
 class OptimCfg:
-    name: str = field(default="adamw", metadata={"parse": _names("optimizer")})
-    lr: LRCfg = field(default_factory=LRCfg)
-    weight_decay: float = 1e-4
-    momentum: float = 0.9
-    nesterov: bool = False
-    layer_decay: float | None = None
+    name: str = field(default="adamw", metadata={"parse": _names("optimizer")})  # the optimizer
+    lr: LRCfg = field(default_factory=LRCfg)  # learning rates of the two parameter groups
+    weight_decay: float = 1e-4  # not applied to norm and bias parameters
+    momentum: float = 0.9  # sgd's momentum
+    nesterov: bool = False  # sgd: Nesterov momentum (needs momentum > 0)
+    layer_decay: float | None = None  # layer-wise LR decay over timm's layer groups (each group toward the input x this)
 
 
 @dataclass(frozen=True)
 class ScheduleCfg:
-    name: str = field(default="cosine", metadata={"parse": _names("schedule")})
-    warmup_epochs: float = 0.0
-    min_lr_ratio: float = 0.01
-    step_size: int = 5
-    gamma: float = 0.1
-    patience: int = 2
-    factor: float = 0.5
+    name: str = field(default="cosine", metadata={"parse": _names("schedule")})  # per stage: a fresh schedule
+    warmup_epochs: float = 0.0  # linear warmup at the start of each stage (fractions of an epoch allowed)
+    min_lr_ratio: float = 0.01  # cosine, onecycle, plateau: the lowest LR as a fraction of the stage's LR
+    step_size: int = 5  # step: epochs between LR drops
+    gamma: float = 0.1  # step: the LR's factor at each drop
+    patience: int = 2  # plateau: epochs without improvement before the LR drops
+    factor: float = 0.5  # plateau: the LR's factor at each drop
 
 
 @dataclass(frozen=True)
 class StageCfg:
-    epochs: int
-    train: int | str = "all"
-    lr: LRCfg | None = None
-    augment: bool = True
+    epochs: int  # epochs of this stage
+    train: int | str = "all"  # head, all, or k: the last k backbone stage groups (k <= the backbone's groups)
+    lr: LRCfg | None = None  # this stage's learning rates (default: optim.lr)
+    augment: bool = True  # train augmentation; false with train: head computes the frozen features once
     mix: bool = True  # augment.mix in this stage (never on cached features: head-only epochs without augment)
 
 
 @dataclass(frozen=True)
 class EmaCfg:
-    decay: float = 0.999
+    decay: float = 0.999  # the average's decay per optimizer step
     warmup: bool = True  # timm's decay warmup: 1 - (1 + step)^(-2/3), capped at decay
 
 
@@ -169,22 +174,22 @@ class SoftTargetsCfg:
 
 @dataclass(frozen=True)
 class TrainCfg:
-    batch_size: int = 32
-    eval_batch_size: int | None = None
-    accum_steps: int = 1
-    clip_grad: float | None = None
-    amp: Literal["auto", "bf16", "fp16", "off"] = "auto"
-    channels_last: bool = True
-    early_stopping: int | None = None
+    batch_size: int = 32  # training batch size (per rank under DDP)
+    eval_batch_size: int | None = None  # validation and test batch size (default: 2 x batch_size)
+    accum_steps: int = 1  # batches per optimizer step (gradient accumulation)
+    clip_grad: float | None = None  # clip the gradient norm to this; null: no clipping
+    amp: Literal["auto", "bf16", "fp16", "off"] = "auto"  # mixed precision on CUDA; auto: bf16 when supported, else fp16
+    channels_last: bool = True  # channels_last memory format on CUDA
+    early_stopping: int | None = None  # stop a stage after this many epochs without a better score; null: never
     time_limit: float | None = None  # seconds of training epochs per fold: no epoch starts that would end past it
-    num_workers: int = 2
-    seed: int = 0
-    device: str = "auto"
-    sync_bn: bool = False
-    lr_scaling: Literal["none", "linear", "sqrt"] = "none"
+    num_workers: int = 2  # data loader worker processes
+    seed: int = 0  # seed of weight initialisation, shuffling and augmentation
+    device: str = "auto"  # auto (CUDA when available), cpu, cuda, cuda:N, mps
+    sync_bn: bool = False  # DDP: convert BatchNorm to SyncBatchNorm (CUDA)
+    lr_scaling: Literal["none", "linear", "sqrt"] = "none"  # DDP: scale the LRs by the number of ranks
     ema: EmaCfg | None = None  # validation, best.pt and predictions use the EMA weights
     extra_rows: str | None = None  # CSV: id, path, one probability column per class, weight; joins every fold's training part
-    soft_targets: SoftTargetsCfg | None = None
+    soft_targets: SoftTargetsCfg | None = None  # distillation: every training row's target mixed with these probabilities
     keep_last: bool = False  # keep fold<k>/last.pt (optimizer state) once the fold is finished
 
     @property
@@ -195,53 +200,58 @@ class TrainCfg:
 
 @dataclass(frozen=True)
 class MixCfg:
-    mixup_alpha: float = 0.2
-    cutmix_alpha: float = 1.0
-    prob: float = 1.0
-    switch_prob: float = 0.5
-    label_smoothing: float = 0.0
+    mixup_alpha: float = 0.2  # MixUp's Beta(alpha, alpha) mixing weight; 0: no MixUp
+    cutmix_alpha: float = 1.0  # CutMix's Beta(alpha, alpha) box area; 0: no CutMix
+    prob: float = 1.0  # share of training batches that are mixed
+    switch_prob: float = 0.5  # share of mixed batches that use CutMix when both alphas are > 0
+    label_smoothing: float = 0.0  # label smoothing of the mixed targets
 
 
 @dataclass(frozen=True)
 class AugmentCfg:
-    train: str | list[dict[str, Any]] = field(default="medical", metadata={"parse": _augment_field})
-    eval: str | list[dict[str, Any]] = field(default="none", metadata={"parse": _augment_field})
+    # a preset (medical, dermoscopy, light, none) or a list of albumentations transforms {name: Affine, p: 0.5, ...}
+    train: str | list[dict[str, Any]] = field(default="medical", metadata={"parse": _augment_field,
+                                                                           "names": "augmentation preset"})
+    # the same for validation and test images
+    eval: str | list[dict[str, Any]] = field(default="none", metadata={"parse": _augment_field,
+                                                                       "names": "augmentation preset"})
     mix: MixCfg | None = None  # MixUp/CutMix (timm) in stages with `mix: true`
 
 
 @dataclass(frozen=True)
 class PredictCfg:
     # views (none, hflip, vflip, rot90, rot180, rot270, transpose, antitranspose, scaleF, a+b) or groups (d4, flips)
-    tta: list[str] = field(default_factory=lambda: ["none"], metadata={"parse": _tta_field})
+    tta: list[str] = field(default_factory=lambda: ["none"], metadata={"parse": _tta_field, "names": "TTA view"})
     # test-time adaptation of each fold model to the test images: none, bn (AdaBN), tent (ensemble.train.adapt)
     adapt: str = field(default="none", metadata={"parse": _names("adaptation")})
 
 
 @dataclass(frozen=True)
 class OutputCfg:
-    runs_dir: str = "runs"
-    format: Literal["csv", "parquet"] = "csv"
-    tensorboard: bool = True
-    plots: bool = True
-    progress: bool = True
+    runs_dir: str = "runs"  # where runs/<competition>/ lives
+    format: Literal["csv", "parquet"] = "csv"  # the oof and test probability files
+    tensorboard: bool = True  # TensorBoard scalars in every fold<k>/
+    plots: bool = True  # confusion.png and curves.png
+    progress: bool = True  # per-epoch progress bars
 
 
 @dataclass(frozen=True)
 class Config:
-    competition: CompetitionCfg
-    name: str | None = None
-    folds: FoldsCfg = field(default_factory=FoldsCfg)
-    input: InputCfg = field(default_factory=InputCfg)
-    model: ModelCfg = field(default_factory=ModelCfg)
-    loss: LossCfg = field(default_factory=LossCfg)
-    optim: OptimCfg = field(default_factory=OptimCfg)
-    schedule: ScheduleCfg = field(default_factory=ScheduleCfg)
-    stages: list[StageCfg] = field(default_factory=lambda: [StageCfg(epochs=10)])
-    train: TrainCfg = field(default_factory=TrainCfg)
-    augment: AugmentCfg = field(default_factory=AugmentCfg)
-    predict: PredictCfg = field(default_factory=PredictCfg)
-    output: OutputCfg = field(default_factory=OutputCfg)
-    tune: dict[str, Any] = field(default_factory=dict)
+    competition: CompetitionCfg  # the competition (usually from base.yaml)
+    name: str | None = None  # the run's name: runs/<competition>/<name>/ (default: the backbone)
+    folds: FoldsCfg = field(default_factory=FoldsCfg)  # how folds.csv is made
+    input: InputCfg = field(default_factory=InputCfg)  # image size and decoding
+    model: ModelCfg = field(default_factory=ModelCfg)  # backbone and head
+    loss: LossCfg = field(default_factory=LossCfg)  # the training loss
+    optim: OptimCfg = field(default_factory=OptimCfg)  # the optimizer
+    schedule: ScheduleCfg = field(default_factory=ScheduleCfg)  # the LR schedule of every stage
+    stages: list[StageCfg] = field(default_factory=lambda: [StageCfg(epochs=10)])  # in order; each gets a fresh optimizer
+    train: TrainCfg = field(default_factory=TrainCfg)  # the training loop
+    augment: AugmentCfg = field(default_factory=AugmentCfg)  # augmentation, MixUp/CutMix
+    predict: PredictCfg = field(default_factory=PredictCfg)  # test-time augmentation and adaptation
+    output: OutputCfg = field(default_factory=OutputCfg)  # what a run writes besides the artifact contract
+    # the Optuna search of python -m ensemble.tune (checked by ensemble.tune.space)
+    tune: dict[str, Any] = field(default_factory=dict, metadata={"keys": "ensemble.tune.space:TuneSpec"})
 
     @property
     def run_name(self) -> str:
