@@ -146,7 +146,7 @@ def schema_keys() -> tuple[list[str], list[re.Pattern]]:
     patterns = []
     for key in spelled:
         p = re.escape(key).replace(r"\[\]", r"(?:\[\d*\]|\.\d+)")
-        p = p.replace(re.escape("<key>"), r".+").replace(re.escape("<name>"), r"[\w-]+")
+        p = p.replace(re.escape("<key>"), r".+").replace(re.escape("<name>"), r"(?:[\w-]+|<\w+>)")
         patterns.append(re.compile(p))
     return keys, patterns
 
@@ -276,7 +276,7 @@ def doc_problems(text: str, where: str) -> list[str]:
                             f"({', '.join(COMMANDS)})")
             continue
         for flag in re.findall(r"(?<![\w-])(--[A-Za-z][\w-]*)", args):
-            if flag not in options(command):
+            if flag not in options(command) and flag != "--help":
                 problems.append(f"{where}: python -m ensemble.{command} {flag}: the command has no such flag; "
                                 f"remove it (python -m ensemble.{command} --help lists them)")
     for key in set_keys(text) + span_keys(text, gen_tops):
@@ -336,6 +336,33 @@ def test_readme_links_every_command_and_page():
                               f"[page](docs/commands/X.md) |) for {', '.join(sorted(set(COMMANDS) - set(rows)))}")
 
 
+def layout_problems(text: str) -> list[str]:
+    """docs/layout.md's table: each `ensemble/<package>/` row names every module of the package (but
+    __init__.py) and no other; every top-level module is named somewhere on the page."""
+    problems = []
+    rows = {m.group(1): m.group(2) for m in re.finditer(r"^\| `ensemble/(\w+)/` \|(.*)\|\s*$", text, re.M)}
+    for package in sorted(p.name for p in (ROOT / "ensemble").iterdir() if (p / "__init__.py").is_file()):
+        modules = {f.name for f in (ROOT / "ensemble" / package).glob("*.py")} - {"__init__.py"}
+        if package not in rows:
+            problems.append(f"docs/layout.md: add a row | `ensemble/{package}/` | ... | naming {', '.join(sorted(modules))}")
+            continue
+        named = set(re.findall(r"(?<![/\w])`?(\w+\.py)", rows[package]))
+        for name in sorted(modules - named):
+            problems.append(f"docs/layout.md: the ensemble/{package}/ row lacks {name}: add it with what it holds")
+        for name in sorted(named - modules):
+            problems.append(f"docs/layout.md: the ensemble/{package}/ row names {name}, which is not in "
+                            f"ensemble/{package}/: rename or remove it")
+    for module in sorted(f.name for f in (ROOT / "ensemble").glob("*.py")):
+        if not re.search(rf"(?<![\w/])(ensemble/)?{re.escape(module)}", text):
+            problems.append(f"docs/layout.md: name ensemble/{module} (a top-level module) in the table")
+    return problems
+
+
+def test_layout_lists_every_module():
+    problems = layout_problems((DOCS / "layout.md").read_text(encoding="utf-8"))
+    assert not problems, "\n".join(problems)
+
+
 # ---------------------------------------------------------------- the checks catch what they should
 BAD_DOC = """
 ```
@@ -366,6 +393,13 @@ def test_known_keys_accept_every_spelling():
         assert known_key(key), key
     for key in ("head.hidden", "stages.epochs", "train.ema.decayy", "budgets.cpu.votes", "time.twin"):
         assert not known_key(key), key
+
+
+def test_layout_check_names_renamed_and_missing_modules():
+    text = (DOCS / "layout.md").read_text(encoding="utf-8").replace("`output.py` (report, manifest)", "`outputs.py`")
+    problems = "\n".join(layout_problems(text))
+    assert "the ensemble/vote/ row lacks output.py" in problems
+    assert "the ensemble/vote/ row names outputs.py, which is not in ensemble/vote/" in problems
 
 
 def test_flag_table_rows_are_read_from_the_first_cell():
