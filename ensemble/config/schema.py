@@ -1,4 +1,5 @@
-"""The config schema: one frozen dataclass per YAML section (see README, "Config").
+"""The config schema: one frozen dataclass per YAML section (docs/config.md is generated from it:
+scripts/gen_config_docs.py reads each field's comment as its meaning).
 
 Fields with their own syntax carry a `parse` hook in their metadata (metric text, TTA views,
 registry-backed names); ensemble.config.loader applies it while building the dataclasses.

@@ -233,7 +233,7 @@ def load_tuning(path: str | Path, overrides: Sequence[str] = ()) -> tuple[Config
     """Load a model config and its validated `tune:` section. Raises ConfigError."""
     cfg = load_config(path, overrides)
     if not cfg.tune:
-        raise ConfigError(f"{path}: no tune.space to search (add a `tune:` section with `space:`, see the README's Tuning section)")
+        raise ConfigError(f"{path}: no tune.space to search (add a `tune:` section with `space:`, see docs/tuning.md)")
     spec = parse_tune(cfg.tune, str(path), [s.epochs for s in cfg.stages])
     check_space(path, spec, overrides)
     stages = sum(s.epochs > 0 for s in cfg.stages)
