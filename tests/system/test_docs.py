@@ -228,6 +228,21 @@ def test_command_page_has_a_row_for_every_flag(command):
 
 
 @pytest.mark.parametrize("command", COMMANDS)
+def test_command_page_has_its_sections(command):
+    text = page(command).read_text(encoding="utf-8") if page(command).is_file() else ""
+    missing = [h for h in ("## Flags", "## Examples", "## What it writes") if not re.search(rf"^{h}$", text, re.M)]
+    assert not missing, f"{rel(page(command))}: add the section(s) {', '.join(missing)}"
+    assert f"python -m ensemble.{command}" in "\n".join(code_blocks(text)), \
+        f"{rel(page(command))}: its '## Examples' need at least one python -m ensemble.{command} command"
+
+
+def test_every_script_is_documented():
+    text = "\n".join(p.read_text(encoding="utf-8") for p in doc_files())
+    missing = [rel(p) for p in sorted((ROOT / "scripts").glob("*")) if p.suffix in (".py", ".sh") and rel(p) not in text]
+    assert not missing, f"name {', '.join(missing)} in docs/benchmarks.md (a benchmark: what it prints) or the page it serves"
+
+
+@pytest.mark.parametrize("command", COMMANDS)
 def test_every_flag_has_help_and_the_description_is_whole(command):
     p = parser(command)
     module = commands()[command]
