@@ -28,14 +28,20 @@ def score_submission(path: Path, solution: Path) -> float:
     return float((merged["label_true"] == merged["label_pred"]).mean())
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m ensemble.demo", description=__doc__.splitlines()[0])
-    p.add_argument("--root", default="data/demo")
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m ensemble.demo",
+                                description=" ".join(__doc__.split("\n\n")[0].split()))  # the first paragraph
+    p.add_argument("--root", default="data/demo", help="the competition folder to build (default: data/demo; "
+                                                       "the hidden labels go beside it as <root>_solution.csv)")
     p.add_argument("--build-only", action="store_true", help="only write the competition files")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="config overrides for both demo models")
     add_verbosity(p)
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     setup_logging(args.verbose - args.quiet)
     t0 = time.perf_counter()
     root = build_demo(args.root)

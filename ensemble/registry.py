@@ -157,4 +157,5 @@ def names(kind: str) -> Callable[[Any], Any]:
     def check(value):
         return validate(kind, value) if isinstance(value, str) else value
     check.__doc__ = f"a registered {kind} name"
+    check.kind = kind  # the registry a docs generator lists (scripts/gen_config_docs.py)
     return check

@@ -16,8 +16,7 @@ from ensemble.vote.kaggle import add_submit_arguments  # noqa: E402
 DESCRIPTION = '`python -m ensemble.compete --competition NAME --budget smoke|cpu|gpu`: Kaggle folder -> submission.'  # --help's first line, as before the package split
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    started = STARTED if __name__ == "__main__" else time.perf_counter()  # imported: the clock starts now
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m ensemble.compete", description=DESCRIPTION)
     p.add_argument("--competition", required=True, help="a folder under configs/ with compete.yaml")
     p.add_argument("--budget", default="cpu", help="a budget from compete.yaml (smoke, cpu, gpu)")
@@ -26,7 +25,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--plan-only", action="store_true",
                    help="with --time: measure and print the plan with its estimated times, train nothing")
     p.add_argument("--threads", type=int, help="torch CPU threads (e.g. 1 each for two jobs at once)")
-    p.add_argument("--configs-dir", default="configs")
+    p.add_argument("--configs-dir", default="configs", help="where competition folders live (default: configs)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="extra config overrides for every model")
     add_plugin_argument(p)
@@ -34,6 +33,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--kaggle", metavar="SLUG", help="Kaggle competition slug for --submit and the printed "
                                                     "command (default: NAME)")
     add_verbosity(p)  # -q also silences the progress bars
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    started = STARTED if __name__ == "__main__" else time.perf_counter()  # imported: the clock starts now
+    p = build_parser()
     args = p.parse_args(argv)
     quiet = args.quiet > 0
     setup_logging(args.verbose - args.quiet)

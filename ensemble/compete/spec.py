@@ -56,11 +56,11 @@ class PseudoSpec:
     probabilities (soft) or its class (hard); weight: each pseudo row's weight in the loss; max_fraction:
     at most this share of the test rows (the most confident)."""
 
-    labels: Literal["soft", "hard"] = "soft"
-    weight: float = 0.5
-    precision: float = 0.95
-    max_fraction: float = 1.0
-    models: Literal["all"] | list[str] = "all"
+    labels: Literal["soft", "hard"] = "soft"  # soft: the ensemble's probabilities; hard: one-hot of its class
+    weight: float = 0.5  # each pseudo-labelled row's weight in the loss
+    precision: float = 0.95  # per class: the lowest confidence threshold whose OOF rows reach this precision
+    max_fraction: float = 1.0  # at most this share of the test rows (the most confident first)
+    models: Literal["all"] | list[str] = "all"  # the models trained again with the pseudo-labelled rows
 
     def chosen(self, names: Sequence[str]) -> list[str]:
         """The models of `names` that get a second round, in their order."""
@@ -72,8 +72,8 @@ PSEUDO_RANGES = {"weight": POSITIVE, "precision": UNIT_LEFT_OPEN, "max_fraction"
 
 @dataclass(frozen=True)
 class ModelEntry:
-    cfg: str
-    set: list[str] = field(default_factory=list)
+    cfg: str  # a model config file in the competition's folder
+    set: list[str] = field(default_factory=list)  # overrides of this model (KEY=VALUE, as --set)
     name: str | None = None  # run name stem (default: the config file's stem)
 
     @property
@@ -83,20 +83,21 @@ class ModelEntry:
 
 @dataclass(frozen=True)
 class TuneBudget:
-    trials: int = 20
-    folds: str | None = None
-    timeout: float | None = None
+    trials: int = 20  # finished trials each model's study should have (as tune --trials)
+    folds: str | None = None  # folds each trial trains, e.g. "0" (as tune --folds; default: all)
+    timeout: float | None = None  # seconds per model after which no new trial starts (as tune --timeout)
 
 
 @dataclass(frozen=True)
 class Budget:
-    models: list[str | ModelEntry]
-    set: list[str] = field(default_factory=list)
-    tune: TuneBudget | None = None
-    dups: bool = True
+    models: list[str | ModelEntry]  # model config files (or {cfg, name, set}); runs are named <model>-<budget>
+    set: list[str] = field(default_factory=list)  # overrides of every model (KEY=VALUE, as --set)
+    tune: TuneBudget | None = None  # tune each model before training it; null: no tuning
+    dups: bool = True  # find near-duplicates (python -m ensemble.dups) before folds.csv is written
+    # the train/test shift check: embeddings, stats or off
     shift: ShiftCheck = field(default="embeddings", metadata=SHIFT)
-    vote: VoteOptions = field(default_factory=VoteOptions, metadata=VOTE)
-    pseudo: PseudoSpec | None = field(default=None, metadata=PSEUDO)
+    vote: VoteOptions = field(default_factory=VoteOptions, metadata=VOTE)  # how the runs are voted
+    pseudo: PseudoSpec | None = field(default=None, metadata=PSEUDO)  # a pseudo-label round after the vote (true: defaults)
 
     def entries(self) -> list[ModelEntry]:
         return [m if isinstance(m, ModelEntry) else ModelEntry(m) for m in self.models]
@@ -106,9 +107,10 @@ class Budget:
 class Candidate:
     """One model the --time planner may use: its config file, overrides, sizes and recipe."""
 
-    cfg: str
-    name: str | None = None
-    set: list[str] = field(default_factory=list)
+    cfg: str  # a model config file in the competition's folder
+    name: str | None = None  # run name stem (default: the config file's stem)
+    set: list[str] = field(default_factory=list)  # overrides of this candidate (KEY=VALUE, as --set)
+    # image sizes to choose from, smallest first
     sizes: list[int] = field(default_factory=lambda: [128], metadata={"range": not_empty("at least one image size"),
                                                                        "items": POSITIVE_INT})
     head_epochs: int = field(default=0, metadata={"range": NON_NEGATIVE_INT})  # head-only epochs on cached frozen features (pretrained backbones)
@@ -125,27 +127,31 @@ class Candidate:
 class TimeSpec:
     """`time:` in compete.yaml: what `--time 60m` may choose from (see ensemble.compete.timeplan)."""
 
+    # in priority order: the planner takes the most that fit
     candidates: list[Candidate] = field(metadata={"range": not_empty("at least one candidate")})
-    set: list[str] = field(default_factory=list)
-    vote: VoteOptions = field(default_factory=VoteOptions, metadata=VOTE)
-    dups: bool = True
-    shift: ShiftCheck = field(default="embeddings", metadata=SHIFT)
+    set: list[str] = field(default_factory=list)  # overrides of every candidate (KEY=VALUE, as --set)
+    vote: VoteOptions = field(default_factory=VoteOptions, metadata=VOTE)  # how the runs are voted
+    dups: bool = True  # find near-duplicates before folds.csv is written (its time comes out of the budget)
+    shift: ShiftCheck = field(default="embeddings", metadata=SHIFT)  # the shift check: embeddings, stats or off
     # fold counts to try in order (default: the config's)
     folds: list[int] = field(default_factory=list, metadata={"items": int_at_least(2, "fold counts >= 2")})
+    # a model is planned only when it gets at least this many epochs
     min_epochs: int = field(default=2, metadata={"range": POSITIVE_INT})
+    # the largest size at which this many epochs fit is chosen
     target_epochs: int = field(default=5, metadata={"range": POSITIVE_INT})
-    max_epochs: int = field(default=15, metadata={"range": POSITIVE_INT})
-    max_models: int = field(default=4, metadata={"range": POSITIVE_INT})
+    max_epochs: int = field(default=15, metadata={"range": POSITIVE_INT})  # no model trains more epochs than this
+    max_models: int = field(default=4, metadata={"range": POSITIVE_INT})  # at most this many candidates are planned
+    # share of the budget kept free (the plan never uses it)
     reserve: float = field(default=0.08, metadata={"range": UNIT_OPEN})
     twins: Literal["optional", "required"] = "optional"  # required: the plan keeps room for every twin
-    pseudo: PseudoSpec | None = field(default=None, metadata=PSEUDO)
+    pseudo: PseudoSpec | None = field(default=None, metadata=PSEUDO)  # a pseudo-label round, planned into the budget
 
 
 @dataclass(frozen=True)
 class CompeteFile:
-    budgets: dict[str, Budget] = field(default_factory=dict)
+    budgets: dict[str, Budget] = field(default_factory=dict)  # --budget NAME: fixed models and recipes
     builder: str | None = None  # makes the competition folder when missing (BUILDERS)
-    time: TimeSpec | None = None
+    time: TimeSpec | None = None  # --time: the candidates the planner chooses from
 
 
 def _build_digits(root: Path) -> None:

@@ -28,7 +28,7 @@ import cv2
 import numpy as np
 
 # Measured by `scripts/measure_dups.py --n-pos 20 --n-framed 300 --max-pairs 150` on ham10000 +
-# chest_xray (224 px JPEGs; the table is in the README's dups section). 720 copies (six kinds, plain,
+# chest_xray (224 px JPEGs; the table is in docs/dups.md). 720 copies (six kinds, plain,
 # in a fundus frame, and in the frame at 30% contrast with the camera's vignetting and dust): inliers
 # min 32, ratio min 0.076. 266 different lesions/patients within pHash 4: inliers max 25, ratio max
 # 0.026. 600 look-alikes in one frame: inliers max 20 (the shared dust specks agree on the identity),

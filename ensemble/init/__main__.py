@@ -72,7 +72,7 @@ def init(data: str | Path, name: str | None = None, *, configs_dir: str | Path =
     return found, folder, list(files)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m ensemble.init", description=__doc__.splitlines()[0])
     p.add_argument("--data", required=True, metavar="DIR", help="the competition's download (train.csv or "
                    "train/<class>/ folders, sample_submission.csv, image folders)")
@@ -81,7 +81,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--label-col", help="train.csv's label column, when init cannot tell it")
     p.add_argument("--configs-dir", default="configs", help="where competition folders live (default: configs)")
     add_verbosity(p)
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     setup_logging(args.verbose - args.quiet)
     try:
         found, folder, written = init(args.data, args.name, configs_dir=args.configs_dir, id_col=args.id_col,

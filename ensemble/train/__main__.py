@@ -1,6 +1,6 @@
 """`python -m ensemble.train --cfg configs/<competition>/<model>.yaml`: K-fold training of one model.
 
-Writes runs/<competition>/<run>/ (see README, "Artifact contract"): config.yaml, fold<k>/,
+Writes runs/<competition>/<run>/ (see docs/artifacts.md): config.yaml, fold<k>/,
 oof + test probabilities, metrics.json, confusion.png, curves.png.
 """
 from __future__ import annotations

@@ -3,7 +3,7 @@
     result = train_run(load_config("configs/demo/resnet18.yaml"), folds=[0])
     result.run_dir, result.metrics          # metrics None until every fold is trained
 
-Writes runs/<competition>/<run>/ (see README, "Artifact contract" and ensemble.artifacts.paths):
+Writes runs/<competition>/<run>/ (see docs/artifacts.md and ensemble.artifacts.paths):
 config.yaml, fold<k>/, oof + test probabilities, metrics.json, confusion.png, curves.png, and the
 competition's folds.csv and labels.csv.
 """

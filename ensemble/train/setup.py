@@ -34,7 +34,7 @@ from ensemble.data.folds import frame_bytes, merge_groups, plan_folds
 from ensemble.data.images import build_cache, cache_paths, check_present
 
 # settings that do not change a run's results: a run continued (another fold, --resume) with other
-# values is the same run (one --device per process in the README's folds-in-parallel recipe)
+# values is the same run (one --device per process in docs/scaling.md's folds-in-parallel recipe)
 NOT_IDENTITY = ("tune", "train.device", "train.num_workers", "input.cache", "output.runs_dir", "output.progress",
                 "output.tensorboard", "output.plots")
 

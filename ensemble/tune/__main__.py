@@ -68,7 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=positive_number, help="seconds per model after which no new trial starts")
     p.add_argument("--folds", help="folds each trial trains, e.g. 0 (default: tune.folds or all)")
     p.add_argument("--pruner", choices=sorted(PRUNERS), help="default: tune.pruner or median")
-    p.add_argument("--sampler", choices=list(SAMPLERS), default="tpe")
+    p.add_argument("--sampler", choices=list(SAMPLERS), default="tpe", help="Optuna sampler (default tpe)")
     p.add_argument("--seed", type=int, help="sampler seed (leave unset when several workers share a study)")
     p.add_argument("--storage", help="postgresql://user:pass@host/db (several workers), sqlite:///x.db or a journal "
                                      "file (default: runs/<competition>/tune/optuna.journal)")

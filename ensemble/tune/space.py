@@ -38,13 +38,13 @@ _SCALAR = (type(None), bool, int, float, str)
 class Param:
     """One searched config key: a float/int range or a list of categorical choices."""
 
-    key: str
-    type: str
-    low: float | int | None = None
-    high: float | int | None = None
-    log: bool = False
-    step: float | int | None = None
-    choices: tuple = ()
+    key: str = field(metadata={"internal": True})  # the dotted config key (the space's key)
+    type: str  # float, int or categorical
+    low: float | int | None = None  # float, int: the smallest value
+    high: float | int | None = None  # float, int: the largest value (> low)
+    log: bool = False  # float, int: sample on a log scale (needs low > 0)
+    step: float | int | None = None  # float, int: a grid step (not with log)
+    choices: tuple = ()  # categorical: the values (any YAML: numbers, names, lists)
 
     def suggest(self, trial) -> Any:
         """Sample this key on an optuna trial; -> the config value (decoded)."""
@@ -81,14 +81,14 @@ class Param:
 
 @dataclass(frozen=True)
 class TuneSpec:
-    space: dict[str, Param]
-    epochs: int | None = None
-    folds: list[int] | None = None
-    trials: int = 20
-    pruner: str = "median"
-    startup_trials: int = 5
-    warmup_epochs: int = 1
-    stage_epochs: list[int] = field(default_factory=list)  # the config's own epochs per stage
+    space: dict[str, Param] = field(metadata={"placeholder": "<key>"})  # dotted config key -> its range
+    epochs: int | None = None  # cap on a trial's total epochs (stages shortened in proportion; >= 1)
+    folds: list[int] | None = None  # folds a trial trains, e.g. [0] (default: all; --folds overrides)
+    trials: int = 20  # the default of --trials (>= 1)
+    pruner: str = "median"  # median, hyperband or none (the default of --pruner)
+    startup_trials: int = 5  # trials before TPE models the space and the median pruner prunes (>= 0)
+    warmup_epochs: int = 1  # epochs of each trial never pruned (>= 0)
+    stage_epochs: list[int] = field(default_factory=list, metadata={"internal": True})  # the config's own epochs per stage
 
     @property
     def max_epochs(self) -> int:
@@ -236,7 +236,7 @@ def load_tuning(path: str | Path, overrides: Sequence[str] = ()) -> tuple[Config
     """Load a model config and its validated `tune:` section. Raises ConfigError."""
     cfg = load_config(path, overrides)
     if not cfg.tune:
-        raise ConfigError(f"{path}: no tune.space to search (add a `tune:` section with `space:`, see the README's Tuning section)")
+        raise ConfigError(f"{path}: no tune.space to search (add a `tune:` section with `space:`, see docs/tuning.md)")
     spec = parse_tune(cfg.tune, str(path), [s.epochs for s in cfg.stages])
     check_space(path, spec, overrides)
     stages = sum(s.epochs > 0 for s in cfg.stages)

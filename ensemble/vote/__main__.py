@@ -24,7 +24,7 @@ from ensemble.vote.kaggle import add_submit_arguments, submit_chosen
 from ensemble.vote.voter import check_submission, vote_runs
 
 
-def parse_args(argv: Sequence[str]) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
     p = Parser(prog="python -m ensemble.vote", description=__doc__.split("\n")[0])
     p.add_argument("--competition", metavar="NAME", help="vote every run under RUNS_DIR/NAME")
     p.add_argument("--runs-dir", default="runs", help="default: runs")
@@ -56,6 +56,11 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     add_plugin_argument(p)
     add_verbosity(p)
     add_submit_arguments(p)
+    return p
+
+
+def parse_args(argv: Sequence[str]) -> argparse.Namespace:
+    p = build_parser()
     args = p.parse_args(argv)
     if args.submit and (args.check or args.write == "none"):
         p.error("--submit sends the written best submission: it needs --write best or all (not --check)")

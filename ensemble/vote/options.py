@@ -58,18 +58,19 @@ class VoteOptions:
     calibrate: temperature-scale the chosen ensemble's probabilities (for metrics scored on probabilities),
     fitted nested on its held-out OOF rows and applied only when the nested CV does not get worse."""
 
-    methods: str = "all"
-    weights: str | None = None
+    methods: str = "all"  # 'all' or comma-separated vote methods
+    weights: str | None = None  # for 'weighted': '2,1' in run order or 'runA=2,runB=1'
+    # also fit per-class bias / ordinal thresholds on OOF (auto: thresholds only)
     bias: Literal["auto", "on", "off"] = field(default="auto", metadata={"parse": _on_off})
-    max_iter: int = 100
-    stack_c: float = 1.0
-    select: Literal["cv", "weighted", "test_like"] = "cv"
-    priors: str = "train"
-    write: Literal["best", "all", "none"] = "best"
-    out_dir: str = "submissions"
-    kaggle: str | None = None
-    message: str | None = None
-    calibrate: bool = False
+    max_iter: int = 100  # hill-climbing steps (>= 1)
+    stack_c: float = 1.0  # stacking's inverse L2 strength (> 0)
+    select: Literal["cv", "weighted", "test_like"] = "cv"  # choose by CV, importance-weighted or test-like CV
+    priors: str = "train"  # the submission's class priors: train, estimated, or one number per class
+    write: Literal["best", "all", "none"] = "best"  # which ensembles get a submission file
+    out_dir: str = "submissions"  # submissions go to out_dir/<competition>/
+    kaggle: str | None = None  # the Kaggle slug of the printed submit command (default: the competition's name)
+    message: str | None = None  # the Kaggle submission message (default: method, CV and runs)
+    calibrate: bool = False  # temperature-scale the chosen ensemble when its nested CV does not get worse
 
     def check(self) -> "VoteOptions":
         """Raise VoteOptionError on the first bad field (methods are looked up in the method registry,

@@ -2,7 +2,7 @@
 labels.csv, image cache or config.yaml behind, so the corrected rerun starts without --fresh (the
 advised `--set input.bad_images=skip` after an unreadable image used to be refused as "another
 config"). Settings that do not change results (device, workers, progress, TensorBoard, plots) are not
-part of a run's identity: the README's folds-in-parallel recipe with one --device per process works."""
+part of a run's identity: docs/scaling.md's folds-in-parallel recipe with one --device per process works."""
 from __future__ import annotations
 
 import os
@@ -140,7 +140,7 @@ def test_resume_with_a_truncated_last_pt_is_one_line_and_changes_nothing(tiny, c
 
 
 def test_folds_in_parallel_with_one_device_each(tiny, capsys):
-    """README, "Folds in parallel": --device differs per process (and so may the progress bar,
+    """docs/scaling.md, "Folds in parallel": --device differs per process (and so may the progress bar,
     TensorBoard and plots); the second process continues the same run and assembles it."""
     cfg_path, comp, runs = tiny
     assert train_main(["--cfg", str(cfg_path), "--folds", "0", "--device", "cpu", *FAST, *KEEP]) == 0

@@ -49,14 +49,13 @@ def test_cfg_glob_matching_nothing_is_refused(tuned, capsys):
     assert not runs.exists()
 
 
-def test_no_tune_space_points_at_the_readme(tmp_path, capsys):
+def test_no_tune_space_points_at_the_tuning_page(tmp_path, capsys):
     comp = make_competition(tmp_path / "comp", n_per_class=4, n_test=2, size=8)
     cfg = write_configs(tmp_path / "configs", comp, tmp_path / "runs")
     assert tune_main(["--cfg", str(cfg)]) == 2
     err = capsys.readouterr().err
-    assert err == (f"error: {cfg}: no tune.space to search (add a `tune:` section with `space:`, see the README's "
-                   f"Tuning section)\n")
-    assert "## Tuning: `python -m ensemble.tune`" in (REPO / "README.md").read_text()
+    assert err == f"error: {cfg}: no tune.space to search (add a `tune:` section with `space:`, see docs/tuning.md)\n"
+    assert "tune:\n" in (REPO / "docs" / "tuning.md").read_text() and "  space:\n" in (REPO / "docs" / "tuning.md").read_text()
 
 
 def test_the_pruner_is_printed_by_name(tuned, capsys):
