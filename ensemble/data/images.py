@@ -20,7 +20,6 @@ import io
 import json
 import logging
 import os
-import sys
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -277,13 +276,13 @@ def check_present(paths: Sequence[str | Path], policy: str = "fail", test: bool 
 
 
 def _report(res: CacheResult, policy: str, test: bool = False) -> CacheResult:
-    """Apply the bad-file policy to a (new or reused) cache and print warning lines to stderr."""
+    """Apply the bad-file policy to a (new or reused) cache and log one warning line per kind."""
     if res.bad and policy == "fail":
         raise _bad_error(res.bad, test)
     if res.bad:
-        print(f"warning: skipped {len(res.bad)} unreadable images (input.bad_images=skip): "
-              f"{_list_names(list(res.bad), res.bad)}", file=sys.stderr)
+        logger.warning(f"warning: skipped {len(res.bad)} unreadable images (input.bad_images=skip): "
+                       f"{_list_names(list(res.bad), res.bad)}")
     if res.repaired:
-        print(f"warning: repaired {len(res.repaired)} truncated JPEGs (missing end marker): "
-              f"{_list_names(res.repaired)}", file=sys.stderr)
+        logger.warning(f"warning: repaired {len(res.repaired)} truncated JPEGs (missing end marker): "
+                       f"{_list_names(res.repaired)}")
     return res

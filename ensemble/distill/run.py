@@ -1,7 +1,7 @@
 """distill(): train one student on a submission's ensemble (its held-out probabilities as soft targets).
 
     result = distill("ham10000", student="configs/ham10000/resnet18.yaml", alpha=0.5)
-    print(result.report())
+    result.report()  # the student beside the ensemble: CV and predict cost
 
 The student is a normal run, runs/<competition>/<student>-distill/, K-fold on the competition's
 folds.csv like every run (vote can use it): its training rows learn

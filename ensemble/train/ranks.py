@@ -50,7 +50,7 @@ def image_digests(cache: CacheResult) -> np.ndarray:
     return out
 
 
-def fingerprint(comp: Competition, train: CacheResult, test: CacheResult) -> dict[str, np.ndarray]:
+def input_digest(comp: Competition, train: CacheResult, test: CacheResult) -> dict[str, np.ndarray]:
     """What must be the same on every rank, by name: ids, labels, classes, decoded images."""
     return {"classes": np.asarray(comp.classes, dtype=str),
             "train ids": comp.train["id"].to_numpy(str), "train labels": comp.train["y"].to_numpy(np.int64),
@@ -58,7 +58,7 @@ def fingerprint(comp: Competition, train: CacheResult, test: CacheResult) -> dic
             "train images": image_digests(train), "test images": image_digests(test)}
 
 
-def fingerprint_difference(mine: dict[str, np.ndarray], main: dict[str, np.ndarray],
+def inputs_difference(mine: dict[str, np.ndarray], main: dict[str, np.ndarray],
                            comp: Competition) -> str | None:
     """The first part of this rank's fingerprint that differs from rank 0's, as words; else None."""
     rows = {"classes": np.asarray(comp.classes, dtype=str), "test": comp.test["id"].to_numpy(str),
@@ -97,8 +97,8 @@ def check_same_inputs(env: DistEnv, comp: Competition, train: CacheResult, test:
     the same line (ValueError on that rank, RankError on the others)."""
     if not env.enabled:
         return
-    main = broadcast_object(fingerprint(comp, train, test) if env.is_main else None, env)
-    diff = None if env.is_main else fingerprint_difference(fingerprint(comp, train, test), main, comp)
+    main = broadcast_object(input_digest(comp, train, test) if env.is_main else None, env)
+    diff = None if env.is_main else inputs_difference(input_digest(comp, train, test), main, comp)
     settle(ValueError(f"rank {env.rank} on {socket.gethostname()}: {diff}; every rank needs the same competition "
                       f"files (train.csv, sample submission, images under competition.root)") if diff else None, env)
 

@@ -11,7 +11,7 @@ import pytest
 from conftest import make_competition, write_configs
 from ensemble.data.dups import (COLUMNS, DEFAULT_THRESHOLD, _popcount, dup_groups, exact_pairs, find_duplicates,
                                 get_hash, hash_images, near_pairs)
-from ensemble.dups import main as dups_main
+from ensemble.dups.__main__ import main as dups_main
 from ensemble.data.competition import load_competition
 from ensemble.config import load_config
 from ensemble.train.setup import competition_folds

@@ -14,7 +14,7 @@ import pytest
 from conftest import REPO, make_competition, write_configs
 from ensemble.data.dups import DEFAULT_MIN_CORR, find_duplicates, hash_images, near_pairs, thumb_corr
 from ensemble.data.dups_confirm import DEFAULT_MIN_COS, DEFAULT_MIN_DETAIL, complete_linkage, detail_thumbs, pair_scores
-from ensemble.dups import embedder, main as dups_main
+from ensemble.dups.__main__ import embedder, main as dups_main
 
 SHARED = REPO.parent / "shared" / "datasets"
 

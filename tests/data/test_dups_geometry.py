@@ -15,7 +15,7 @@ from conftest import REPO, make_competition, write_configs
 from ensemble.data.dups import DEFAULT_MIN_CORR, find_duplicates, hash_images, thumb_corr
 from ensemble.data.dups_confirm import DEFAULT_MIN_DETAIL, detail_corr, detail_thumbs, pair_scores
 from ensemble.data import dups_geometry
-from ensemble.dups import main as dups_main
+from ensemble.dups.__main__ import main as dups_main
 
 _spec = importlib.util.spec_from_file_location("measure_dups", REPO / "scripts" / "measure_dups.py")
 measure = importlib.util.module_from_spec(_spec)

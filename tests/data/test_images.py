@@ -141,7 +141,7 @@ def test_fail_policy_truncates_long_lists(tmp_path):
     assert msg.endswith("m18.jpg (missing), m19.jpg (missing), ... and 3 more")
 
 
-def test_skip_policy_keeps_going_and_warns(tmp_path, capsys):
+def test_skip_policy_keeps_going_and_warns(tmp_path, caplog):
     root = tmp_path / "train"
     paths = _bad_set(root)
     res = build_cache(paths, 16, tmp_path / "cache", policy="skip", progress=False)
@@ -149,9 +149,9 @@ def test_skip_policy_keeps_going_and_warns(tmp_path, capsys):
     assert res.bad == {str(root / "a.jpg"): "missing", str(root / "b.jpg"): "cannot decode (10 bytes)",
                        str(root / "c.jpg"): "missing"}
     assert (res.array[0] == 0).all() and res.array[1].any()
-    assert capsys.readouterr().err.strip() == (
+    assert [(r.levelname, r.getMessage()) for r in caplog.records] == [("WARNING",
         "warning: skipped 3 unreadable images (input.bad_images=skip): "
-        "a.jpg (missing), b.jpg (cannot decode (10 bytes)), c.jpg (missing)")
+        "a.jpg (missing), b.jpg (cannot decode (10 bytes)), c.jpg (missing)")]
     # the cached set remembers its bad rows: reused with "skip" it is identical, with "fail" it raises
     again = build_cache(paths, 16, tmp_path / "cache", policy="skip", progress=False)
     assert again.ok.tolist() == res.ok.tolist() and again.bad == res.bad
@@ -159,14 +159,13 @@ def test_skip_policy_keeps_going_and_warns(tmp_path, capsys):
         build_cache(paths, 16, tmp_path / "cache", policy="fail", progress=False)
 
 
-def test_repaired_files_reported_and_indexed(tmp_path, capsys, monkeypatch):
+def test_repaired_files_reported_and_indexed(tmp_path, caplog, monkeypatch):
     p = _write(tmp_path / "t.jpg", _rgb(), ".jpg")
     p.write_bytes(p.read_bytes()[:-2])
     q = _write(tmp_path / "ok.png", _rgb(seed=3))
     res = build_cache([p, q], 16, tmp_path / "cache", progress=False)
     assert res.repaired == [str(p)] and res.ok.all()
-    assert capsys.readouterr().err.strip() == \
-        "warning: repaired 1 truncated JPEGs (missing end marker): t.jpg"
+    assert [r.getMessage() for r in caplog.records] == ["warning: repaired 1 truncated JPEGs (missing end marker): t.jpg"]
     monkeypatch.setattr(images, "decode", None)  # reuse must not decode
     assert build_cache([p, q], 16, tmp_path / "cache", progress=False).repaired == [str(p)]
 

@@ -9,7 +9,7 @@ import pytest
 
 from predict_fixtures import CLASSES, trained
 from ensemble.data.images import decode
-from ensemble.export import main as export_main
+from ensemble.export.__main__ import main as export_main
 from ensemble.predict import Predictor
 from ensemble.predict.__main__ import main as predict_main
 

@@ -124,3 +124,79 @@ def test_import_graph_has_no_cycle_between_parts():
 def test_modules_stay_small():
     sizes = {m: len(Path(importlib.util.find_spec(m).origin).read_text().splitlines()) for m in MODULES}
     assert max(sizes.values()) <= 330, sorted(sizes.items(), key=lambda kv: -kv[1])[:3]
+
+
+def top_level_imports(path: Path, module: str, is_package: bool, root: str) -> set[str]:
+    """The `root` modules a file imports when it is imported: statements at module level (also inside a
+    top-level try/if, but not under `if TYPE_CHECKING`), not the lazy ones inside functions."""
+    pkg = module if is_package else module.rsplit(".", 1)[0]
+    out: set[str] = set()
+
+    def visit(body):
+        for node in body:
+            if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+                visit(node.orelse)
+            elif isinstance(node, (ast.If, ast.Try)):
+                for block in (node.body, node.orelse, getattr(node, "finalbody", []),
+                              *[h.body for h in getattr(node, "handlers", [])]):
+                    visit(block)
+            elif isinstance(node, ast.Import):
+                out.update(a.name for a in node.names if a.name.split(".")[0] == root)
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:
+                    parts = pkg.split(".")[: len(pkg.split(".")) - node.level + 1]
+                    base = ".".join(parts + ([base] if base else []))
+                if base.split(".")[0] == root:
+                    out.add(base)
+                    out.update(f"{base}.{a.name}" for a in node.names)  # kept only when it is a module
+
+    visit(ast.parse(path.read_text()).body)
+    return out
+
+
+def module_graph(folder: Path, root: str) -> dict[str, set[str]]:
+    """{module: modules of the same tree it imports at module level} for the package at folder/root."""
+    files = {}
+    for f in sorted((folder / root).rglob("*.py")):
+        parts = f.relative_to(folder).with_suffix("").parts
+        files[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = f
+    return {m: {i for i in top_level_imports(f, m, f.name == "__init__.py", root) if i in files and i != m}
+            for m, f in files.items()}
+
+
+def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """The first import circle of a module graph (depth first, sorted), as [a, b, ..., a]; None when none."""
+    done, stack = set(), []
+
+    def visit(node):
+        if node in stack:
+            return stack[stack.index(node):] + [node]
+        if node in done:
+            return None
+        stack.append(node)
+        for nxt in sorted(graph.get(node, ())):
+            cycle = visit(nxt)
+            if cycle:
+                return cycle
+        stack.pop()
+        done.add(node)
+        return None
+
+    return next((c for c in map(visit, sorted(graph)) if c), None)
+
+
+def test_no_module_level_import_circle_anywhere():
+    assert find_cycle(module_graph(PKG.parent, "ensemble")) is None
+
+
+def test_a_planted_module_level_circle_is_found(tmp_path):
+    pkg = tmp_path / "planted"
+    (pkg / "inner").mkdir(parents=True)
+    (pkg / "__init__.py").write_text("")
+    (pkg / "inner" / "__init__.py").write_text("")
+    (pkg / "a.py").write_text("from planted.inner import b\n")
+    (pkg / "inner" / "b.py").write_text("import os\n\n\ndef later():\n    from planted import a  # lazy: no circle\n")
+    assert find_cycle(module_graph(tmp_path, "planted")) is None
+    (pkg / "inner" / "b.py").write_text("try:\n    from .. import a\nexcept ImportError:\n    a = None\n")
+    assert find_cycle(module_graph(tmp_path, "planted")) == ["planted.a", "planted.inner.b", "planted.a"]

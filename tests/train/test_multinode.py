@@ -17,7 +17,7 @@ from ensemble.artifacts import read_probs
 from ensemble.config import load_config
 from ensemble.data.competition import load_competition
 from ensemble.data.images import build_cache
-from ensemble.train.ranks import fingerprint, fingerprint_difference
+from ensemble.train.ranks import input_digest, inputs_difference
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="needs POSIX processes")
 CLASSES = ["cat", "dog", "fox"]
@@ -116,18 +116,18 @@ def test_a_rank_with_other_images_stops_every_rank_in_one_line(tmp_path):
 def _inputs(root: Path, cache: Path):
     comp = load_competition(load_config(write_configs(root.parent / "cfg", root, cache), []).competition)
     paths = [comp.train["path"].tolist(), comp.test["path"].tolist()]
-    return comp, fingerprint(comp, *(build_cache(p, 24, cache, progress=False) for p in paths))
+    return comp, input_digest(comp, *(build_cache(p, 24, cache, progress=False) for p in paths))
 
 
-def test_fingerprint_names_the_first_difference(tmp_path):
+def test_input_digest_names_the_first_difference(tmp_path):
     comp, main = _inputs(make_competition(tmp_path / "a/comp"), tmp_path / "a/cache")
-    assert fingerprint_difference(main, main, comp) is None
+    assert inputs_difference(main, main, comp) is None
     relabeled = {**main, "train labels": main["train labels"].copy()}
     relabeled["train labels"][[2, 5]] = 2
-    assert fingerprint_difference(relabeled, main, comp) == "2 of 24 train labels differ from rank 0's: cat_002, cat_005"
+    assert inputs_difference(relabeled, main, comp) == "2 of 24 train labels differ from rank 0's: cat_002, cat_005"
     other, mine = _inputs(make_competition(tmp_path / "b/comp", n_test=5), tmp_path / "b/cache")
-    assert fingerprint_difference(mine, main, other) == "5 test ids, rank 0 has 6"
+    assert inputs_difference(mine, main, other) == "5 test ids, rank 0 has 6"
     _, mine = _inputs(make_competition(tmp_path / "c/comp", seed=1), tmp_path / "c/cache")
-    assert fingerprint_difference(mine, main, comp).startswith("24 of 24 train images differ from rank 0's "
+    assert inputs_difference(mine, main, comp).startswith("24 of 24 train images differ from rank 0's "
                                                               "(decoded pixels): cat_000, cat_001, cat_002, cat_003, "
                                                               "cat_004, ...")

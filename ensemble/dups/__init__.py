@@ -1,0 +1,1 @@
+"""`python -m ensemble.dups`: the command (in __main__.py) over ensemble.data.dups."""
