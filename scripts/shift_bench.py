@@ -296,7 +296,7 @@ def run_bench(competition: str, run_dirs: Sequence[Path], folds_csv: Path, *, fo
     y = comp.train["y"].to_numpy()
     rows = held_out_rows(folds, y, fold, max_rows, seed)
     metric = comp.metric
-    names = [M.metric_text(metric), *also]
+    names = [str(metric), *also]
     tables = [RunTable(bm, {m: {} for m in names}, _recorded(bm.run_dir, fold)) for bm in models]
     paths, yv = comp.train["path"].to_numpy()[rows].tolist(), y[rows]
     sizes = sorted({bm.size for bm in models})
@@ -309,8 +309,7 @@ def run_bench(competition: str, run_dirs: Sequence[Path], folds_csv: Path, *, fo
             t1 = time.perf_counter()
             outs = fold_predictions(t.model, images[t.model.size], modes)
             for mode, out in outs.items():
-                t.scores[names[0]].setdefault(shift, {})[mode] = M.score_outputs(metric, t.model.task, yv, out,
-                                                                                 n_classes)
+                t.scores[names[0]].setdefault(shift, {})[mode] = metric.score_outputs(t.model.task, yv, out)
                 for m in also:
                     t.scores[m].setdefault(shift, {})[mode] = share_gap(yv, out) if m == SHARE_GAP else M.score(
                         m, yv, out)

@@ -21,6 +21,7 @@ FOLDS_CSV = "folds.csv"
 DUPS_CSV = "dups.csv"
 DUPS_JSON = "dups.json"
 LABELS_CSV = "labels.csv"  # id, label (class name) of every train row: vote reads labels here
+PSEUDO_CSV = "pseudo.csv"  # pseudo-labelled test rows (train.extra_rows format): the compete pseudo round, distill
 CACHE_DIR = "cache"
 TUNE_DIR = "tune"
 # run level (runs/<competition>/<run>/)
@@ -83,6 +84,10 @@ class CompetitionPaths:
     @property
     def labels(self) -> Path:
         return self.root / LABELS_CSV
+
+    @property
+    def pseudo(self) -> Path:
+        return self.root / PSEUDO_CSV
 
     @property
     def cache(self) -> Path:

@@ -42,7 +42,6 @@ def write_pseudo(job: Job, result) -> Path | None:
 
     from ensemble.artifacts import atomic_write_csv
     from ensemble.data.competition import load_competition
-    from ensemble.distill.run import PSEUDO_CSV
     from ensemble.vote.pseudo import chosen_predictions, pseudo_labels
     spec = job.pseudo
     preds = chosen_predictions(result)
@@ -65,7 +64,7 @@ def write_pseudo(job: Job, result) -> Path | None:
     where = dict(zip(test["id"].astype(str), test["path"].astype(str)))
     ids = data.sample[data.id_col].astype(str).tolist()
     frame = pl.frame(ids, [where[i] for i in ids], spec.weight, spec.labels == "hard")
-    path = job.paths.root / PSEUDO_CSV
+    path = job.paths.pseudo
     same = path.is_file() and _same_rows(pd.read_csv(path, dtype={"id": str, "path": str}), frame)
     if not same:  # unchanged: the file (and its hash) the second round may have started with stays
         atomic_write_csv(path, frame, float_format="%.7g")

@@ -286,7 +286,7 @@ class Config:
     predict: PredictCfg = field(default_factory=PredictCfg)  # test-time augmentation and adaptation
     output: OutputCfg = field(default_factory=OutputCfg)  # what a run writes besides the artifact contract
     # the Optuna search of python -m ensemble.tune (checked by ensemble.tune.space)
-    tune: dict[str, Any] = field(default_factory=dict)
+    tune: dict[str, Any] = field(default_factory=dict, metadata={"keys": "ensemble.tune.space:TuneSpec"})
 
     @property
     def run_name(self) -> str:

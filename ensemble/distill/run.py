@@ -28,7 +28,6 @@ from ensemble.distill.teacher import DistillError, Teacher, load_teacher, newest
 from ensemble.train.run import RunResult, train_run
 
 logger = logging.getLogger(__name__)
-PSEUDO_CSV = "pseudo.csv"  # runs/<competition>/pseudo.csv: pseudo-labelled test rows (train.extra_rows format)
 SUFFIX = "-distill"
 
 
@@ -108,7 +107,7 @@ def distill(competition: str, *, submission: str | Path | None = None, student: 
     if not folds.is_file() or file_hash(folds) != teacher.runs.folds_hash:
         raise DistillError(f"{folds}: not the folds the ensemble's runs were trained on (folds_hash "
                            f"{teacher.runs.folds_hash[:12]}); the student must use the same folds.csv")
-    pseudo_file = (CompetitionPaths(comp_dir).root / PSEUDO_CSV) if pseudo == "auto" else pseudo
+    pseudo_file = CompetitionPaths(comp_dir).pseudo if pseudo == "auto" else pseudo
     pseudo_file = Path(pseudo_file) if pseudo_file and Path(pseudo_file).is_file() else None
     if pseudo not in ("auto", None) and pseudo_file is None:
         raise DistillError(f"--pseudo: {pseudo} not found")

@@ -26,9 +26,9 @@ def _render(text: str, **values) -> str:
 
 
 def time_section(profile: str, *, size: int | None = None, tta: str = DEFAULT_TTA,
-                 vote: Mapping[str, object] | None = None) -> dict:
+                 vote: Mapping[str, object] | None = None, pseudo: Mapping[str, object] | None = None) -> dict:
     """The `time:` mapping of compete.yaml for ``profile`` (small: ``size`` px; pretrained: ``tta`` views),
-    with ``vote`` options (VoteOptions fields) when given."""
+    with ``vote`` options (VoteOptions fields) and a ``pseudo`` round (PseudoSpec fields) when given."""
     if profile not in PROFILES:
         raise ValueError(f"unknown profile {profile!r}; available: {', '.join(PROFILES)}")
     if profile == "small" and not size:
@@ -37,6 +37,8 @@ def time_section(profile: str, *, size: int | None = None, tta: str = DEFAULT_TT
     section = dict(yaml.safe_load(text)["profiles"][profile])
     if vote:
         section["vote"] = dict(vote)
+    if pseudo is not None:
+        section["pseudo"] = dict(pseudo)
     return section
 
 

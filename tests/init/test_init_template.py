@@ -12,7 +12,7 @@ from ensemble.init.template import model_files, time_section
 SHIPPED = [  # competition, profile, parameters (as each compete.yaml's comment above `time:` states them)
     ("demo", "small", dict(size=32)),
     ("ham10000", "pretrained", dict(tta="[flips]", vote={"bias": "on"})),
-    ("chest_xray", "pretrained", dict(tta="[none, hflip]")),
+    ("chest_xray", "pretrained", dict(tta="[none, hflip]", pseudo={"labels": "soft", "weight": 0.5, "precision": 0.95})),
 ]
 
 

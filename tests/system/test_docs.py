@@ -411,9 +411,9 @@ def test_known_keys_accept_every_spelling():
 
 
 def test_layout_check_names_renamed_and_missing_modules():
-    text = (DOCS / "layout.md").read_text(encoding="utf-8").replace("`output.py` (report, manifest)", "`outputs.py`")
+    text = (DOCS / "layout.md").read_text(encoding="utf-8").replace("`manifest.py` (what a vote writes)", "`outputs.py`")
     problems = "\n".join(layout_problems(text))
-    assert "the ensemble/vote/ row lacks output.py" in problems
+    assert "the ensemble/vote/ row lacks manifest.py" in problems
     assert "the ensemble/vote/ row names outputs.py, which is not in ensemble/vote/" in problems
 
 
