@@ -168,8 +168,8 @@ def test_bad_options(t, bundle, tmp_path, capsys, args, expected):
     assert capsys.readouterr().err == expected and not (tmp_path / "x.csv").exists()
 
 
-def test_export_refuses_what_it_cannot_bundle(t, tmp_path, capsys):
-    # run from the folder the vote ran in (the manifests' run paths are relative to it)
+def test_export_refuses_what_it_cannot_bundle(t, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # any working directory: the manifests' paths are relative to the repository root
     manifest = json.loads(t.manifest("mean").read_text())
     old = dict(manifest)
     del old["recipe"]
@@ -184,7 +184,7 @@ def test_export_refuses_what_it_cannot_bundle(t, tmp_path, capsys):
                                        "and export the new submission\n")
     assert run("--submission", str(tmp_path / "changed.json")) == 2
     assert capsys.readouterr().err == (f"error: {tmp_path / 'changed.json'}: run 'mnv3' changed since the vote "
-                                       f"({manifest['runs'][1]['test']['path']} sha256 differs): its models are not those of the "
+                                       f"({t.runs[1] / 'test.csv'} sha256 differs): its models are not those of the "
                                        "submission; vote again and export the new submission\n")
     assert export_main(["--competition", "tinyord", "--submission", str(t.manifest("mean"))]) == 2
     assert "a submission of 'tiny', not of 'tinyord'" in capsys.readouterr().err
