@@ -93,7 +93,8 @@ CHANGES = [
     ("missing restored", [1], _restore_missing, ["img1.png"],
      "image cache: 1 of 4 images changed since the cache was built; re-decoded them"),
     ("deleted", [], _delete, ["img2.png"],
-     "image cache: 1 of 4 images changed since the cache was built; re-decoded them"),
+     "image cache: 1 of 4 images changed since the cache was built; re-decoded them\n"
+     "warning: skipped 1 unreadable images (input.bad_images=skip): img2.png (missing)"),
     ("unchanged", [], _nothing, [], ""),
 ]
 
@@ -123,7 +124,8 @@ def test_cache_follows_the_files(tmp_path, monkeypatch, capsys, name, missing, m
     assert res.bad == {str(p): "missing" for p in paths if not p.exists()}
     seen.clear()
     again = build_cache(paths, 16, tmp_path / "cache", policy="skip", progress=False)
-    assert seen == [] and capsys.readouterr().out == ""  # the rebuilt index is current
+    skipped = [line for line in message.splitlines() if line.startswith("warning: skipped")]  # said on every reuse
+    assert seen == [] and capsys.readouterr().out.splitlines() == skipped  # the rebuilt index is current
     np.testing.assert_array_equal(again.array, res.array)
 
 

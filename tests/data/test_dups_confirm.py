@@ -153,7 +153,7 @@ def test_cli_without_weights_is_one_line(tmp_path, capsys, monkeypatch):
     from ensemble.models import backbones
     monkeypatch.setattr(backbones, "hub_reachable", lambda: False)
     monkeypatch.setenv("ENSEMBLE_WEIGHTS", str(tmp_path / "weights"))
-    monkeypatch.setattr("ensemble.dups.EMBED_BACKBONE", "resnet18")  # no package ships resnet18 weights
+    monkeypatch.setattr("ensemble.dups.__main__.EMBED_BACKBONE", "resnet18")  # no package ships resnet18 weights
     comp = make_competition(tmp_path / "comp", n_per_class=2, n_test=1, size=32)
     shutil.copyfile(comp / "train" / "cat_000.jpg", comp / "test" / "t000.jpg")
     img = cv2.imread(str(comp / "train" / "dog_000.jpg"))
