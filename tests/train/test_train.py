@@ -125,7 +125,7 @@ def test_missing_and_truncated_images(tiny, capsys):
     m = train(load_config(cfg_path, ["stages=[{epochs: 1, train: all}]", "input.bad_images=skip"]), fresh=True)
     assert sorted(m["skipped_images"]) == ["dog_003", "fox_002"]
     assert np.array(m["confusion"]).sum() == 22
-    assert "cat_001.jpg" in capsys.readouterr().err  # the repair is reported
+    assert "warning: repaired 1 truncated JPEGs (missing end marker): cat_001.jpg" in capsys.readouterr().out
 
 
 def test_nan_loss_stops_the_fold_with_a_message(tiny):
