@@ -25,7 +25,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from ensemble.compete.spec import time_spec  # noqa: E402
 from ensemble.compete.steps import RunState  # noqa: E402
 from ensemble.compete.timed import time_label  # noqa: E402
-from ensemble.compete.timeplan import format_plan, parse_duration  # noqa: E402
+from ensemble.compete.plandata import parse_duration  # noqa: E402
+from ensemble.compete.timeplan import format_plan  # noqa: E402
 from ensemble.config import load_config  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]

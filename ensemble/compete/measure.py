@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from ensemble.compete.spec import Candidate
-from ensemble.compete.timeplan import Speed
+from ensemble.compete.plandata import Speed
 
 logger = logging.getLogger(__name__)
 

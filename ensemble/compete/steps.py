@@ -24,7 +24,7 @@ from ensemble.artifacts import atomic_write_json
 from ensemble.artifacts.paths import CompetitionPaths
 from ensemble.compete.progress import PlanProgress, epochs_of
 from ensemble.compete.spec import PseudoSpec, ShiftCheck
-from ensemble.compete.timeplan import Plan
+from ensemble.compete.plandata import Plan
 from ensemble.vote.options import VoteOptions
 
 logger = logging.getLogger(__name__)

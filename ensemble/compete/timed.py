@@ -39,8 +39,8 @@ from ensemble.compete.spec import BUILDERS, PSEUDO_SUFFIX, ShiftCheck, TimeSpec,
 from ensemble.compete.steps import (CompeteResult, Costing, Job, RunState, Step, final_steps, job_steps, job_vote,
                                     run_steps, setup_steps, train_step)
 from ensemble.compete.pseudo import ROUND_STEPS, VOTE_STEP
-from ensemble.compete.timeplan import (Entry, Plan, Rerun, Workload, format_plan, make_plan, parse_duration,
-                                       top_up)
+from ensemble.compete.plandata import Entry, Plan, Rerun, Workload, parse_duration
+from ensemble.compete.timeplan import format_plan, make_plan, top_up
 from ensemble.config import load_config
 
 logger = logging.getLogger(__name__)

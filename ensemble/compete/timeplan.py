@@ -31,8 +31,7 @@ import math
 from dataclasses import asdict, replace
 from typing import Sequence
 
-from ensemble.compete.plandata import (MAX_BUDGET_S, BudgetError, Entry, Plan, Rerun, Speed, Workload,  # noqa: F401
-                                       duration_text, parse_duration)  # (the data of a plan: importable from here too)
+from ensemble.compete.plandata import MAX_BUDGET_S, BudgetError, Entry, Plan, Rerun, Speed, Workload, duration_text
 from ensemble.compete.spec import Candidate
 
 def fold_cost(speed: Speed, w: Workload, head_epochs: int, epochs: int) -> tuple[float, float]:

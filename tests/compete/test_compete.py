@@ -11,7 +11,7 @@ import ensemble.vote.__main__ as vote
 from ensemble.compete.__main__ import main
 from ensemble.compete.spec import load_budget
 from ensemble.compete.steps import RunState
-from ensemble.compete.timeplan import parse_duration
+from ensemble.compete.plandata import parse_duration
 from ensemble.config import ConfigError
 
 
@@ -58,7 +58,7 @@ def test_demo_time_budget_plans_trains_and_respects_it(tmp_path, monkeypatch, ca
     plan uses the speeds of an idle 2-core machine, so that it does not depend on the load of the one
     running the tests (how close a job comes to its plan: scripts/bench_time.py)."""
     from ensemble.compete import timed
-    from ensemble.compete.timeplan import Speed
+    from ensemble.compete.plandata import Speed
     measure = timed.measure_candidates
 
     def idle(cands, cfgs, n_classes, quick=False):
@@ -122,7 +122,7 @@ def test_the_setup_shrinks_before_the_models(tmp_path, monkeypatch, capsys):
     from conftest import make_competition, write_configs
     from ensemble.compete import timed
     from ensemble.compete.measure import ImageRates
-    from ensemble.compete.timeplan import Speed
+    from ensemble.compete.plandata import Speed
     comp = make_competition(tmp_path / "comp", n_per_class=20, n_test=20)
     cfg = write_configs(tmp_path / "configs" / "tiny", comp, tmp_path / "runs")
     (cfg.parent / "compete.yaml").write_text("time:\n  candidates: [{cfg: model.yaml, sizes: [24]}]\n"

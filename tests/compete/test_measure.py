@@ -4,7 +4,7 @@ import pytest
 from conftest import make_competition, write_configs
 from ensemble.compete.measure import FULL, full_measure_seconds, measure_candidates, measure_images
 from ensemble.compete.spec import Candidate
-from ensemble.compete.timeplan import Speed
+from ensemble.compete.plandata import Speed
 from ensemble.config import load_config
 
 

@@ -196,7 +196,7 @@ def test_time_plans_the_second_round_into_the_budget_or_says_it_does_not_fit(tmp
     from ensemble.compete import timed
     from ensemble.compete.__main__ import main
     from ensemble.compete.measure import ImageRates
-    from ensemble.compete.timeplan import Speed
+    from ensemble.compete.plandata import Speed
     comp = make_competition(tmp_path / "comp", n_per_class=20, n_test=30)
     cfg = write_configs(tmp_path / "configs" / "tiny", comp, tmp_path / "runs")
     (cfg.parent / "compete.yaml").write_text(
@@ -225,7 +225,7 @@ def test_time_plans_the_second_round_into_the_budget_or_says_it_does_not_fit(tmp
 def test_a_second_round_model_that_would_end_past_the_budget_is_left_out(tiny_job, caplog):
     from ensemble.compete.steps import RunState, Step
     from ensemble.compete.timed import _on_time
-    from ensemble.compete.timeplan import Entry, Plan
+    from ensemble.compete.plandata import Entry, Plan
     cfg_path, make_job = tiny_job
     job = make_job(load_config(cfg_path))
     job.pseudo_file = cfg_path  # rows were written

@@ -9,7 +9,7 @@ import pytest
 
 from conftest import make_competition, write_configs
 from ensemble.compete.steps import Costing, Job, RunState, Step, job_steps, job_vote, run_steps
-from ensemble.compete.timeplan import Entry, Plan
+from ensemble.compete.plandata import Entry, Plan
 from ensemble.config import load_config
 from ensemble.vote.options import VoteOptions
 

@@ -9,7 +9,7 @@ from ensemble.compete import measure
 from ensemble.compete.__main__ import main
 from ensemble.compete.measure import measure_candidates, measure_speed
 from ensemble.compete.spec import load_compete_file
-from ensemble.compete.timeplan import Entry, Speed
+from ensemble.compete.plandata import Entry, Speed
 from ensemble.config import load_config
 from ensemble.models import build_model
 from ensemble.train.ema import WeightEma

@@ -5,8 +5,8 @@ from dataclasses import replace
 import pytest
 
 from ensemble.compete.spec import Candidate
-from ensemble.compete.timeplan import (BudgetError, Entry, Plan, Rerun, Speed, TwinsError, Workload, duration_text,
-                                       fold_cost, format_plan, make_plan, parse_duration, required_twins, top_up)
+from ensemble.compete.plandata import BudgetError, Entry, Plan, Rerun, Speed, Workload, duration_text, parse_duration
+from ensemble.compete.timeplan import TwinsError, fold_cost, format_plan, make_plan, required_twins, top_up
 
 W = Workload(n_train=6000, n_test=1500, folds=5, views=2, overhead=1.0)
 SPEEDS = {"a": Speed(128, 30.0, 150.0), "b": Speed(128, 30.0, 150.0), "a-scratch": Speed(128, 30.0, 150.0),
