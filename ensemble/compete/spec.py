@@ -57,9 +57,11 @@ class PseudoSpec:
     at most this share of the test rows (the most confident)."""
 
     labels: Literal["soft", "hard"] = "soft"  # soft: the ensemble's probabilities; hard: one-hot of its class
-    weight: float = 0.5  # each pseudo-labelled row's weight in the loss
-    precision: float = 0.95  # per class: the lowest confidence threshold whose OOF rows reach this precision
-    max_fraction: float = 1.0  # at most this share of the test rows (the most confident first)
+    weight: float = field(default=0.5, metadata={"range": POSITIVE})  # each pseudo-labelled row's weight in the loss
+    # per class: the lowest confidence threshold whose OOF rows reach this precision
+    precision: float = field(default=0.95, metadata={"range": UNIT_LEFT_OPEN})
+    # at most this share of the test rows (the most confident first)
+    max_fraction: float = field(default=1.0, metadata={"range": UNIT_LEFT_OPEN})
     models: Literal["all"] | list[str] = "all"  # the models trained again with the pseudo-labelled rows
 
     def chosen(self, names: Sequence[str]) -> list[str]:
@@ -67,7 +69,6 @@ class PseudoSpec:
         return list(names) if self.models == "all" else [n for n in names if n in self.models]
 
 
-PSEUDO_RANGES = {"weight": POSITIVE, "precision": UNIT_LEFT_OPEN, "max_fraction": UNIT_LEFT_OPEN}
 
 
 @dataclass(frozen=True)
@@ -97,7 +98,8 @@ class Budget:
     # the train/test shift check: embeddings, stats or off
     shift: ShiftCheck = field(default="embeddings", metadata=SHIFT)
     vote: VoteOptions = field(default_factory=VoteOptions, metadata=VOTE)  # how the runs are voted
-    pseudo: PseudoSpec | None = field(default=None, metadata=PSEUDO)  # a pseudo-label round after the vote (true: defaults)
+    # a pseudo-label round after the vote (true: its defaults)
+    pseudo: PseudoSpec | None = field(default=None, metadata=PSEUDO)
 
     def entries(self) -> list[ModelEntry]:
         return [m if isinstance(m, ModelEntry) else ModelEntry(m) for m in self.models]
@@ -113,7 +115,8 @@ class Candidate:
     # image sizes to choose from, smallest first
     sizes: list[int] = field(default_factory=lambda: [128], metadata={"range": not_empty("at least one image size"),
                                                                        "items": POSITIVE_INT})
-    head_epochs: int = field(default=0, metadata={"range": NON_NEGATIVE_INT})  # head-only epochs on cached frozen features (pretrained backbones)
+    # head-only epochs on cached frozen features (pretrained backbones)
+    head_epochs: int = field(default=0, metadata={"range": NON_NEGATIVE_INT})
     partial: int | None = None  # then one epoch training the last `partial` backbone stages (train: k)
     train: int | str = "all"  # what the fine-tuning epochs train: all, or the last k backbone stages
     twin: str | None = None  # train at this candidate's size, in at most its time (equal-time comparison)
@@ -189,14 +192,11 @@ def _first_repeat(names: Sequence[str]) -> str | None:
 
 
 def _check_pseudo(p: PseudoSpec | None, key: str, names: Sequence[str], path: Path) -> None:
-    """The numbers of `pseudo:` and its models (names of the budget's models or time candidates); a
-    second-round name (<model>-pseudo) may not be a model of its own."""
+    """The models of `pseudo:` (names of the budget's models or time candidates; its numbers are checked
+    with the rest of the section by check_fields); a second-round name (<model>-pseudo) may not be a model
+    of its own."""
     if p is None:
         return
-    for name, r in PSEUDO_RANGES.items():
-        value = getattr(p, name)
-        if not r.ok(value):
-            raise ConfigError(f"{path}: key '{key}.{name}' expected {r.expected}, got {type(value).__name__} {value!r}")
     unknown = [m for m in (p.models if p.models != "all" else []) if m not in names]
     if unknown:
         raise ConfigError(f"{path}: key '{key}.models': unknown model '{unknown[0]}'; models: {', '.join(names)}")
@@ -208,6 +208,7 @@ def _check_pseudo(p: PseudoSpec | None, key: str, names: Sequence[str], path: Pa
 
 def _check_budgets(spec: CompeteFile, path: Path) -> None:
     for name, b in spec.budgets.items():
+        check_fields(b, lambda key: str(path), f"budgets.{name}")
         _check_vote(b.vote, f"budgets.{name}.vote", path)
         labels = [e.label for e in b.entries()]
         twice = _first_repeat(labels)

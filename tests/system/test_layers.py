@@ -104,21 +104,8 @@ def test_import_graph_has_no_cycle_between_parts():
     for module in MODULES:
         graph.setdefault(part(module), set()).update(
             p for p in (part(m) for m in ensemble_imports(module)) if p != part(module) and p != "ensemble")
-    seen, stack = set(), []
-
-    def visit(node):
-        if node in stack:
-            raise AssertionError("import cycle: " + " -> ".join(stack[stack.index(node):] + [node]))
-        if node in seen:
-            return
-        stack.append(node)
-        for nxt in sorted(graph.get(node, ())):
-            visit(nxt)
-        stack.pop()
-        seen.add(node)
-
-    for node in sorted(graph):
-        visit(node)
+    cycle = find_cycle(graph)
+    assert cycle is None, "import cycle: " + " -> ".join(cycle)
 
 
 def test_modules_stay_small():
