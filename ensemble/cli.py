@@ -1,4 +1,4 @@
-"""What every `python -m ensemble.<cmd>` shares: -q/-v and the log format.
+"""What every `python -m ensemble.<cmd>` shares: -q/-v, the log format and the shape of main().
 
 The library logs through `logging.getLogger(__name__)` (one logger per module, under "ensemble");
 only the commands decide where messages go: plain lines on stdout, as the commands always printed.
@@ -10,7 +10,7 @@ import contextlib
 import logging
 import sys
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator, Sequence
 
 _handler: logging.Handler | None = None
 
@@ -76,6 +76,22 @@ def port_number(text: str) -> int:
 def add_verbosity(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-q", "--quiet", action="count", default=0, help="fewer messages (warnings and errors only)")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more messages (debug)")
+
+
+def run_command(parser: argparse.ArgumentParser, argv: Sequence[str] | None,
+                body: Callable[[argparse.Namespace], int | None],
+                errors: tuple[type[BaseException], ...] = (ValueError, OSError)) -> int:
+    """Every command's main(): parse argv, set up logging from -q/-v, run body(args) and return its exit
+    code (None: 0). An expected error (one of `errors`) is one `error: ...` line on stderr and exit 2;
+    anything else is a bug and keeps its traceback."""
+    args = parser.parse_args(argv)
+    setup_logging(getattr(args, "verbose", 0) - getattr(args, "quiet", 0))
+    try:
+        rc = body(args)
+    except errors as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0 if rc is None else rc
 
 
 def setup_logging(verbosity: int = 0) -> None:

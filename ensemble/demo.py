@@ -16,7 +16,7 @@ from typing import Sequence
 
 import pandas as pd
 
-from ensemble.cli import add_verbosity, setup_logging
+from ensemble.cli import add_verbosity, run_command
 from ensemble.data.digits import build_demo, digit_images  # noqa: F401 (re-exported)
 
 
@@ -41,25 +41,22 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    setup_logging(args.verbose - args.quiet)
+    return run_command(build_parser(), argv, _run, (ValueError, FileNotFoundError, RuntimeError))
+
+
+def _run(args: argparse.Namespace) -> None:
     t0 = time.perf_counter()
     root = build_demo(args.root)
     print(f"demo competition in {root} ({time.perf_counter() - t0:.1f}s)", flush=True)
     if args.build_only:
-        return 0
+        return
     from ensemble.compete.run import compete  # compete builds on everything; demo is only its front door
-    try:
-        result = compete("demo", "smoke", extra=[f"competition.root={root}", *args.overrides])
-    except (ValueError, FileNotFoundError, RuntimeError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    result = compete("demo", "smoke", extra=[f"competition.root={root}", *args.overrides])
     if result.vote is not None and result.vote.chosen is not None:
         path = result.vote.chosen[0]
         acc = score_submission(path, root.parent / f"{root.name}_solution.csv")
         print(f"hidden-test accuracy of {path}: {acc:.4f}")
     print(f"demo finished in {time.perf_counter() - t0:.0f}s")
-    return 0
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ from typing import Sequence
 
 STARTED = time.perf_counter()  # python -m ensemble.compete: --time counts importing the library against the budget
 
-from ensemble.cli import add_verbosity, setup_logging  # noqa: E402
+from ensemble.cli import add_verbosity, run_command  # noqa: E402
 from ensemble.compete.run import compete  # noqa: E402
 from ensemble.plugins import add_plugin_argument, load_plugins  # noqa: E402
 from ensemble.vote.kaggle import add_submit_arguments  # noqa: E402
@@ -38,28 +38,24 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     started = STARTED if __name__ == "__main__" else time.perf_counter()  # imported: the clock starts now
-    p = build_parser()
-    args = p.parse_args(argv)
-    quiet = args.quiet > 0
-    setup_logging(args.verbose - args.quiet)
+    parser = build_parser()
+    return run_command(parser, argv, lambda args: _run(parser, args, started), (ValueError, OSError, RuntimeError))
+
+
+def _run(parser: argparse.ArgumentParser, args: argparse.Namespace, started: float) -> None:
     if args.threads is not None:
         if args.threads < 1:
-            p.error(f"--threads must be >= 1, got {args.threads}")
+            parser.error(f"--threads must be >= 1, got {args.threads}")
         import torch
         torch.set_num_threads(args.threads)
-    try:
-        load_plugins(args.plugin)
-        kw = dict(configs_dir=args.configs_dir, extra=args.overrides, quiet=quiet, submit=args.submit,
-                  kaggle=args.kaggle, message=args.message)
-        if args.time:
-            from ensemble.compete.timed import compete_time
-            compete_time(args.competition, args.time, plan_only=args.plan_only, started=started, **kw)
-        else:
-            compete(args.competition, args.budget, **kw)
-        return 0
-    except (ValueError, FileNotFoundError, RuntimeError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    load_plugins(args.plugin)
+    kw = dict(configs_dir=args.configs_dir, extra=args.overrides, quiet=args.quiet > 0, submit=args.submit,
+              kaggle=args.kaggle, message=args.message)
+    if args.time:
+        from ensemble.compete.timed import compete_time
+        compete_time(args.competition, args.time, plan_only=args.plan_only, started=started, **kw)
+    else:
+        compete(args.competition, args.budget, **kw)
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ import argparse
 import sys
 from typing import Sequence
 
-from ensemble.cli import add_verbosity, setup_logging
+from ensemble.cli import add_verbosity, run_command
 from ensemble.plugins import add_plugin_argument, load_plugins
 
 
@@ -40,22 +40,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    setup_logging(args.verbose - args.quiet)
-    from ensemble.distill import distill  # DistillError, RunsError, ConfigError, ImageError: ValueErrors
-    from ensemble.train.assemble import AssembleError
-    from ensemble.train.engine import NonFiniteLossError
-    try:
-        load_plugins(args.plugin)
-        result = distill(args.competition, submission=args.submission, student=args.student, alpha=args.alpha,
-                         overrides=args.overrides, submissions_dir=args.submissions_dir,
-                         pseudo=None if args.pseudo == "none" else args.pseudo, resume=args.resume,
-                         fresh=args.fresh, measure=not args.no_costs)
-    except (ValueError, FileNotFoundError, NonFiniteLossError, AssembleError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    # DistillError, RunsError, ConfigError, ImageError are ValueErrors; a NaN loss or a failed assembly RuntimeErrors
+    return run_command(build_parser(), argv, _run, (ValueError, OSError, RuntimeError))
+
+
+def _run(args: argparse.Namespace) -> None:
+    from ensemble.distill import distill
+    load_plugins(args.plugin)
+    result = distill(args.competition, submission=args.submission, student=args.student, alpha=args.alpha,
+                     overrides=args.overrides, submissions_dir=args.submissions_dir,
+                     pseudo=None if args.pseudo == "none" else args.pseudo, resume=args.resume,
+                     fresh=args.fresh, measure=not args.no_costs)
     print(result.report())
-    return 0
 
 
 if __name__ == "__main__":

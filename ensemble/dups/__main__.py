@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from ensemble.cli import add_verbosity, setup_logging
+from ensemble.cli import add_verbosity, run_command
 from ensemble.data.dups import DEFAULT_MIN_CORR, DEFAULT_THRESHOLD, HASHES, run_dups
 from ensemble.data.dups_confirm import DEFAULT_MIN_COS, DEFAULT_MIN_DETAIL
 from ensemble.data.dups_geometry import DEFAULT_MIN_INLIER_RATIO, DEFAULT_MIN_INLIERS
@@ -60,21 +60,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    setup_logging(args.verbose - args.quiet)
+    return run_command(build_parser(), argv, _run)
+
+
+def _run(args: argparse.Namespace) -> None:
     from ensemble.data.competition import load_competition
     from ensemble.config import competition_config
-    try:
-        cfg = competition_config(args.competition, args.cfg)
-        comp = load_competition(cfg.competition)
-        runs_dir = Path(args.runs_dir or cfg.output.runs_dir)
-        run_dups(comp, runs_dir / cfg.competition.name, args.hash, args.threshold, args.min_corr, args.workers,
-                 min_detail=args.min_detail, min_cos=args.min_cos, embed=None if args.no_embed else embedder(EMBED_BACKBONE),
-                 min_inliers=args.min_inliers, min_inlier_ratio=args.min_inlier_ratio)
-    except (ValueError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
+    cfg = competition_config(args.competition, args.cfg)
+    comp = load_competition(cfg.competition)
+    runs_dir = Path(args.runs_dir or cfg.output.runs_dir)
+    run_dups(comp, runs_dir / cfg.competition.name, args.hash, args.threshold, args.min_corr, args.workers,
+             min_detail=args.min_detail, min_cos=args.min_cos, embed=None if args.no_embed else embedder(EMBED_BACKBONE),
+             min_inliers=args.min_inliers, min_inlier_ratio=args.min_inlier_ratio)
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ import argparse
 import sys
 from typing import Sequence
 
-from ensemble.cli import add_verbosity, setup_logging
+from ensemble.cli import add_verbosity, run_command
 from ensemble.plugins import add_plugin_argument, load_plugins
 
 
@@ -32,21 +32,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    setup_logging(args.verbose - args.quiet)
+    return run_command(build_parser(), argv, _run)
+
+
+def _run(args: argparse.Namespace) -> None:
     from ensemble.predict.export import export_bundle
-    try:
-        load_plugins(args.plugin)  # the registries the runs' configs name (backbones, TTA views, ...)
-        res = export_bundle(args.competition, args.submission, args.out, make_zip=args.zip, half=args.half,
-                            submissions_dir=args.submissions_dir, overwrite=args.overwrite)
-    except (ValueError, OSError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    load_plugins(args.plugin)  # the registries the runs' configs name (backbones, TTA views, ...)
+    res = export_bundle(args.competition, args.submission, args.out, make_zip=args.zip, half=args.half,
+                        submissions_dir=args.submissions_dir, overwrite=args.overwrite)
     print(f"wrote {res.path} from {res.manifest} ({res.nbytes / 2**20:.1f} MB of weights)"
           + (f"; zip: {res.zip_path}" if res.zip_path else ""))
     print(f"predict: python -m ensemble.predict --bundle {res.path} --images <folder> --sample <sample_submission.csv> "
           f"--out submission.csv")
-    return 0
 
 
 if __name__ == "__main__":

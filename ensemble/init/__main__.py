@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Sequence
 
 from ensemble.artifacts import atomic_write_text
-from ensemble.cli import add_verbosity, setup_logging
+from ensemble.cli import add_verbosity, run_command
 from ensemble.init.detect import Detected, InitError, inspect_download
 from ensemble.init.template import competition_files, fold_count, input_size, profile_of
 
@@ -85,21 +85,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    setup_logging(args.verbose - args.quiet)
-    try:
-        found, folder, written = init(args.data, args.name, configs_dir=args.configs_dir, id_col=args.id_col,
-                                      label_col=args.label_col)
-    except (InitError, FileExistsError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    return run_command(build_parser(), argv, _run, (InitError, FileExistsError))
+
+
+def _run(args: argparse.Namespace) -> None:
+    found, folder, written = init(args.data, args.name, configs_dir=args.configs_dir, id_col=args.id_col,
+                                  label_col=args.label_col)
     name = folder.name
     print(summary(found, name))
     print(f"wrote {folder}/: {', '.join(written)}")
     extra = [] if args.configs_dir == "configs" else ["--configs-dir", str(args.configs_dir)]
     print("next: python -m ensemble.compete " + " ".join(["--competition", name, *extra, "--time", "60m",
                                                            "--plan-only"]))
-    return 0
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ import sys
 import time
 from typing import Sequence
 
-from ensemble.cli import add_verbosity, setup_logging
+from ensemble.cli import add_verbosity, run_command
 from ensemble.plugins import add_plugin_argument, load_plugins
 from ensemble.predict.reader import BAD_IMAGE
 
@@ -40,31 +40,29 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    setup_logging(args.verbose - args.quiet)
+    return run_command(build_parser(), argv, _run)
+
+
+def _run(args: argparse.Namespace) -> None:
     from ensemble.predict.bundle import read_bundle
     from ensemble.predict.predictor import Predictor
     from ensemble.predict.sources import list_images
     from ensemble.predict.writer import output_format, write_predictions
     t0 = time.perf_counter()
-    try:
-        load_plugins(args.plugin)  # what the bundle's models were trained with (custom TTA views, vote methods)
-        bundle = read_bundle(args.bundle)
-        ids, paths, sample = list_images(args.images, args.sample, bundle.meta.get("image_ext", ""),
-                                         bundle.meta["id_col"])
-        fmt = output_format(bundle, sample, args.sample or "")
-        predictor = Predictor.load(bundle, device=args.device, threads=args.threads, adapt=args.adapt)
-        bad: dict[int, str] = {}
+    load_plugins(args.plugin)  # what the bundle's models were trained with (custom TTA views, vote methods)
+    bundle = read_bundle(args.bundle)
+    ids, paths, sample = list_images(args.images, args.sample, bundle.meta.get("image_ext", ""),
+                                     bundle.meta["id_col"])
+    fmt = output_format(bundle, sample, args.sample or "")
+    predictor = Predictor.load(bundle, device=args.device, threads=args.threads, adapt=args.adapt)
+    bad: dict[int, str] = {}
 
-        def parts():
-            for p in predictor.iter_predict(paths, batch_size=args.batch_size, on_bad_image=args.on_bad_image,
-                                            workers=args.workers, progress=args.quiet == 0):
-                bad.update(p.bad)
-                yield p
-        rows = write_predictions(args.out, parts(), ids, fmt)
-    except (ValueError, OSError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    def parts():
+        for p in predictor.iter_predict(paths, batch_size=args.batch_size, on_bad_image=args.on_bad_image,
+                                        workers=args.workers, progress=args.quiet == 0):
+            bad.update(p.bad)
+            yield p
+    rows = write_predictions(args.out, parts(), ids, fmt)
     if bad:
         shown = ", ".join(f"{ids.iat[i]} ({r})" for i, r in list(sorted(bad.items()))[:5])
         print(f"warning: {len(bad)} unreadable image(s) got the class priors: {shown}"
@@ -72,7 +70,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     dt = time.perf_counter() - t0
     print(f"wrote {args.out}: {rows} rows ({fmt.kind}) from {len(bundle.models)} model(s) in {dt:.1f}s "
           f"({rows / max(dt, 1e-9):.1f} img/s)")
-    return 0
 
 
 if __name__ == "__main__":

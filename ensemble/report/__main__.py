@@ -5,7 +5,7 @@ import argparse
 import sys
 from typing import Sequence
 
-from ensemble.cli import add_verbosity, setup_logging
+from ensemble.cli import add_verbosity, run_command
 from ensemble.report.page import build_report
 
 DESCRIPTION = '`python -m ensemble.report --competition NAME`: one static HTML page to read instead of logs.'  # --help's first line, as before the package split
@@ -23,15 +23,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    setup_logging(args.verbose - args.quiet)
-    try:
-        index = build_report(args.competition, args.runs_dir, args.submissions_dir, args.out, not args.no_thumbs)
-    except (ValueError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    return run_command(build_parser(), argv, _run)
+
+
+def _run(args: argparse.Namespace) -> None:
+    index = build_report(args.competition, args.runs_dir, args.submissions_dir, args.out, not args.no_thumbs)
     print(f"wrote {index} ({len(list(index.parent.glob('img/*.png')))} images); open it in a browser")
-    return 0
 
 
 if __name__ == "__main__":

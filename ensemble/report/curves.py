@@ -35,8 +35,9 @@ def per_class_curves(p: np.ndarray, y: np.ndarray) -> list[dict]:
     return out
 
 
-def plot_reliability(p: np.ndarray, y: np.ndarray, path: Path, title: str) -> None:
-    """Accuracy vs confidence per bin (top label), before and after temperature scaling; bar widths = bins."""
+def plot_reliability(p: np.ndarray, y: np.ndarray, path: Path) -> None:
+    """Accuracy vs confidence per bin (top label), before and after temperature scaling; bar widths = bins.
+    No subject in the title: the page's heading names it (a long name would be clipped)."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -53,14 +54,15 @@ def plot_reliability(p: np.ndarray, y: np.ndarray, path: Path, title: str) -> No
     ax2.bar(np.linspace(0, 1, len(counts) + 1)[:-1], counts, width=1 / len(counts), align="edge", color="grey",
             alpha=0.15)
     ax2.set_yticks([])
-    ax.set(xlim=(0, 1), ylim=(0, 1.02), xlabel="confidence (top class probability)", ylabel="accuracy", title=title)
+    ax.set(xlim=(0, 1), ylim=(0, 1.02), xlabel="confidence (top class probability)", ylabel="accuracy",
+           title="reliability (top class)")
     ax.legend(loc="upper left", fontsize=8, frameon=False)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
 
 
-def plot_roc_pr(p: np.ndarray, y: np.ndarray, classes: Sequence[str], path: Path, title: str) -> None:
+def plot_roc_pr(p: np.ndarray, y: np.ndarray, classes: Sequence[str], path: Path) -> None:
     """One-vs-rest ROC (left) and precision-recall (right) curves, one line per class."""
     import matplotlib
     matplotlib.use("Agg")
@@ -76,7 +78,7 @@ def plot_roc_pr(p: np.ndarray, y: np.ndarray, classes: Sequence[str], path: Path
         pr.plot(rec, prec, lw=1.3, c=f"C{c % 10}", label=f"{name} (AP {st['ap']:.3f})")
     roc.plot([0, 1], [0, 1], ls=":", c="grey", lw=1)
     roc.set(xlim=(0, 1), ylim=(0, 1.02), xlabel="false positive rate", ylabel="true positive rate",
-            title=f"{title}: ROC, one vs rest")
+            title="ROC, one vs rest")
     pr.set(xlim=(0, 1), ylim=(0, 1.02), xlabel="recall", ylabel="precision", title="precision-recall")
     for ax in (roc, pr):
         ax.legend(loc="best" if ax is pr else "lower right", fontsize=7, frameon=False)

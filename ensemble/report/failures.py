@@ -201,9 +201,9 @@ def failures_section(comp_dir: Path, competition: str, runs: list[tuple[Path, di
         n_err = int((s.p.argmax(1) != s.y).sum())
         summary.append([s.title, len(s.y), n_err, *[html.fmt(cal.get(k), d) for k, d in
                         (("ece", 3), ("temperature", 2), ("ece_after", 3), ("nll", 4), ("nll_after", 4))]])
-        figs = [assets.make(f"{s.key}-reliability", lambda p, s=s: plot_reliability(s.p, s.y, p, s.title[:40]))
+        figs = [assets.make(f"{s.key}-reliability", lambda p, s=s: plot_reliability(s.p, s.y, p))
                 if s.probabilities else None,
-                assets.make(f"{s.key}-rocpr", lambda p, s=s: plot_roc_pr(s.p, s.y, s.classes, p, s.title[:40]))]
+                assets.make(f"{s.key}-rocpr", lambda p, s=s: plot_roc_pr(s.p, s.y, s.classes, p))]
         if not s.probabilities:
             more_notes = [f"{s.title}: its values are scores, not probabilities (rows do not sum to 1): "
                           "no reliability diagram; mistakes are ranked by the normalised scores."]

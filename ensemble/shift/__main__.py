@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from ..cli import Parser, add_verbosity, int_at_least, positive_number, setup_logging
+from ..cli import Parser, add_verbosity, int_at_least, positive_number, run_command
 from .adversarial import CLASSIFIERS
 
 
@@ -30,27 +30,24 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    setup_logging(args.verbose - args.quiet)
+    return run_command(build_parser(), argv, _run, (ValueError, OSError, RuntimeError))
+
+
+def _run(args: argparse.Namespace) -> None:
     from ..data.competition import load_competition
     from ..config import competition_config
     from .run import run_shift, runs_table
-    try:
-        cfg = competition_config(args.competition, args.cfg)
-        if args.folds < 2:
-            raise ValueError(f"--folds must be >= 2, got {args.folds}")
-        comp = load_competition(cfg.competition)
-        runs_dir = Path(args.runs_dir or cfg.output.runs_dir)
-        comp_dir = runs_dir / cfg.competition.name
-        run_shift(comp, comp_dir, size=args.size or cfg.input.size, backbone=args.backbone,
-                  classifier=args.classifier, folds=args.folds, clip=args.clip, seed=args.seed, device=args.device,
-                  workers=args.workers, progress=sys.stderr.isatty())
-        for line in runs_table(comp, comp_dir):
-            print(line)
-    except (ValueError, FileNotFoundError, RuntimeError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
+    cfg = competition_config(args.competition, args.cfg)
+    if args.folds < 2:
+        raise ValueError(f"--folds must be >= 2, got {args.folds}")
+    comp = load_competition(cfg.competition)
+    runs_dir = Path(args.runs_dir or cfg.output.runs_dir)
+    comp_dir = runs_dir / cfg.competition.name
+    run_shift(comp, comp_dir, size=args.size or cfg.input.size, backbone=args.backbone,
+              classifier=args.classifier, folds=args.folds, clip=args.clip, seed=args.seed, device=args.device,
+              workers=args.workers, progress=sys.stderr.isatty())
+    for line in runs_table(comp, comp_dir):
+        print(line)
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ import argparse
 import sys
 from typing import Sequence
 
-from ensemble.cli import Parser, add_verbosity, int_at_least, setup_logging
+from ensemble.cli import Parser, add_verbosity, int_at_least, run_command
 from ensemble.config import load_config
 from ensemble.models import describe_backbones, format_backbone_table
 from ensemble.models.backbones import format_weight_packages
@@ -45,34 +45,33 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    setup_logging(args.verbose - args.quiet)
+    parser = build_parser()
+    return run_command(parser, argv, lambda args: _run(parser, args),
+                       (ValueError, FileNotFoundError, NonFiniteLossError, AssembleError))
+
+
+def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     if args.list_backbones:
         print(format_backbone_table(describe_backbones(size=args.size)))
         print("\n" + format_weight_packages())
-        return 0
+        return
     if not args.cfg:
-        build_parser().error("--cfg is required (or --list-backbones)")
+        parser.error("--cfg is required (or --list-backbones)")
+    load_plugins(args.plugin)
+    overrides = list(args.overrides) + ([f"train.device={args.device}"] if args.device else [])
+    cfg = load_config(args.cfg, overrides)
+    if args.lr_find:
+        from ensemble.train.lr_find import format_lr_find, lr_find
+        if args.lr_steps < 10:
+            parser.error(f"--lr-steps expected an integer >= 10, got {args.lr_steps}")
+        print(format_lr_find(lr_find(cfg, steps=args.lr_steps)))
+        return
+    dist = init_distributed(cfg.train.device)
     try:
-        load_plugins(args.plugin)
-        overrides = list(args.overrides) + ([f"train.device={args.device}"] if args.device else [])
-        cfg = load_config(args.cfg, overrides)
-        if args.lr_find:
-            from ensemble.train.lr_find import format_lr_find, lr_find
-            if args.lr_steps < 10:
-                build_parser().error(f"--lr-steps expected an integer >= 10, got {args.lr_steps}")
-            print(format_lr_find(lr_find(cfg, steps=args.lr_steps)))
-            return 0
-        dist = init_distributed(cfg.train.device)
-        try:
-            train_run(cfg, folds=parse_folds(args.folds, cfg.folds.n), resume=args.resume, fresh=args.fresh,
+        train_run(cfg, folds=parse_folds(args.folds, cfg.folds.n), resume=args.resume, fresh=args.fresh,
                   assemble_only=args.assemble, dist=dist)
-        finally:
-            shutdown(dist)
-    except (ValueError, FileNotFoundError, NonFiniteLossError, AssembleError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
+    finally:
+        shutdown(dist)
 
 
 if __name__ == "__main__":

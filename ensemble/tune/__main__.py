@@ -17,7 +17,7 @@ from typing import Sequence
 
 import optuna
 
-from ensemble.cli import Parser, int_at_least, port_number, positive_number, setup_logging
+from ensemble.cli import Parser, int_at_least, port_number, positive_number, run_command
 from ensemble.config import ConfigError, load_config, read_yaml
 from ensemble.plugins import add_plugin_argument, load_plugins
 from ensemble.train.run import parse_folds
@@ -75,7 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--study", help="study name (default: <competition>/<model>)")
     p.add_argument("--best-dir", help="where <model>.best.yaml goes (default: beside the model config)")
     p.add_argument("--keep-checkpoints", action="store_true", help="keep the trials' .pt files")
-    p.add_argument("--verbose", action="store_true", help="show training output (default: logs/trial-NNNN.log)")
+    p.add_argument("--verbose", dest="show_training", action="store_true", help="show training output (default: logs/trial-NNNN.log)")
     add_plugin_argument(p)
     p.add_argument("--dashboard", action="store_true",
                    help="serve the study's storage with optuna-dashboard on 127.0.0.1 (no tuning) until Ctrl-C")
@@ -95,8 +95,10 @@ def serve_dashboard(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    setup_logging(-args.quiet)
+    return run_command(build_parser(), argv, _run, (ValueError, FileNotFoundError, RuntimeError))
+
+
+def _run(args: argparse.Namespace) -> int:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
         load_plugins(args.plugin)
@@ -107,17 +109,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                        folds=parse_folds(args.folds, load_config(path, args.overrides).folds.n) if args.folds
                        else None, pruner=args.pruner, sampler=args.sampler, seed=args.seed,
                        storage=args.storage, study=args.study, best_dir=args.best_dir,
-                       keep_checkpoints=args.keep_checkpoints, verbose=args.verbose)
-    except TuneError as e:
+                       keep_checkpoints=args.keep_checkpoints, verbose=args.show_training)
+    except TuneError as e:  # the study itself failed (every trial pruned or failed): exit 1, not a usage error
         print(f"error: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         logger.info("interrupted: finished trials are kept and the interrupted one is queued again; "
-            "run the same command to continue")
+                    "run the same command to continue")
         return 130
-    except (ValueError, FileNotFoundError, RuntimeError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
     return 0
 
 

@@ -14,7 +14,7 @@ import sys
 from typing import Sequence
 
 from ensemble.artifacts.paths import find_runs
-from ensemble.cli import Parser, add_verbosity, int_at_least, positive_number, setup_logging
+from ensemble.cli import Parser, add_verbosity, int_at_least, positive_number, run_command
 from ensemble.plugins import add_plugin_argument, load_plugins
 from ensemble.vote.methods import METHODS
 from ensemble.vote.options import VoteOptionError, VoteOptions
@@ -59,14 +59,6 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def parse_args(argv: Sequence[str]) -> argparse.Namespace:
-    p = build_parser()
-    args = p.parse_args(argv)
-    if args.submit and (args.check or args.write == "none"):
-        p.error("--submit sends the written best submission: it needs --write best or all (not --check)")
-    return args
-
-
 def vote_options(args: argparse.Namespace) -> VoteOptions:
     """The parsed flags -> the VoteOptions they give (checked by vote_runs)."""
     return VoteOptions(methods=args.method, weights=args.weights, bias=args.bias, max_iter=args.max_iter,
@@ -103,17 +95,19 @@ def run_check(args) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    args = parse_args(argv)
-    setup_logging(args.verbose - args.quiet)
+    parser = build_parser()
+    return run_command(parser, argv, lambda args: _run(parser, args, argv),
+                       (RunsError, SubmissionError, ValueError, FileNotFoundError))
+
+
+def _run(parser: argparse.ArgumentParser, args: argparse.Namespace, argv: Sequence[str]) -> int:
+    if args.submit and (args.check or args.write == "none"):
+        parser.error("--submit sends the written best submission: it needs --write best or all (not --check)")
+    load_plugins(args.plugin)
     try:
-        load_plugins(args.plugin)
         return run_check(args) if args.check else run_vote(args, argv)
-    except VoteOptionError as e:
-        print(f"error: {e.detail or e.where(e.flag)}", file=sys.stderr)
-        return 2
-    except (RunsError, SubmissionError, ValueError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    except VoteOptionError as e:  # names the command-line flag, not the VoteOptions field
+        raise ValueError(e.detail or e.where(e.flag)) from None
 
 
 if __name__ == "__main__":
