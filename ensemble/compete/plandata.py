@@ -145,8 +145,12 @@ class Plan:
         return next((e for e in self.entries if e.name == name), None)
 
 
+ADVISED_MARGIN = 1.15  # the smallest budget comes from speeds measured now; a rerun measures again
+
+
 class BudgetError(ValueError):
-    """Not even the smallest plan fits: ``needed_s`` is the smallest budget that works."""
+    """Not even the smallest plan fits: ``needed_s`` is the smallest budget that works with the speeds
+    measured now; the message advises 15% more (a rerun under other load measures other speeds)."""
 
     def __init__(self, budget_s: float, needed_s: float, smallest: Entry, fixed_s: float):
         self.budget_s, self.needed_s, self.smallest = budget_s, needed_s, smallest
@@ -154,5 +158,5 @@ class BudgetError(ValueError):
             f"{smallest.head_epochs} head epochs on cached features" if smallest.head_epochs and not smallest.epochs
             else f"{smallest.epochs} epoch{'s' if smallest.epochs > 1 else ''}")
         super().__init__(f"a budget of {duration_text(budget_s)} is too short: the smallest plan ({what}, with "
-                         f"{fixed_s:.0f}s of setup, vote, report and reserve) needs {duration_text(needed_s)}; "
-                         f"use --time {duration_text(needed_s)} or more")
+                         f"{fixed_s:.0f}s of setup, vote, report and reserve) needs {duration_text(needed_s)} at the speeds "
+                         f"measured now; use --time {duration_text(needed_s * ADVISED_MARGIN)} or more")

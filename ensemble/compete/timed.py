@@ -36,8 +36,8 @@ from typing import Sequence
 
 from ensemble.compete.measure import full_measure_seconds, measure_candidates, measure_eval, measure_images
 from ensemble.compete.spec import BUILDERS, PSEUDO_SUFFIX, ShiftCheck, TimeSpec, time_spec
-from ensemble.compete.steps import (CompeteResult, Costing, Job, RunState, Step, final_steps, job_steps, job_vote,
-                                    run_steps, setup_steps, train_step)
+from ensemble.compete.steps import (SKIPPED, CompeteResult, Costing, Job, RunState, Step, final_steps, job_steps,
+                                    job_vote, run_steps, setup_steps, train_step)
 from ensemble.compete.pseudo import ROUND_STEPS, VOTE_STEP
 from ensemble.compete.plandata import Entry, Plan, Rerun, Workload, parse_duration
 from ensemble.compete.timeplan import format_plan, make_plan, top_up
@@ -230,7 +230,7 @@ def _on_time(step: Step, job: Job, state: RunState, rerun: bool = False) -> Step
                            f"{end_s / 60:.1f} min of {state.budget_s / 60:.1f} with it")
             if not rerun:
                 del job.cfgs[step.name]
-            return None
+            return SKIPPED
         return step.run(progress)
 
     return replace(step, run=run)

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from ensemble.artifacts import competition_cfg, read_metrics
 from ensemble.artifacts.paths import CompetitionPaths
@@ -154,6 +155,11 @@ def vote_runs(run_dirs: Sequence[str | Path], options: VoteOptions | None = None
     Every spec's score is honest: fold mean, nested (fitted on K-1 folds, scored on the held-out
     one) for specs that fit anything on the OOF stack (M, N, C).
     """
+    with threadpool_limits(limits=1, user_api="blas"):  # small fits: spare BLAS threads only spin on a busy machine
+        return _vote(run_dirs, options, command)
+
+
+def _vote(run_dirs: Sequence[str | Path], options: VoteOptions | None, command: str | None) -> VoteResult:
     if isinstance(run_dirs, (str, Path)) or not run_dirs:
         raise ValueError(f"vote_runs: argument 'run_dirs' expected a list of run directories (at least one), "
                          f"got {type(run_dirs).__name__} {run_dirs!r}")

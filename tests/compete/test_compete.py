@@ -107,9 +107,11 @@ def test_a_budget_too_short_says_the_smallest_that_works_and_writes_nothing(tmp_
     assert main(["--competition", "demo", "--time", "5s", "--plan-only"]) == 2
     err = capsys.readouterr().err.strip()
     m = re.fullmatch(r"error: a budget of 5s is too short: the smallest plan \((\S+) at 32px, 3 folds, 1 epoch, with "
-                     r"\d+s of setup, vote, report and reserve\) needs (\S+); use --time \2 or more", err)
+                     r"\d+s of setup, vote, report and reserve\) needs (\S+) at the speeds measured now; use --time (\S+) "
+                     r"or more", err)
     assert m and m.group(1) in ("resnet18", "mobilenetv3"), err
     assert not (tmp_path / "runs").exists()  # priced before anything ran: no dups, shift or cache
+    assert parse_duration(m.group(3)) >= 1.15 * parse_duration(m.group(2)) - 1  # the advice leaves room
     budget = 2 * parse_duration(m.group(2))  # measuring again gives other speeds: leave room
     assert main(["--competition", "demo", "--time", f"{budget:.0f}s", "--plan-only"]) == 0
     total = capsys.readouterr().out.split("\ntotal")[1].split()

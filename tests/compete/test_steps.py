@@ -8,7 +8,7 @@ import os
 import pytest
 
 from conftest import make_competition, write_configs
-from ensemble.compete.steps import Costing, Job, RunState, Step, job_steps, job_vote, run_steps
+from ensemble.compete.steps import SKIPPED, Costing, Job, RunState, Step, job_steps, job_vote, run_steps
 from ensemble.compete.plandata import Entry, Plan
 from ensemble.config import load_config
 from ensemble.vote.options import VoteOptions
@@ -49,6 +49,14 @@ def test_a_failed_step_keeps_what_finished_and_the_time_spent(tmp_path):
     assert set(RunState.load(file).actual_s) == {"a"} and RunState.load(file).elapsed_s > 0
 
 
+def test_a_skipped_step_records_no_time(tmp_path):
+    """A model left out (the job ran behind) must not look trained: top_up and the plan-vs-actual
+    ratio read a name in actual_s as a model that trained in that many seconds."""
+    state = RunState("10m", 600.0, PLAN)
+    run_steps([Step("measure", 1.0, lambda p: None), Step("a", 100.0, lambda p: SKIPPED)], bar=False, state=state)
+    assert set(state.actual_s) == {"measure"} and state.elapsed_s > 0
+
+
 @pytest.fixture
 def job(tmp_path):
     comp = make_competition(tmp_path / "comp")
@@ -83,13 +91,13 @@ def test_steps_priced_from_what_was_measured(job):
     assert est["train/test shift"] == pytest.approx(cache + 1200 * (0.001 + 5e-4) + 1.5)
     # priced for the most models the plan may have: stacking's 2K + 1 fits (K for the shift-weighted
     # scores), then the priors' bootstrap
-    assert est["vote"] == pytest.approx(3.0 + 11 * 2.4e-4 * 1000 * 5 * 1.5 + 5.4e-6 * 200 * 5 * 200)
+    assert est["vote"] == pytest.approx(3.0 + 11 * 1.5e-5 * 1000 * 5 * 1.5 + 5.4e-6 * 200 * 5 * 200)
     job.shift = "embeddings"
     embed = {s.name: s.estimate for s in job_steps(job)}["train/test shift"]
     assert embed == pytest.approx(est["train/test shift"] + 2.0 + 1.5 * 1200 / 100.0 + 1e-3 * 1200)
     job.shift, job.vote = "off", VoteOptions(bias="on")  # K + 1 fits, each twice
     assert {s.name: s.estimate for s in job_steps(job)}["vote"] == pytest.approx(
-        3.0 + 12 * 2.4e-4 * 1000 * 5 * 1.5 + 5.4e-6 * 200 * 5 * 200)
+        3.0 + 12 * 1.5e-5 * 1000 * 5 * 1.5 + 5.4e-6 * 200 * 5 * 200)
     assert {s.name: s.estimate for s in job_steps(job)}["report"] == pytest.approx(2.0 + 0.5 * 3 + 0.05 * 5)
     job.costing = Costing(1000, 200, 5, 0.002, 0.004, 0.001, 100.0, cached=(24,), n_models=3)
     job.shift = "stats"

@@ -99,7 +99,7 @@ def test_budget_too_small_names_the_smallest_budget_that_works():
     assert e.value.needed_s == pytest.approx(needed) and e.value.smallest.name == "a"
     assert str(e.value) == (f"a budget of 20s is too short: the smallest plan (a at 128px, 5 folds, 1 epoch, with "
                             f"{needed - one_epoch:.0f}s of setup, vote, report and reserve) needs "
-                            f"{duration_text(needed)}; use --time {duration_text(needed)} or more")
+                            f"{duration_text(needed)} at the speeds measured now; use --time {duration_text(needed * 1.15)} or more")
     plan = make_plan(cands, SPEEDS, W, budget_s=needed + 1e-6, setup={"duplicates": 5.0}, tail={"vote": 7.0})
     assert [(x.name, x.epochs) for x in plan.entries] == [("a", 1)]  # exactly the smallest plan fits
     with pytest.raises(BudgetError):
