@@ -46,7 +46,6 @@ class Step:
 @dataclass(frozen=True)
 class Costing:
     """What --time prices the setup, vote and report steps from (measured before anything runs)."""
-
     n_train: int
     n_test: int
     n_classes: int
@@ -70,7 +69,6 @@ class Costing:
 @dataclass
 class CompeteResult:
     """What a compete job did: the vote, the Kaggle call (with --submit) and the report page."""
-
     vote: object | None = None  # VoteResult (the last vote: the second one after a pseudo-label round)
     submitted: object | None = None  # SubmitResult
     report: Path | None = None
@@ -83,7 +81,6 @@ class Job:
     """What compete's steps act on. cfgs: model name -> Config, in training order; setup_cfg: the config
     the duplicates and shift steps read (competition, image size, workers); tune: --budget's tune
     (name, cfg) -> the tuned model's cfg; notes: model name -> text for its '== train' line."""
-
     competition: str
     cfgs: dict
     setup_cfg: object
@@ -107,9 +104,8 @@ class Job:
         return CompetitionPaths(self.setup_cfg.competition_dir)
 
     def estimate(self, name: str, cost: Callable[[Costing], float]) -> float | None:
-        if name in self.estimates:
-            return self.estimates[name]
-        return None if self.costing is None else float(cost(self.costing))
+        known = self.estimates.get(name)
+        return known if known is not None or self.costing is None else float(cost(self.costing))
 
 
 def job_vote(options: VoteOptions, competition: str, *, submit: bool = False, kaggle: str | None = None,
@@ -224,10 +220,9 @@ def submit_vote(job: Job, result) -> None:
 
 def vote_cost(job: Job, c: Costing, n_models: int) -> float:
     """Stacking's logistic regressions dominate: one per fold and one on every row, K more for the
-    shift-weighted scores when the shift check ran, twice with bias tuning; each takes about
-    rows x classes x 1.5e-5 s. Then the test priors' 200 bootstrap EM runs. The constants hold with
-    a 3-5x margin on a busy 2-core machine (demo and ham10000), where vote_runs keeps BLAS on one thread:
-    with its default threads a loaded machine made each fit 5-10x slower (the old constant, 2.4e-4)."""
+    shift-weighted scores when the shift check ran, twice with bias tuning; each about rows x classes x
+    1.5e-5 s; then the priors' 200 bootstrap EM runs. 3-5x over the demo's and ham10000's on a busy 2-core
+    machine with BLAS on one thread (vote_runs; its default threads made each fit 5-10x slower)."""
     fits = (2 * c.folds + 1 if job.shift != "off" else c.folds + 1) * (2 if job.vote.bias == "on" else 1)
     stacking = fits * 1.5e-5 * c.n_train * c.n_classes * (1 + 0.25 * (n_models - 1))
     return 3.0 + stacking + 5.4e-6 * c.n_test * c.n_classes * 200
@@ -324,12 +319,9 @@ def run_steps(steps: Sequence[Step], *, bar: bool = True, started: float | None 
                 t0 = time.perf_counter()
                 out = steps[i].run(progress)
                 progress.finish(i)
-                if out is SKIPPED:  # a left-out model has no time: top_up reads actual_s as "trained"
-                    more = []
-                    record()
-                else:
-                    more = list(out or [])
-                    record(steps[i].name, time.perf_counter() - t0)
+                skipped = out is SKIPPED  # a left-out model has no time: top_up reads actual_s as "trained"
+                record(None if skipped else steps[i].name, time.perf_counter() - t0)
+                more = [] if skipped else list(out or [])
                 if more:
                     steps[i + 1:i + 1] = more
                     progress.add([(s.label or s.name, s.estimate) for s in more], at=i + 1)
