@@ -5,9 +5,10 @@
 Shown as a tqdm line (stderr) above the per-epoch bars, refreshed after every epoch; lines printed
 meanwhile are written with the bars cleared and redrawn after, so the line stays in place. Every
 step start is also an info log line (compete -q: no bars and, as for every command, warnings
-only). The ETA uses the plan's estimated seconds per step, scaled by how the finished steps
-compared with their estimates; without estimates, the mean time per finished step (fractions of a
-step counted by epochs).
+only). The ETA uses the plan's estimated seconds per step, scaled by how the finished steps of at
+least a minute compared with their estimates (a setup step planned at a second that took a minute
+says nothing about the training speed); without estimates, the mean time per finished step
+(fractions of a step counted by epochs).
 """
 from __future__ import annotations
 
@@ -19,6 +20,9 @@ import time
 from typing import Callable, Sequence
 
 logger = logging.getLogger(__name__)
+
+RATE_MIN_EST_S = 60.0       # finished steps estimated shorter than this do not scale the ETA
+RATE_RANGE = (0.25, 4.0)    # how far the finished steps may scale the rest
 
 
 def clock(seconds: float | None) -> str:
@@ -56,8 +60,9 @@ class PlanProgress:
         now_in_step = time.perf_counter() - self.step_t0
         known = all(e is not None for e in self.est)
         if known and sum(self.est) > 0:
-            done = [i for i in self.actual if self.est[i]]
+            done = [i for i in self.actual if (self.est[i] or 0.0) >= RATE_MIN_EST_S]
             ratio = sum(self.actual[i] for i in done) / sum(self.est[i] for i in done) if done else 1.0
+            ratio = min(max(ratio, RATE_RANGE[0]), RATE_RANGE[1])
             cur = self.est[self.k] * ratio if self.k < self.n else 0.0
             rest = sum(self.est[self.k + 1:]) * ratio
             return max(0.0, cur - now_in_step, cur * (1 - self.frac)) + rest if self.k < self.n else 0.0

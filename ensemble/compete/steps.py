@@ -155,9 +155,9 @@ def shift_step(job: Job) -> Step | None:
         shift_check(job.setup_cfg, embeddings=job.shift == "embeddings")
 
     def cost(c: Costing) -> float:
-        from ensemble.shift.scores import WEIGHTS_FILE, read_summary, shift_dir
-        if read_summary(job.paths.root).get("auc") is not None and (shift_dir(job.paths.root) / WEIGHTS_FILE).exists():
-            return 0.5  # reused: the files' stamps are compared
+        from ensemble.shift.run import reusable
+        if reusable(job.setup_cfg)[1]:
+            return 0.5  # reused: written for these very files
         cfg = job.setup_cfg
         seconds = c.cache_s(cfg.input.size, max(2, cfg.train.num_workers))
         seconds += c.n_images * (c.stats_s + 5e-4) + 1.5  # statistics, then the train-vs-test classifier

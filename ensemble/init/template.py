@@ -10,7 +10,7 @@ import string
 from datetime import datetime, timezone
 from importlib import resources
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Mapping
 
 import yaml
 

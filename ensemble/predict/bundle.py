@@ -183,7 +183,7 @@ def readme_text(meta: dict) -> str:
              f"`{meta['recipe']['method']}`, CV {meta.get('metric', '')} "
              f"{cv.get('score', float('nan')):.4f} (std {cv.get('std', float('nan')):.4f}).", "",
              f"Classes: {', '.join(map(str, meta['classes']))}", "",
-             "```", f"python -m ensemble.predict --bundle <this folder> --images <folder> --sample sample_submission.csv "
+             "```", "python -m ensemble.predict --bundle <this folder> --images <folder> --sample sample_submission.csv "
              "--out submission.csv", "```", "", "| model | backbone | size | TTA | folds | CV |", "|---|---|---|---|---|---|"]
     for m in meta["models"]:
         score = "-" if m.get("cv") is None else f"{m['cv']:.4f} (std {m.get('cv_std') or 0:.4f})"

@@ -14,7 +14,7 @@ import pandas as pd
 
 from ..artifacts import atomic_path, file_hash
 from ..data.folds import FoldsError, assign_folds, check_fold_counts, folds_frame, frame_bytes, read_folds
-from .scores import align, load_weights, shift_dir
+from .scores import load_weights, shift_dir
 
 
 def test_like_fold(p_test: np.ndarray, n: int, groups: np.ndarray | None = None) -> np.ndarray:

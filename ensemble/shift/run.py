@@ -167,22 +167,33 @@ def summary_lines(s: dict) -> list[str]:
     return out
 
 
+def reusable(cfg, comp=None) -> tuple[dict, bool]:
+    """The written shift summary (or {}) and whether it still holds: it has an AUC, its weights file
+    exists, and the train and test images' stamps (file stats, nothing decoded) match."""
+    from ..data.competition import load_competition
+    from ..data.images import cache_stamp
+    from .scores import read_summary
+    done = read_summary(cfg.competition_dir)
+    if done.get("auc") is None or not (shift_dir(cfg.competition_dir) / WEIGHTS_FILE).exists():
+        return done, False
+    comp = comp or load_competition(cfg.competition)
+    size = done.get("size", cfg.input.size)
+    now = {"train": cache_stamp(comp.train["path"].tolist(), size),
+           "test": cache_stamp(comp.test["path"].tolist(), size)}
+    return done, done.get("stamps") == now
+
+
 def shift_check(cfg, embeddings: bool = True) -> dict | None:
     """compete's step after duplicates: run the check once per competition (reused when shift.json
     exists) and print one line; a failure is a warning, never the end of the competition.
     embeddings=False: image statistics only (a second or two instead of a pass of a pretrained backbone)."""
     from ..data.competition import load_competition
-    from ..data.images import cache_stamp
-    from .scores import read_summary
-    done = read_summary(cfg.competition_dir)
     comp = load_competition(cfg.competition)
-    if done.get("auc") is not None and (shift_dir(cfg.competition_dir) / WEIGHTS_FILE).exists():
-        size = done.get("size", cfg.input.size)
-        now = {"train": cache_stamp(comp.train["path"].tolist(), size),
-               "test": cache_stamp(comp.test["path"].tolist(), size)}
-        if done.get("stamps") == now:
-            logger.info(one_line(done) + f" (from {shift_dir(cfg.competition_dir) / 'shift.json'})")
-            return done
+    done, still_holds = reusable(cfg, comp)
+    if still_holds:
+        logger.info(one_line(done) + f" (from {shift_dir(cfg.competition_dir) / 'shift.json'})")
+        return done
+    if done.get("auc") is not None:
         logger.info(f"the images changed since {shift_dir(cfg.competition_dir) / 'shift.json'} was written; "
                     "measuring the shift again")
     logger.info(f"== train/test shift ({cfg.competition.name})")

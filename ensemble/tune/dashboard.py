@@ -42,7 +42,7 @@ class _Quiet(WSGIRequestHandler):
 
 
 class _ThreadingServer(socketserver.ThreadingMixIn, WSGIServer):
-    daemon_threads = True
+    daemon_threads = True  # not joined on close: an idle browser socket must not hold up Ctrl-C
 
 
 @dataclass
@@ -78,20 +78,28 @@ def start(storage, port: int = DEFAULT_PORT, background: bool = True) -> Dashboa
 
 
 def serve(storage, where: str, port: int = DEFAULT_PORT) -> int:
-    """Serve until Ctrl-C (or SIGTERM). -> exit code."""
+    """Serve until Ctrl-C (SIGINT) or SIGTERM. -> exit code."""
     import signal
-    dash = start(storage, port, background=False)
-    logger.info(f"dashboard of {where}: {dash.url} (127.0.0.1 only; Ctrl-C stops it)")
 
-    def _term(signum, frame):
+    def _stop(signum, frame):
         raise KeyboardInterrupt
 
-    old = signal.signal(signal.SIGTERM, _term)
+    # Both handlers are set here, before the URL is printed, and both signals unblocked: a process
+    # started with SIGINT ignored or blocked (a shell script's `&`, a job runner) would not stop.
+    stops = (signal.SIGINT, signal.SIGTERM)
+    old = {s: signal.signal(s, _stop) for s in stops}
+    old_mask = signal.pthread_sigmask(signal.SIG_UNBLOCK, stops)
+    dash = None
     try:
+        dash = start(storage, port, background=False)
+        logger.info(f"dashboard of {where}: {dash.url} (127.0.0.1 only; Ctrl-C stops it)")
         dash.server.serve_forever()
     except KeyboardInterrupt:
         logger.info("dashboard stopped")
     finally:
-        signal.signal(signal.SIGTERM, old)
-        dash.server.server_close()
+        signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
+        for s, handler in old.items():
+            signal.signal(s, handler)
+        if dash is not None:
+            dash.server.server_close()
     return 0

@@ -42,6 +42,20 @@ def test_eta_from_estimates_scaled_by_finished_steps(fake_time):
     assert p.line() == "[compete 2/3] train b | elapsed 3m 20s | ETA 10m 00s"
 
 
+def test_a_short_setup_step_that_overran_does_not_rescale_the_training(fake_time):
+    """A shift check planned at 1 s (reused) that had to run again (70 s) once made the ETA read 87h."""
+    p = PlanProgress([("train/test shift", 1.0), ("train a", 600.0), ("vote", 5.0)], bar=False, log=lambda s: None)
+    p.start(0)
+    fake_time.t += 70
+    p.finish(0)
+    p.start(1)
+    assert p.line() == "[compete 2/3] train a | elapsed 1m 10s | ETA 10m 05s"
+    fake_time.t += 6000  # a training step 10x over its estimate scales the rest by at most 4
+    p.finish(1)
+    p.start(2)
+    assert p.eta() == pytest.approx(20.0)
+
+
 def test_eta_without_estimates_is_the_mean_step_time(fake_time):
     p = PlanProgress([("a", None), ("b", None), ("c", None), ("d", None)], bar=False, log=lambda s: None)
     p.start(0)

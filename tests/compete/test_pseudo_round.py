@@ -16,7 +16,6 @@ from ensemble.config import dump_config, load_config
 from ensemble.data.competition import load_competition
 from ensemble.train.targets import read_extra_rows
 from ensemble.vote.options import VoteOptions
-from ensemble.vote.voter import vote_runs
 
 CLASSES = ["cat", "dog", "fox"]
 

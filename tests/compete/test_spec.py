@@ -98,8 +98,8 @@ def test_a_vote_typo_fails_before_anything_is_written(tmp_path, monkeypatch, cap
     path.write_text(text)
     monkeypatch.chdir(tmp_path)
     assert main(["--competition", "demo", "--budget", "smoke"]) == 2
-    assert capsys.readouterr().err == (f"error: configs/demo/compete.yaml: key 'budgets.smoke.vote.bias' expected one "
-                                       f"of 'auto', 'on', 'off', got str 'yes'\n")
+    assert capsys.readouterr().err == ("error: configs/demo/compete.yaml: key 'budgets.smoke.vote.bias' expected one "
+                                       "of 'auto', 'on', 'off', got str 'yes'\n")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["configs"]  # no data/, runs/ or submissions/
     assert main(["--competition", "demo", "--time", "3m"]) == 2  # the whole file is checked, whichever mode
     assert "budgets.smoke.vote.bias" in capsys.readouterr().err

@@ -9,7 +9,7 @@ import pytest
 
 from ensemble.config import load_config
 from ensemble.shift.__main__ import main
-from ensemble.shift.run import shift_check
+from ensemble.shift.run import reusable, shift_check
 from conftest import log_lines
 from test_shift import make_shift_competition
 
@@ -67,9 +67,11 @@ def test_compete_shift_check_prints_one_line_and_reuses(tmp_path):
     with log_lines("ensemble.shift") as again:
         shift_check(cfg)  # shift.json exists: not measured again
     assert len(again) == 1 and again[0].startswith(lines[1])
+    assert reusable(cfg)[1] is True  # what compete --time prices the step by (0.5 s)
     img = sorted((root / "train").iterdir())[0]
     img.write_bytes(img.read_bytes())  # rewritten: a new mtime (bumped, so the test does not race the clock)
     os.utime(img, ns=(img.stat().st_atime_ns, img.stat().st_mtime_ns + 10**9))
+    assert reusable(cfg)[1] is False  # priced as a new check, not as reused
     with log_lines("ensemble.shift") as changed:
         shift_check(cfg, embeddings=False)
     assert changed[0] == (f"the images changed since {tmp_path / 'runs' / 'syn' / 'shift' / 'shift.json'} was "

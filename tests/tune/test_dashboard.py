@@ -67,12 +67,54 @@ def test_tune_dashboard_serves_the_study_on_localhost(tmp_path):
         assert [s["study_name"] for s in studies] == [name]
     finally:
         proc.send_signal(signal.SIGINT)
+        why = ""
         try:
             proc.wait(timeout=15)
         except subprocess.TimeoutExpired:
+            why = stuck(proc.pid)
             proc.kill()
             proc.wait()
-    assert proc.returncode == 0
+    time.sleep(0.2)  # the reader thread drains the closed pipe
+    after = "".join(lines.get() for _ in range(lines.qsize()))
+    assert proc.returncode == 0, f"still running 15 s after Ctrl-C ({why}); output after the URL: {after!r}"
+    assert "dashboard stopped" in after
+
+
+def stuck(pid: int) -> str:
+    """Why a process outlived its Ctrl-C: its signal masks and what each thread waits in (Linux /proc)."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            masks = [line.strip() for line in f if line.startswith(("SigBlk", "SigIgn", "SigCgt"))]
+        threads = []
+        for task in sorted(os.listdir(f"/proc/{pid}/task")):
+            with open(f"/proc/{pid}/task/{task}/comm") as c, open(f"/proc/{pid}/task/{task}/wchan") as w:
+                threads.append(f"{c.read().strip()}:{w.read().strip()}")
+        return f"{' '.join(masks)}; threads {threads}"
+    except OSError as e:
+        return f"no /proc details: {e}"
+
+
+def test_ctrl_c_stops_it_even_when_started_with_sigint_ignored(tmp_path):
+    """A shell script's `cmd &` starts a process with SIGINT ignored; serve() sets its own handler."""
+    tiny_study(tmp_path / "runs")
+    script = ("import logging, sys, optuna; from ensemble.tune import dashboard;"
+              "logging.basicConfig(level=logging.INFO, stream=sys.stdout, format='%(message)s');"
+              "storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(sys.argv[1]));"
+              "sys.exit(dashboard.serve(storage, 'the journal', port=0))")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.Popen([sys.executable, "-c", script, str(tmp_path / "runs" / "tiny" / "tune" / "optuna.journal")],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+    try:
+        first = proc.stdout.readline()  # blocks until serving (or the process dies: "")
+        assert "http://127.0.0.1:" in first, first + proc.stdout.read()
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=15)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0 and "dashboard stopped" in out
 
 
 def test_start_and_stop_in_process(tmp_path):
@@ -86,6 +128,24 @@ def test_start_and_stop_in_process(tmp_path):
         dash.stop()
     with pytest.raises(OSError):
         urllib.request.urlopen(dash.url, timeout=5)
+
+
+def test_an_idle_open_connection_does_not_hold_up_stop(tmp_path):
+    """Browsers open sockets ahead of requests; stop() must not wait for one that never speaks."""
+    import socket
+    tiny_study(tmp_path / "runs")
+    storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(
+        str(tmp_path / "runs" / "tiny" / "tune" / "optuna.journal")))
+    dash = dashboard.start(storage, port=0)
+    idle = socket.create_connection(dash.server.server_address[:2], timeout=5)
+    try:
+        time.sleep(0.3)  # the server has accepted it and a handler thread waits for a request line
+        stopper = threading.Thread(target=dash.stop, daemon=True)
+        stopper.start()
+        stopper.join(timeout=20)
+        assert not stopper.is_alive(), "stop() waited for an idle connection"
+    finally:
+        idle.close()
 
 
 def test_missing_package_is_one_clear_error(monkeypatch):
