@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -70,7 +71,12 @@ def peak_rss(bundle: str, images: Path, out: Path, batch_size: int, threads: int
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL)
-    _, status, usage = os.wait4(proc.pid, 0)
+    try:
+        _, status, usage = os.wait4(proc.pid, 0)
+    except BaseException:  # Ctrl-C or a kill of the benchmark: no predict left running on its own
+        proc.kill()
+        proc.wait()
+        raise
     if os.waitstatus_to_exitcode(status) != 0:
         raise SystemExit(f"predict failed: {' '.join(cmd)}")
     return usage.ru_maxrss / 1024, time.perf_counter() - t0
@@ -87,6 +93,7 @@ def main() -> int:
     ap.add_argument("--repeat", type=int, default=10, help="the second memory run names every image this often")
     ap.add_argument("--rounds", type=int, default=3, help="interleaved timing rounds (the best of each is kept)")
     args = ap.parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # `timeout`/kill: stop the predict child too
     torch.set_num_threads(args.threads)
     bundle = read_bundle(args.bundle)
     ids, paths, sample = list_images(args.images, args.sample, bundle.meta.get("image_ext", ""), bundle.meta["id_col"])

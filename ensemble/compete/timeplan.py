@@ -17,7 +17,8 @@ Allocation: the most candidates (in priority order, up to ``max_models``) that e
 ``target_epochs`` still fit, and as many epochs as fit (at most ``max_epochs``). A twin (same
 backbone, e.g. scratch vs pretrained) gets its twin's size and as many epochs as fit in its twin's
 time, so the two compare at equal time; with ``twins="required"`` every twin and the model it twins
-are planned (room is kept for them first; the other candidates fill what is left). A second round
+are planned (room is kept for them first, the model twinned takes a size at which its twin gets
+``min_epochs`` in its time; the other candidates fill what is left). A second round
 (``Rerun``: pseudo-labels) retrains some planned models with the same recipe on more rows per fold;
 its cost is reserved by giving the first round the largest time with which both rounds fit (when
 none does, the plan has no second round). When the first candidate alone does not get ``min_epochs``,
@@ -62,6 +63,14 @@ def _fit(c: Candidate, speed: Speed, w: Workload, share: float, target: int, max
         if e >= target:
             return size, e
     return sizes[0], epochs_at(sizes[0])
+
+
+def _epochs_within(c: Candidate, speed: Speed, w: Workload, seconds: float, max_epochs: int) -> int:
+    """The most epochs (<= max_epochs, 0 when none) of c at speed whose folds take at most ``seconds``."""
+    e = max_epochs
+    while e > 0 and w.folds * fold_cost(speed, w, c.head_epochs, e)[0] > seconds:
+        e -= 1
+    return e
 
 
 def _entry(c: Candidate, speed: Speed, w: Workload, size: int, epochs: int, cached: set[int],
@@ -234,12 +243,16 @@ def _allocate(candidates, speeds, w: Workload, available: float, min_epochs: int
                     twin_s = w.folds * fold_cost(speeds[twin[0].label].at(size), w, twin[0].head_epochs, twin[2])[0]
                 else:
                     size, twin_s = twin_time[c.twin]
-                e = max_epochs
-                sp = speeds[c.label].at(size)
-                while e > 0 and w.folds * fold_cost(sp, w, c.head_epochs, e)[0] > min(share, twin_s):
-                    e -= 1
+                e = _epochs_within(c, speeds[c.label].at(size), w, min(share, twin_s), max_epochs)
             else:
                 size, e = _fit(c, speeds[c.label], w, share, target_epochs, max_epochs, cached)
+                twins = [d for d in candidates if d.twin == c.label and d.label in required and c.label in required]
+                while twins and size > min(c.sizes) and any(
+                        _epochs_within(d, speeds[d.label].at(size), w, min(share, w.folds * fold_cost(
+                            speeds[c.label].at(size), w, c.head_epochs, e)[0]), max_epochs) < min_epochs for d in twins):
+                    # a required twin trains at this model's size in its time: a smaller size, so that it can
+                    smaller = replace(c, sizes=[x for x in c.sizes if x < size])
+                    size, e = _fit(smaller, speeds[c.label], w, share, target_epochs, max_epochs, cached)
             if e < min_epochs:
                 break
             chosen.append((c, size, e))

@@ -215,6 +215,21 @@ def test_required_twins_that_do_not_fit_name_the_budget_that_holds_them():
     assert [x.name for x in optional.entries] == ["a"]  # optional: the twin waits for time left over
 
 
+def test_a_required_twin_makes_its_model_take_a_size_the_twin_can_match():
+    """chest_xray, 40m: lite0 took 192 px, where its scratch twin gets no 2 epochs in lite0's time, so the
+    planner refused (`use --time 68m`) though lite0 at 128 px and its twin fit in 40m."""
+    cands = [Candidate("l0.yaml", name="lite0", sizes=[128, 160, 192], head_epochs=2, train=5),
+             Candidate("l1.yaml", name="lite1", sizes=[128, 160], head_epochs=2, train=5),
+             Candidate("l0.yaml", name="lite0-scratch", sizes=[128], twin="lite0")]
+    speeds = {"lite0": Speed(128, 81.7, 285.6), "lite1": Speed(128, 58.3, 233.8), "lite0-scratch": Speed(128, 45.1, 276.4)}
+    w = Workload(5216, 640, 3, views=2, cache_s=60.0)
+    kw = dict(folds=[3], setup={"shift": 66.0}, min_epochs=2, target_epochs=3, max_epochs=12)
+    assert make_plan(cands, speeds, w, 40 * 60.0, **kw).entries[0].size > 128  # optional: a larger size
+    lite0, twin = make_plan(cands, speeds, w, 40 * 60.0, twins="required", **kw).entries
+    assert (lite0.name, twin.name, lite0.size, twin.size) == ("lite0", "lite0-scratch", 128, 128)
+    assert twin.epochs >= 2 and twin.est_seconds <= lite0.est_seconds
+
+
 def test_the_second_round_is_reserved_so_both_rounds_fit():
     cands = [Candidate("a.yaml", name="a", head_epochs=2), Candidate("b.yaml", name="b")]
     kw = dict(reserve=0.0, reserve_s=0.0, min_epochs=2, target_epochs=4, max_epochs=12, tail={"vote": 20.0})
