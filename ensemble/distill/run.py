@@ -99,6 +99,8 @@ def distill(competition: str, *, submission: str | Path | None = None, student: 
     teacher = load_teacher(path)
     if teacher.runs.competition != competition:
         raise DistillError(f"{path}: a submission of '{teacher.runs.competition}', not of '{competition}'")
+    if student is None:  # the run's config.yaml holds the per-fold time limit its --time plan set for that
+        overrides = ["train.time_limit=null", *overrides]  # run's rows at that machine's speed (--set wins)
     source, base = _student_config(teacher, student, overrides)
     comp_dir = base.competition_dir
     if base.competition.name != competition:

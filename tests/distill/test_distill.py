@@ -25,7 +25,7 @@ CLASSES = ["cat", "dog", "fox"]
 def _fake_run(cfg_path, name: str, strength: float, seed: int):
     """A finished run of the tiny competition without training: the real resolved config, OOF
     probabilities on the competition's folds that know the label by `strength`, random test rows."""
-    cfg = load_config(cfg_path, [f"name={name}"])
+    cfg = load_config(cfg_path, [f"name={name}", "train.time_limit=300"])  # as a --time plan sets it
     comp = load_competition(cfg.competition)
     folds, folds_hash = competition_folds(comp, cfg.competition_dir, cfg.folds.n, cfg.folds.seed)
     write_labels(comp, cfg.competition_dir)
@@ -101,6 +101,7 @@ def test_distill_trains_a_student_on_the_ensembles_soft_labels(ensemble_of_two, 
     teacher_file = runs / "tiny" / "distill" / f"teacher-{manifest.stem}.csv"
     teacher = pd.read_csv(teacher_file, dtype={"id": str}).set_index("id")
     m = json.loads((student / "metrics.json").read_text())
+    assert load_config(student / "config.yaml").train.time_limit is None  # the teacher's plan does not bind it
     assert m["soft_targets"] == {"path": str(teacher_file), "sha256": file_hash(teacher_file), "alpha": 0.75}
     assert m["extra_rows"]["rows"] == 3 and np.array(m["confusion"]).sum() == 24  # CV on the 24 own rows
     # every epoch's targets: 0.75 x the teacher + 0.25 x one-hot for the fold's 12 rows, then the 3 pseudo rows
