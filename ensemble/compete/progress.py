@@ -2,8 +2,9 @@
 
     [compete 2/4] train resnet18-t60m | elapsed 12m 04s | ETA 31m 10s
 
-Shown as a tqdm line (stderr) above the per-epoch bars, refreshed after every epoch; lines printed
-meanwhile are written with the bars cleared and redrawn after, so the line stays in place. Every
+Shown as a tqdm line (stderr, when it is a terminal) above the per-epoch bars, refreshed after every
+epoch; lines printed meanwhile are written with the bars cleared and redrawn after, so the line
+stays in place. Every
 step start is also an info log line (compete -q: no bars and, as for every command, warnings
 only). The ETA uses the plan's estimated seconds per step, scaled by how the finished steps of at
 least a minute compared with their estimates (a setup step planned at a second that took a minute
@@ -49,7 +50,9 @@ class PlanProgress:
         self.actual: dict[int, float] = {}
         self._bar = None
         self._stream = stream or sys.stderr
-        self.bar_enabled = bar
+        # redirected to a file (`compete ... > log 2>&1`), a redrawn line would fill the log with
+        # carriage returns: the step lines are logged anyway
+        self.bar_enabled = bar and (stream is not None or _is_terminal(sys.stderr))
 
     # ------------------------------------------------------------ numbers
     def elapsed(self) -> float:
@@ -137,6 +140,13 @@ class PlanProgress:
             self.refresh()
             self._bar.close()
             self._bar = None
+
+
+def _is_terminal(stream) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):  # no isatty, or closed
+        return False
 
 
 class _AboveBars:

@@ -118,8 +118,9 @@ def two_models(tmp_path, monkeypatch):
     return tmp_path, seen
 
 
-def test_compete_shows_one_line_for_the_whole_budget(two_models, capsys):
+def test_compete_shows_one_line_for_the_whole_budget(two_models, capsys, monkeypatch):
     tmp, seen = two_models
+    monkeypatch.setattr("ensemble.compete.progress._is_terminal", lambda stream: True)  # as in a terminal
     assert compete_main(["--competition", "tiny", "--budget", "quick", "--configs-dir", str(tmp / "configs"),
                    "--submit", "-m", "hi"]) == 0
     cap = capsys.readouterr()
@@ -133,6 +134,15 @@ def test_compete_shows_one_line_for_the_whole_budget(two_models, capsys):
     assert options == VoteOptions(methods="mean,hillclimb", kaggle="tiny", message="hi")  # compete.yaml + flags
     assert seen["submit"] == ("tiny", "hi")
     assert seen["progress"] == [True, True]  # the per-epoch bars stay on
+
+
+def test_a_redirected_stderr_gets_the_step_lines_and_no_redrawn_line(two_models, capsys):
+    """`compete ... > log 2>&1`: the log had the live line redrawn before every line it held."""
+    tmp, _ = two_models
+    assert compete_main(["--competition", "tiny", "--budget", "quick", "--configs-dir", str(tmp / "configs")]) == 0
+    cap = capsys.readouterr()  # capsys's stderr is no terminal, as a file is not
+    assert "[compete" not in cap.err and "\r" not in cap.err
+    assert len(re.findall(r"== \[compete \d/4\]", cap.out)) == 4 and "model-quick: epoch 2" in cap.out
 
 
 def test_quiet_silences_the_bars(two_models, capsys):
