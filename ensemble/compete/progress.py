@@ -4,12 +4,11 @@
 
 Shown as a tqdm line (stderr, when it is a terminal) above the per-epoch bars, refreshed after every
 epoch; lines printed meanwhile are written with the bars cleared and redrawn after, so the line
-stays in place. Every
-step start is also an info log line (compete -q: no bars and, as for every command, warnings
-only). The ETA uses the plan's estimated seconds per step, scaled by how the finished steps of at
-least a minute compared with their estimates (a setup step planned at a second that took a minute
-says nothing about the training speed); without estimates, the mean time per finished step
-(fractions of a step counted by epochs).
+stays in place. Every step start is also an info log line (compete -q: no bars and, as for every
+command, warnings only). The ETA uses the plan's estimated seconds per step, scaled by how the
+finished steps of at least a minute compared with their estimates (a setup step planned at a second
+that took a minute says nothing about the training speed); without estimates, the mean time per
+finished step (fractions of a step counted by epochs).
 """
 from __future__ import annotations
 

@@ -229,6 +229,12 @@ def _with_rerun(first_round, speeds, rerun: Rerun, available: float, limit_slack
 def _allocate(candidates, speeds, w: Workload, available: float, min_epochs: int, target_epochs: int,
               max_epochs: int, max_models: int, limit_slack: float,
               twin_time: dict[str, tuple[int, float]], required: set[str] = frozenset()) -> list[Entry]:
+    def seconds(c: Candidate, size: int, epochs: int) -> float:  # all folds of c at size
+        return w.folds * fold_cost(speeds[c.label].at(size), w, c.head_epochs, epochs)[0]
+
+    def twin_epochs(c: Candidate, size: int, twin_s: float) -> int:  # at its twin's size, in its twin's time
+        return _epochs_within(c, speeds[c.label].at(size), w, min(share, twin_s), max_epochs)
+
     chosen: list[tuple[Candidate, int, int]] = []
     others = [c for c in candidates if c.label not in required]
     for m in range(min(len(candidates), max_models), max(len(required), 1) - 1, -1):
@@ -237,22 +243,19 @@ def _allocate(candidates, speeds, w: Workload, available: float, min_epochs: int
         keep = required | {c.label for c in others[:m - len(required)]}  # the twins first, then priority order
         for c in (c for c in candidates if c.label in keep):
             twin = next((x for x in chosen if x[0].label == c.twin), None)
-            if twin is not None or c.twin in twin_time:  # the twin's size, and the epochs that fit in its time
-                if twin is not None:
-                    size = twin[1]
-                    twin_s = w.folds * fold_cost(speeds[twin[0].label].at(size), w, twin[0].head_epochs, twin[2])[0]
-                else:
-                    size, twin_s = twin_time[c.twin]
-                e = _epochs_within(c, speeds[c.label].at(size), w, min(share, twin_s), max_epochs)
+            if twin is not None:
+                size = twin[1]
+                e = twin_epochs(c, size, seconds(twin[0], size, twin[2]))
+            elif c.twin in twin_time:
+                size, twin_s = twin_time[c.twin]
+                e = twin_epochs(c, size, twin_s)
             else:
                 size, e = _fit(c, speeds[c.label], w, share, target_epochs, max_epochs, cached)
-                twins = [d for d in candidates if d.twin == c.label and d.label in required and c.label in required]
-                while twins and size > min(c.sizes) and any(
-                        _epochs_within(d, speeds[d.label].at(size), w, min(share, w.folds * fold_cost(
-                            speeds[c.label].at(size), w, c.head_epochs, e)[0]), max_epochs) < min_epochs for d in twins):
-                    # a required twin trains at this model's size in its time: a smaller size, so that it can
-                    smaller = replace(c, sizes=[x for x in c.sizes if x < size])
-                    size, e = _fit(smaller, speeds[c.label], w, share, target_epochs, max_epochs, cached)
+                twins = [d for d in candidates if d.twin == c.label and d.label in required]
+                # a required twin trains at this model's size, in its time: a smaller size, so that it can
+                while size > min(c.sizes) and any(twin_epochs(d, size, seconds(c, size, e)) < min_epochs for d in twins):
+                    size, e = _fit(replace(c, sizes=[x for x in c.sizes if x < size]), speeds[c.label], w, share,
+                                   target_epochs, max_epochs, cached)
             if e < min_epochs:
                 break
             chosen.append((c, size, e))

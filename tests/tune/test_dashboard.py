@@ -22,11 +22,21 @@ pytest.importorskip("optuna_dashboard", reason="optuna-dashboard not installed: 
 TIMEOUT_S = 60  # start + first page, bounded
 
 
+def journal(runs):
+    """The journal storage of runs/tiny/tune/optuna.journal."""
+    return optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(
+        str(runs / "tiny" / "tune" / "optuna.journal")))
+
+
+def child_env() -> dict:
+    """This checkout first on a subprocess's import path."""
+    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+
+
 def tiny_study(runs) -> str:
     """A 3-trial study in runs/tiny/tune/optuna.journal (no training: a quadratic objective)."""
-    path = runs / "tiny" / "tune" / "optuna.journal"
-    path.parent.mkdir(parents=True)
-    storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(path)))
+    (runs / "tiny" / "tune").mkdir(parents=True)
+    storage = journal(runs)
     study = optuna.create_study(storage=storage, study_name="tiny/tinyrun")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study.optimize(lambda t: (t.suggest_float("x", -1, 1) - 0.3) ** 2, n_trials=3)
@@ -42,7 +52,7 @@ def test_tune_dashboard_serves_the_study_on_localhost(tmp_path):
     cfg = write_configs(tmp_path / "configs", make_competition(tmp_path / "comp", n_per_class=2, n_test=2),
                         tmp_path / "runs")
     name = tiny_study(tmp_path / "runs")
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+    env = child_env()
     proc = subprocess.Popen([sys.executable, "-m", "ensemble.tune", "--cfg", str(cfg), "--dashboard", "--port", "0"],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
     lines: queue.Queue = queue.Queue()
@@ -101,7 +111,7 @@ def test_ctrl_c_stops_it_even_when_started_with_sigint_ignored(tmp_path):
               "logging.basicConfig(level=logging.INFO, stream=sys.stdout, format='%(message)s');"
               "storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(sys.argv[1]));"
               "sys.exit(dashboard.serve(storage, 'the journal', port=0))")
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+    env = child_env()
     proc = subprocess.Popen([sys.executable, "-c", script, str(tmp_path / "runs" / "tiny" / "tune" / "optuna.journal")],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
@@ -119,8 +129,7 @@ def test_ctrl_c_stops_it_even_when_started_with_sigint_ignored(tmp_path):
 
 def test_start_and_stop_in_process(tmp_path):
     tiny_study(tmp_path / "runs")
-    storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(
-        str(tmp_path / "runs" / "tiny" / "tune" / "optuna.journal")))
+    storage = journal(tmp_path / "runs")
     dash = dashboard.start(storage, port=0)
     try:
         assert dash.url.startswith("http://127.0.0.1:") and fetch(dash.url)[0] == 200
@@ -134,8 +143,7 @@ def test_an_idle_open_connection_does_not_hold_up_stop(tmp_path):
     """Browsers open sockets ahead of requests; stop() must not wait for one that never speaks."""
     import socket
     tiny_study(tmp_path / "runs")
-    storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(
-        str(tmp_path / "runs" / "tiny" / "tune" / "optuna.journal")))
+    storage = journal(tmp_path / "runs")
     dash = dashboard.start(storage, port=0)
     idle = socket.create_connection(dash.server.server_address[:2], timeout=5)
     try:
