@@ -265,7 +265,7 @@ class OutputCfg:
     format: Literal["csv", "parquet"] = "csv"  # the oof and test probability files
     tensorboard: bool = True  # TensorBoard scalars in every fold<k>/
     plots: bool = True  # confusion.png and curves.png
-    progress: bool = True  # per-epoch progress bars
+    progress: bool = True  # per-epoch progress bars, drawn when stderr is a terminal
 
 
 @dataclass(frozen=True)

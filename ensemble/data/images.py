@@ -212,7 +212,7 @@ def _write(npy: Path, idx: Path, key: str, strs: list[str], size: int, stats: li
     if progress:
         from tqdm.auto import tqdm
         what = f"caching {n} images" if base is None else f"re-decoding {len(todo)} of {n} images"
-        bar = tqdm(total=len(todo), desc=f"{what} at {size}px", unit="img", leave=False)
+        bar = tqdm(total=len(todo), desc=f"{what} at {size}px", unit="img", leave=False, disable=None)
     try:
         with open(tmp, "wb") as f, ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
             _preallocate(f, nbytes)

@@ -175,7 +175,7 @@ class Predictor:
                                                                              on_bad_image)
             if progress:
                 from tqdm.auto import tqdm
-                bar = tqdm(total=len(items), desc="predict", unit="img", dynamic_ncols=True)
+                bar = tqdm(total=len(items), desc="predict", unit="img", dynamic_ncols=True, disable=None)
             for chunk in chunks:
                 yield chunk, self._stack(chunk, nets)
                 if bar is not None:

@@ -98,7 +98,7 @@ def _progress(iterable, total: int, desc: str, enabled: bool):
     if not enabled:
         return iterable
     from tqdm.auto import tqdm
-    return tqdm(iterable, total=total, desc=desc, leave=False, dynamic_ncols=True)
+    return tqdm(iterable, total=total, desc=desc, leave=False, dynamic_ncols=True, disable=None)
 
 
 def train_one_epoch(model: nn.Module, loader, loss_fn: nn.Module, optimizer: torch.optim.Optimizer,

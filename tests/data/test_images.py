@@ -1,3 +1,5 @@
+import io
+import sys
 from pathlib import Path
 
 import cv2
@@ -181,3 +183,20 @@ def test_interrupted_build_leaves_no_cache(tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         build_cache(paths, 16, tmp_path / "cache", progress=False)
     assert list((tmp_path / "cache").iterdir()) == []
+
+
+class _Terminal(io.StringIO):
+    def isatty(self):
+        return True
+
+
+@pytest.mark.parametrize("stream, drawn", [(io.StringIO, False), (_Terminal, True)])
+def test_progress_bars_draw_on_a_terminal_only(tmp_path, monkeypatch, stream, drawn):
+    from ensemble.train.engine import _progress
+    err = stream()
+    monkeypatch.setattr(sys, "stderr", err)
+    build_cache(_image_set(tmp_path / "train"), 16, tmp_path / "cache", progress=True)
+    assert list(_progress(range(3), 3, "epoch 1", enabled=True)) == [0, 1, 2]
+    text = err.getvalue()
+    assert ("caching 4 images at 16px" in text and "epoch 1" in text) == drawn
+    assert (text == "") == (not drawn)  # a redirected log gets no bar at all
