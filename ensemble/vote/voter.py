@@ -64,9 +64,10 @@ def parse_weights(text: str | None, names: list[str]) -> np.ndarray | None:
 
 
 def build_specs(method: str, weights, bias: str, ordinal: bool, max_iter: int, stack_c: float,
-                grades: bool = False):
+                grades: bool = False, two_class_labels: bool = False):
     """-> (specs, notes). method: 'all' or comma-separated names. grades: also add expected-grade
-    variants (+grade, +grade+thr as --bias allows) that compete with argmax by nested CV."""
+    variants (+grade, +grade+thr as --bias allows) that compete with argmax by nested CV.
+    two_class_labels: two classes scored on labels, where 'all' leaves out rank without a fitted bias."""
     names = method_names(method)
     specs, notes = [], []
     for name in names:
@@ -84,6 +85,14 @@ def build_specs(method: str, weights, bias: str, ordinal: bool, max_iter: int, s
         opts = {"weighted": {"weights": weights}, "hillclimb": {"max_iter": max_iter},
                 "stacking": {"C": stack_c}}.get(name, {})
         tune = {"on": [False, True], "off": [False], "auto": [False, True] if ordinal else [False]}[bias]
+        if name == "rank" and two_class_labels and method == "all":
+            # the two rank columns sum to a constant, so their argmax splits the rows about in half
+            # whatever the models say; only a fitted bias turns them into labels
+            tune = [t for t in tune if t]
+            if not tune:
+                notes.append("'rank' skipped: with two classes and a metric on labels its argmax splits the rows "
+                             "in half (--bias on fits a threshold to it)")
+                continue
         specs += [Spec(name, opts, t) for t in tune]
         if grades:  # thresholds as for ordinal runs: auto/on -> also fitted ones
             specs += [Spec(name, opts, t, grade=True) for t in ([False] if bias == "off" else [False, True])]
@@ -176,7 +185,9 @@ def _vote(run_dirs: Sequence[str | Path], options: VoteOptions | None, command: 
     objective = Objective(data.metric)
     w = parse_weights(opts.weights, data.names)
     specs, notes = build_specs(opts.methods, w, opts.bias, data.ordinal, opts.max_iter, opts.stack_c,
-                               decodes_grades(data.metric, data.ordinal))
+                               decodes_grades(data.metric, data.ordinal),
+                               two_class_labels=data.metric.needs == "label" and data.metric.n_classes == 2
+                               and not data.ordinal)
     if len(data.runs) == 1:
         notes.append(f"one run ('{data.names[0]}'): an ensemble of one; mean, weighted, geometric and hillclimb "
                      "submit its probabilities, the other methods transform them")

@@ -180,3 +180,19 @@ def test_rank_col_matches_scipy_with_ties_and_signed_zeros():
     x[:3] = [-0.0, 0.0, 0.0]
     from ensemble.vote.methods import _rank_col
     np.testing.assert_array_equal(_rank_col(x), rankdata(x).astype(np.float32))
+
+
+def test_rank_splits_two_classes_in_half_so_all_leaves_it_out_for_label_metrics():
+    from ensemble.vote.voter import build_specs
+    p1 = np.random.default_rng(0).beta(4.0, 1.0, 100)  # most rows say class 1 (mean 0.8)
+    stack = np.stack([1 - p1, p1], axis=-1)[None].astype(np.float32)
+    labels = get_method("rank").combine(stack, {}).argmax(1)
+    assert (stack[0].argmax(1) == 0).sum() < 15 and (labels == 0).sum() == 50  # a median split, whatever p says
+    names = lambda *a, **k: [s.name() for s in build_specs(*a, **k)[0]]  # noqa: E731
+    assert "rank" in names("all", None, "off", False, 10, 1.0)
+    specs, notes = build_specs("all", None, "off", False, 10, 1.0, two_class_labels=True)
+    assert not any(s.method == "rank" for s in specs) and "mean" in [s.name() for s in specs]
+    assert notes[-1:] == ["'rank' skipped: with two classes and a metric on labels its argmax splits the rows in half "
+                     "(--bias on fits a threshold to it)"]
+    assert [n for n in names("all", None, "on", False, 10, 1.0, two_class_labels=True) if "rank" in n] == ["rank+bias"]
+    assert names("rank", None, "off", False, 10, 1.0, two_class_labels=True) == ["rank"]  # asked for by name
