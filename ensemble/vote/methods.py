@@ -30,6 +30,9 @@ class Method:
     fit: Callable[..., dict] | None  # (oof (M,N,C), y (N,), objective, **options) -> state
     ordinal: bool
     needs_weights: bool
+    # False: with two classes its columns sum to a constant, so the argmax is a fixed split of the
+    # rows whatever the models say (rank); a metric on labels needs a fitted bias on top
+    two_class_argmax: bool = True
 
     @property
     def summary(self) -> str:
@@ -39,11 +42,12 @@ class Method:
 METHODS: Registry[Method] = Registry("vote method")
 
 
-def register(name: str, *, fit=None, ordinal: bool = False, needs_weights: bool = False):
+def register(name: str, *, fit=None, ordinal: bool = False, needs_weights: bool = False,
+             two_class_argmax: bool = True):
     """Decorator: ``@register("mean", ordinal=True)`` on ``combine(stack (M, N, C), state) -> (N, C)``;
     fit(oof, y, objective, **options) -> state, when the method learns from the OOF rows."""
     def deco(fn):
-        METHODS.register(name, Method(name, fn, fit, ordinal, needs_weights))
+        METHODS.register(name, Method(name, fn, fit, ordinal, needs_weights, two_class_argmax))
         return fn
     return deco
 
@@ -116,7 +120,7 @@ def _rank_col(col: np.ndarray) -> np.ndarray:
     return out
 
 
-@register("rank")
+@register("rank", two_class_argmax=False)
 def rank(stack: np.ndarray, state: dict) -> np.ndarray:
     """Rank average: each model's per-class ranks over rows, scaled to (0, 1], then averaged."""
     m, n, c = stack.shape

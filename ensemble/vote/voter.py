@@ -67,7 +67,8 @@ def build_specs(method: str, weights, bias: str, ordinal: bool, max_iter: int, s
                 grades: bool = False, two_class_labels: bool = False):
     """-> (specs, notes). method: 'all' or comma-separated names. grades: also add expected-grade
     variants (+grade, +grade+thr as --bias allows) that compete with argmax by nested CV.
-    two_class_labels: two classes scored on labels, where 'all' leaves out rank without a fitted bias."""
+    two_class_labels: two classes scored on labels, where 'all' leaves out the methods without a
+    two-class argmax (rank) unless a bias is fitted."""
     names = method_names(method)
     specs, notes = [], []
     for name in names:
@@ -85,12 +86,10 @@ def build_specs(method: str, weights, bias: str, ordinal: bool, max_iter: int, s
         opts = {"weighted": {"weights": weights}, "hillclimb": {"max_iter": max_iter},
                 "stacking": {"C": stack_c}}.get(name, {})
         tune = {"on": [False, True], "off": [False], "auto": [False, True] if ordinal else [False]}[bias]
-        if name == "rank" and two_class_labels and method == "all":
-            # the two rank columns sum to a constant, so their argmax splits the rows about in half
-            # whatever the models say; only a fitted bias turns them into labels
-            tune = [t for t in tune if t]
+        if two_class_labels and not m.two_class_argmax and method == "all":
+            tune = [t for t in tune if t]  # only a fitted bias turns its columns into labels
             if not tune:
-                notes.append("'rank' skipped: with two classes and a metric on labels its argmax splits the rows "
+                notes.append(f"'{name}' skipped: with two classes and a metric on labels its argmax splits the rows "
                              "in half (--bias on fits a threshold to it)")
                 continue
         specs += [Spec(name, opts, t) for t in tune]

@@ -193,6 +193,6 @@ def test_rank_splits_two_classes_in_half_so_all_leaves_it_out_for_label_metrics(
     specs, notes = build_specs("all", None, "off", False, 10, 1.0, two_class_labels=True)
     assert not any(s.method == "rank" for s in specs) and "mean" in [s.name() for s in specs]
     assert notes[-1:] == ["'rank' skipped: with two classes and a metric on labels its argmax splits the rows in half "
-                     "(--bias on fits a threshold to it)"]
+                          "(--bias on fits a threshold to it)"]
     assert [n for n in names("all", None, "on", False, 10, 1.0, two_class_labels=True) if "rank" in n] == ["rank+bias"]
     assert names("rank", None, "off", False, 10, 1.0, two_class_labels=True) == ["rank"]  # asked for by name
